@@ -1,0 +1,227 @@
+//! Typed neuron axes.
+//!
+//! The Python library describes a layer's output with a run-time list such as `[-1, 0, -1, -1]`
+//! (`0` marks the neuron axis). Here the output shape is a type, so the description is a type
+//! too: a tuple of tags with exactly one [`Neurons`], one tag per axis of the output:
+//!
+//! | output shape            | tags                                 |
+//! |-------------------------|--------------------------------------|
+//! | `(B, Const<N>)`         | `(Batch, Neurons)`                   |
+//! | `(B, T, Const<N>)`      | `(Batch, Time, Neurons)`             |
+//! | `(B, Const<C>, H, W)`   | `(Batch, Neurons, Any, Any)`         |
+//! | any rank, last is const | [`NeuronsLast`] (the `Linear` default) |
+//!
+//! [`NeuronAxis`] maps a tag tuple and an output shape to the neuron count (always a const dim,
+//! so per-neuron weights are `Tensor<(N,), E, D>`), and knows how to broadcast a per-neuron
+//! vector over the other axes and how to sum them away. A tag tuple that does not fit the shape
+//! does not compile.
+//!
+//! ```
+//! use pai_core::axis::*;
+//! use dfdx::shapes::{Const, Shape};
+//! fn neurons<S: Shape, Tags: NeuronAxis<S>>() -> usize { Tags::NEURONS }
+//! assert_eq!(neurons::<(usize, Const<7>, usize, usize), (Batch, Neurons, Any, Any)>(), 7);
+//! assert_eq!(neurons::<(Const<2>, usize, Const<5>), NeuronsLast>(), 5);
+//! ```
+
+use dfdx::shapes::{Axes2, Axes3, Axes4, Axis, ConstDim, Dim, Dtype, Shape};
+use dfdx::tensor::{Tape, Tensor};
+use dfdx::tensor_ops::{BroadcastTo, Device, SumTo};
+
+/// Marks the axis that holds the neurons (exactly one per tag tuple).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Neurons;
+/// Marks the batch axis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Batch;
+/// Marks a time (sequence) axis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Time;
+/// Marks any other axis (spatial, heads, ...): not a neuron axis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Any;
+/// Neurons on the last axis, whatever the rank: the default for `Linear`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NeuronsLast;
+
+/// A tag that is not [`Neurons`]: [`Batch`], [`Time`] or [`Any`].
+pub trait OtherAxis: private::Sealed {}
+impl OtherAxis for Batch {}
+impl OtherAxis for Time {}
+impl OtherAxis for Any {}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for super::Batch {}
+    impl Sealed for super::Time {}
+    impl Sealed for super::Any {}
+}
+
+/// Maps a tag tuple (`Self`) and a layer's output shape `S` to the neuron axis.
+#[diagnostic::on_unimplemented(
+    message = "the neuron-axis tags `{Self}` do not fit the layer output shape `{S}`",
+    label = "no neuron axis `{Self}` for output `{S}`",
+    note = "write one tag per axis of the output with exactly one `Neurons`, on an axis whose size is a `Const<N>`: `(Batch, Neurons)` for `(B, Const<N>)`, `(Batch, Time, Neurons)` for `(B, T, Const<N>)`, `(Batch, Neurons, Any, Any)` for `(B, Const<C>, H, W)`, or `NeuronsLast` for any rank"
+)]
+pub trait NeuronAxis<S: Shape>: 'static {
+    /// The size of the neuron axis.
+    type Neurons: ConstDim;
+    /// Index of the neuron axis in `S`.
+    const AXIS: usize;
+    /// Number of neurons.
+    const NEURONS: usize = <Self::Neurons as ConstDim>::SIZE;
+
+    /// Broadcasts a per-neuron vector to the output shape (copies along every other axis).
+    ///
+    /// # Errors
+    /// Backend errors (out of memory).
+    fn broadcast<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+        per_neuron: Tensor<(Self::Neurons,), E, D, T>,
+        shape: &S,
+    ) -> Result<Tensor<S, E, D, T>, D::Err>;
+
+    /// Sums every axis but the neuron axis.
+    ///
+    /// # Errors
+    /// Backend errors (out of memory).
+    fn sum_others<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+        t: Tensor<S, E, D, T>,
+    ) -> Result<Tensor<(Self::Neurons,), E, D, T>, D::Err>;
+}
+
+/// Number of output elements per neuron (the product of the other axes).
+pub fn elements_per_neuron<S: Shape, Tags: NeuronAxis<S>>(shape: &S) -> usize {
+    shape.num_elements() / Tags::NEURONS
+}
+
+impl<C: ConstDim> NeuronAxis<(C,)> for (Neurons,) {
+    type Neurons = C;
+    const AXIS: usize = 0;
+    fn broadcast<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+        per_neuron: Tensor<(C,), E, D, T>,
+        _shape: &(C,),
+    ) -> Result<Tensor<(C,), E, D, T>, D::Err> {
+        Ok(per_neuron)
+    }
+    fn sum_others<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+        t: Tensor<(C,), E, D, T>,
+    ) -> Result<Tensor<(C,), E, D, T>, D::Err> {
+        Ok(t)
+    }
+}
+
+impl<C: ConstDim> NeuronAxis<(C,)> for NeuronsLast {
+    type Neurons = C;
+    const AXIS: usize = 0;
+    fn broadcast<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+        per_neuron: Tensor<(C,), E, D, T>,
+        shape: &(C,),
+    ) -> Result<Tensor<(C,), E, D, T>, D::Err> {
+        <(Neurons,) as NeuronAxis<(C,)>>::broadcast(per_neuron, shape)
+    }
+    fn sum_others<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+        t: Tensor<(C,), E, D, T>,
+    ) -> Result<Tensor<(C,), E, D, T>, D::Err> {
+        Ok(t)
+    }
+}
+
+/// One impl of [`NeuronAxis`] for a tag tuple with `Neurons` at one position.
+///
+/// `[$($tag),*]` are the tag types (generic `Aᵢ: OtherAxis` or `Neurons`), `[$($dim),*]` the
+/// dim generics of the shape, `$c` the neuron dim, `$axes` the other axes.
+macro_rules! neuron_axis {
+    (($($tag:ty),+), [$($other:ident),*], ($($dim:ident),+), $c:ident, $axis:expr, $axes:ty) => {
+        impl<$($other: OtherAxis + 'static,)* $($dim: Dim,)* > NeuronAxis<($($dim,)+)> for ($($tag,)+)
+        where $c: ConstDim
+        {
+            type Neurons = $c;
+            const AXIS: usize = $axis;
+            fn broadcast<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+                per_neuron: Tensor<($c,), E, D, T>,
+                shape: &($($dim,)+),
+            ) -> Result<Tensor<($($dim,)+), E, D, T>, D::Err> {
+                per_neuron.try_broadcast_like::<_, $axes>(shape)
+            }
+            fn sum_others<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+                t: Tensor<($($dim,)+), E, D, T>,
+            ) -> Result<Tensor<($c,), E, D, T>, D::Err> {
+                t.try_sum::<($c,), $axes>()
+            }
+        }
+    };
+}
+
+/// [`NeuronsLast`] for one rank, forwarding to the tuple with `Neurons` last.
+macro_rules! neurons_last {
+    (($($tag:ty),+), ($($dim:ident),+), $c:ident) => {
+        impl<$($dim: Dim,)*> NeuronAxis<($($dim,)+)> for NeuronsLast
+        where $c: ConstDim
+        {
+            type Neurons = $c;
+            const AXIS: usize = <($($tag,)+) as NeuronAxis<($($dim,)+)>>::AXIS;
+            fn broadcast<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+                per_neuron: Tensor<($c,), E, D, T>,
+                shape: &($($dim,)+),
+            ) -> Result<Tensor<($($dim,)+), E, D, T>, D::Err> {
+                <($($tag,)+) as NeuronAxis<($($dim,)+)>>::broadcast(per_neuron, shape)
+            }
+            fn sum_others<E: Dtype, D: Device<E>, T: Tape<E, D>>(
+                t: Tensor<($($dim,)+), E, D, T>,
+            ) -> Result<Tensor<($c,), E, D, T>, D::Err> {
+                <($($tag,)+) as NeuronAxis<($($dim,)+)>>::sum_others(t)
+            }
+        }
+    };
+}
+
+// rank 2
+neuron_axis!((Neurons, A1), [A1], (D0, D1), D0, 0, Axis<1>);
+neuron_axis!((A0, Neurons), [A0], (D0, D1), D1, 1, Axis<0>);
+// rank 3
+neuron_axis!((Neurons, A1, A2), [A1, A2], (D0, D1, D2), D0, 0, Axes2<1, 2>);
+neuron_axis!((A0, Neurons, A2), [A0, A2], (D0, D1, D2), D1, 1, Axes2<0, 2>);
+neuron_axis!((A0, A1, Neurons), [A0, A1], (D0, D1, D2), D2, 2, Axes2<0, 1>);
+// rank 4
+neuron_axis!((Neurons, A1, A2, A3), [A1, A2, A3], (D0, D1, D2, D3), D0, 0, Axes3<1, 2, 3>);
+neuron_axis!((A0, Neurons, A2, A3), [A0, A2, A3], (D0, D1, D2, D3), D1, 1, Axes3<0, 2, 3>);
+neuron_axis!((A0, A1, Neurons, A3), [A0, A1, A3], (D0, D1, D2, D3), D2, 2, Axes3<0, 1, 3>);
+neuron_axis!((A0, A1, A2, Neurons), [A0, A1, A2], (D0, D1, D2, D3), D3, 3, Axes3<0, 1, 2>);
+// rank 5
+neuron_axis!((Neurons, A1, A2, A3, A4), [A1, A2, A3, A4], (D0, D1, D2, D3, D4), D0, 0, Axes4<1, 2, 3, 4>);
+neuron_axis!((A0, Neurons, A2, A3, A4), [A0, A2, A3, A4], (D0, D1, D2, D3, D4), D1, 1, Axes4<0, 2, 3, 4>);
+neuron_axis!((A0, A1, Neurons, A3, A4), [A0, A1, A3, A4], (D0, D1, D2, D3, D4), D2, 2, Axes4<0, 1, 3, 4>);
+neuron_axis!((A0, A1, A2, Neurons, A4), [A0, A1, A2, A4], (D0, D1, D2, D3, D4), D3, 3, Axes4<0, 1, 2, 4>);
+neuron_axis!((A0, A1, A2, A3, Neurons), [A0, A1, A2, A3], (D0, D1, D2, D3, D4), D4, 4, Axes4<0, 1, 2, 3>);
+
+neurons_last!((Batch, Neurons), (D0, D1), D1);
+neurons_last!((Batch, Any, Neurons), (D0, D1, D2), D2);
+neurons_last!((Batch, Any, Any, Neurons), (D0, D1, D2, D3), D3);
+neurons_last!((Batch, Any, Any, Any, Neurons), (D0, D1, D2, D3, D4), D4);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfdx::prelude::*;
+
+    #[test]
+    fn broadcast_and_sum_follow_the_neuron_axis() {
+        let dev: Cpu = Default::default();
+        let w = dev.tensor([1.0f32, 2.0, 3.0]);
+        let shape = (2usize, Const::<3>, 2usize);
+        let b = <(Batch, Neurons, Any)>::broadcast(w, &shape).unwrap();
+        assert_eq!(b.as_vec(), vec![1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]);
+        let s = <(Batch, Neurons, Any)>::sum_others(b).unwrap();
+        assert_eq!(s.array(), [4.0, 8.0, 12.0]);
+        assert_eq!(elements_per_neuron::<_, (Batch, Neurons, Any)>(&shape), 4);
+    }
+
+    #[test]
+    fn neurons_last_picks_the_last_axis() {
+        let dev: Cpu = Default::default();
+        let x: Tensor<Rank3<2, 3, 4>, f32, _> = dev.ones();
+        let s = NeuronsLast::sum_others(x).unwrap();
+        assert_eq!(s.array(), [6.0; 4]);
+        assert_eq!(<NeuronsLast as NeuronAxis<Rank3<2, 3, 4>>>::AXIS, 2);
+    }
+}

@@ -1,0 +1,318 @@
+//! Correlation learning: the statistics a candidate dendrite is trained and judged by.
+//!
+//! Cascade-correlation style: for each neuron `c` of a layer, the candidate's activation `v`
+//! should co-vary with the neuron's remaining error `e` (the loss gradient at the layer output,
+//! captured during the ordinary backward pass). Per neuron this module keeps running means
+//! `v̄`, `ē` and running second moments
+//!
+//! ```text
+//! cov_c = E[(v - v̄)(e - ē)]     var_v,c = E[(v - v̄)²]     var_e,c = E[(e - ē)²]
+//! ```
+//!
+//! averaged over the batch and every non-neuron axis, then across batches: a cumulative average
+//! for the first `warmup_batches` batches, an exponential moving average (`ema`) after that.
+//!
+//! * The candidate climbs `|cov_c|`: the gradient handed to its activation is
+//!   `sign(cov_c) · (e - ē) / n` (with a minus sign, since optimizers descend).
+//! * The score of neuron `c` is the magnitude of its correlation,
+//!   `|cov_c| / sqrt(var_v,c · var_e,c)`, in `[0, 1]`; the layer score is their mean.
+//! * After warm-up, whenever the layer score beats the best so far by both a relative and an
+//!   absolute margin, the candidate is snapshotted; accepting a dendrite takes that snapshot.
+
+use dfdx::shapes::Shape;
+use dfdx::tensor::Tensor;
+use dfdx::shapes::HasShape;
+use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul};
+
+use crate::axis::{elements_per_neuron, NeuronAxis};
+use crate::{Error, Float, Result};
+
+/// How candidates are judged and when they are snapshotted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelationConfig {
+    /// Batches averaged cumulatively before the moving average takes over. Default 100.
+    pub warmup_batches: usize,
+    /// Decay of the exponential moving average after warm-up. Default 0.99.
+    pub ema: f64,
+    /// A new best score must exceed the old by this fraction of it. Default 0.1 (10%).
+    pub relative_margin: f64,
+    /// ... and by this much. Default 1e-5.
+    pub absolute_margin: f64,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        Self {
+            warmup_batches: 100,
+            ema: 0.99,
+            relative_margin: 0.1,
+            absolute_margin: 1e-5,
+        }
+    }
+}
+
+impl CorrelationConfig {
+    /// Checks every value is in range.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.ema > 0.0 && self.ema < 1.0) {
+            return Err(Error::Config(format!(
+                "`ema` must be in (0, 1), got {}",
+                self.ema
+            )));
+        }
+        if !(self.relative_margin >= 0.0 && self.absolute_margin >= 0.0) {
+            return Err(Error::Config(format!(
+                "`relative_margin` and `absolute_margin` must be >= 0, got {} and {}",
+                self.relative_margin, self.absolute_margin
+            )));
+        }
+        Ok(())
+    }
+
+    /// True when `score` is a new best over `best` by both margins.
+    pub fn beats(&self, score: f64, best: f64) -> bool {
+        score > best * (1.0 + self.relative_margin) && score > best + self.absolute_margin
+    }
+}
+
+/// The correlation scores of one layer's candidate, read back to the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelationReport {
+    /// Mean over neurons of the per-neuron score.
+    pub score: f64,
+    /// `|corr(v, e)|` per neuron.
+    pub per_neuron: Vec<f64>,
+    /// The layer score of the snapshot that would be accepted now (0 if none yet).
+    pub best_score: f64,
+    /// Batches seen by the statistics.
+    pub batches: usize,
+}
+
+/// Running per-neuron statistics of one candidate (`C` neurons, on the device).
+#[derive(Debug, Clone)]
+pub(crate) struct Correlation<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> {
+    batches: usize,
+    mean_activation: Tensor<(C,), E, D>,
+    mean_error: Tensor<(C,), E, D>,
+    covariance: Tensor<(C,), E, D>,
+    activation_var: Tensor<(C,), E, D>,
+    error_var: Tensor<(C,), E, D>,
+    /// Host copy of the per-neuron scores after the last update.
+    per_neuron: Vec<f64>,
+    best_score: f64,
+}
+
+/// What one statistics update produced.
+pub(crate) struct Update<S: Shape, E: Float, D: Device<E>> {
+    /// d(candidate loss)/d(activation): minimising `sum(activation * this)` climbs `|cov|`.
+    pub activation_grad: Tensor<S, E, D>,
+    /// The layer score beat the best by the margins: snapshot the candidate.
+    pub improved: bool,
+}
+
+impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
+    pub fn new(dev: &D) -> Result<Self> {
+        let zeros = || dev.try_zeros_like(&(C::default(),)).map_err(Error::device);
+        Ok(Self {
+            batches: 0,
+            mean_activation: zeros()?,
+            mean_error: zeros()?,
+            covariance: zeros()?,
+            activation_var: zeros()?,
+            error_var: zeros()?,
+            per_neuron: vec![0.0; C::SIZE],
+            best_score: 0.0,
+        })
+    }
+
+    pub fn report(&self) -> CorrelationReport {
+        CorrelationReport {
+            score: mean(&self.per_neuron),
+            per_neuron: self.per_neuron.clone(),
+            best_score: self.best_score,
+            batches: self.batches,
+        }
+    }
+
+    /// Folds one batch of candidate activations and neuron errors into the statistics.
+    ///
+    /// Returns `Ok(None)` and leaves the statistics untouched when the error holds a NaN or an
+    /// infinity.
+    pub fn update<S: Shape, Tags: NeuronAxis<S, Neurons = C>>(
+        &mut self,
+        activation: &Tensor<S, E, D>,
+        error: &Tensor<S, E, D>,
+        config: &CorrelationConfig,
+    ) -> Result<Option<Update<S, E, D>>, D::Err> {
+        let shape = *activation.shape();
+        let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
+        // the first batch always starts the averages, whatever the warm-up length.
+        let alpha = E::of_f64(if self.batches < config.warmup_batches.max(1) {
+            1.0 / (self.batches as f64 + 1.0)
+        } else {
+            1.0 - config.ema
+        });
+        let batch_mean_error = Tags::sum_others(error.clone())?.try_div(n)?;
+        if !batch_mean_error.as_vec().iter().all(|v| v.is_finite()) {
+            return Ok(None);
+        }
+        let batch_mean_activation = Tags::sum_others(activation.clone())?.try_div(n)?;
+        let fold = |running: &Tensor<(C,), E, D>, batch: Tensor<(C,), E, D>| {
+            (batch - running.clone())
+                .try_mul(alpha)?
+                .try_add(running.clone())
+        };
+        self.mean_activation = fold(&self.mean_activation, batch_mean_activation)?;
+        self.mean_error = fold(&self.mean_error, batch_mean_error)?;
+        let centred_activation =
+            activation.clone() - Tags::broadcast(self.mean_activation.clone(), &shape)?;
+        let centred_error = error.clone() - Tags::broadcast(self.mean_error.clone(), &shape)?;
+        let moment = |a: &Tensor<S, E, D>, b: &Tensor<S, E, D>| {
+            Tags::sum_others(a.clone().try_mul(b.clone())?)?.try_div(n)
+        };
+        self.covariance = fold(&self.covariance, moment(&centred_activation, &centred_error)?)?;
+        self.activation_var = fold(
+            &self.activation_var,
+            moment(&centred_activation, &centred_activation)?,
+        )?;
+        self.error_var = fold(&self.error_var, moment(&centred_error, &centred_error)?)?;
+        self.batches += 1;
+
+        let cov = self.covariance.as_vec();
+        let var_v = self.activation_var.as_vec();
+        let var_e = self.error_var.as_vec();
+        self.per_neuron = (0..C::SIZE)
+            .map(|c| {
+                let denom = (var_v[c].as_f64() * var_e[c].as_f64()).sqrt();
+                if denom > 0.0 {
+                    (cov[c].as_f64().abs() / denom).min(1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let score = mean(&self.per_neuron);
+        let improved =
+            self.batches > config.warmup_batches && config.beats(score, self.best_score);
+        if improved {
+            self.best_score = score;
+        }
+        // minus: the optimiser descends, the candidate must climb |cov|.
+        let sign: Vec<E> = cov
+            .iter()
+            .map(|v| E::of_f64(if v.as_f64() >= 0.0 { -1.0 } else { 1.0 }))
+            .collect();
+        let sign = activation.device().tensor_from_vec(sign, (C::default(),));
+        let activation_grad = Tags::broadcast(sign, &shape)?
+            .try_mul(centred_error)?
+            .try_div(n)?;
+        Ok(Some(Update {
+            activation_grad,
+            improved,
+        }))
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::axis::{Batch, Neurons};
+    use dfdx::prelude::*;
+
+    fn cfg(warmup: usize) -> CorrelationConfig {
+        CorrelationConfig {
+            warmup_batches: warmup,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn perfectly_correlated_neuron_scores_one_and_uncorrelated_scores_low() {
+        let dev: Cpu = Default::default();
+        let mut stats = Correlation::<Const<2>, f32, Cpu>::new(&dev).unwrap();
+        // neuron 0: e = 3v (corr 1); neuron 1: e independent of v.
+        let v = dev.tensor([[0.1f32, 0.2], [0.9, 0.4], [0.5, 0.8], [0.3, 0.6]]);
+        let e = dev.tensor([[0.3f32, 1.0], [2.7, -1.0], [1.5, 1.0], [0.9, -1.0]]);
+        let up = stats
+            .update::<_, (Batch, Neurons)>(&v, &e, &cfg(0))
+            .unwrap()
+            .unwrap();
+        let r = stats.report();
+        assert!((r.per_neuron[0] - 1.0).abs() < 1e-5, "{:?}", r.per_neuron);
+        assert!(r.per_neuron[1] < 1e-6, "{:?}", r.per_neuron);
+        assert!(up.improved);
+        // activation gradient = -sign(cov) * (e - mean e) / n; cov of neuron 0 is positive.
+        let g = up.activation_grad.array();
+        assert!((g[0][0] - (-(0.3 - 1.35) / 4.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn non_finite_error_leaves_statistics_untouched() {
+        let dev: Cpu = Default::default();
+        let mut stats = Correlation::<Const<1>, f32, Cpu>::new(&dev).unwrap();
+        let v = dev.tensor([[0.5f32], [0.1]]);
+        let e = dev.tensor([[f32::NAN], [1.0]]);
+        assert!(stats
+            .update::<_, (Batch, Neurons)>(&v, &e, &cfg(0))
+            .unwrap()
+            .is_none());
+        assert_eq!(stats.report().batches, 0);
+    }
+
+    #[test]
+    fn snapshots_wait_for_warmup_and_need_both_margins() {
+        let c = CorrelationConfig::default();
+        assert!(c.beats(0.2, 0.1));
+        assert!(!c.beats(0.105, 0.1), "5% is below the 10% margin");
+        assert!(!c.beats(5e-6, 0.0), "below the absolute margin");
+        let dev: Cpu = Default::default();
+        let mut stats = Correlation::<Const<1>, f32, Cpu>::new(&dev).unwrap();
+        let v = dev.tensor([[0.1f32], [0.9]]);
+        let e = dev.tensor([[0.1f32], [0.9]]);
+        for _ in 0..3 {
+            let up = stats
+                .update::<_, (Batch, Neurons)>(&v, &e, &cfg(3))
+                .unwrap()
+                .unwrap();
+            assert!(!up.improved, "no snapshot during warm-up");
+        }
+        let up = stats
+            .update::<_, (Batch, Neurons)>(&v, &e, &cfg(3))
+            .unwrap()
+            .unwrap();
+        assert!(up.improved);
+        assert!(stats.report().best_score > 0.99);
+    }
+
+    #[test]
+    fn cumulative_average_during_warmup_then_ema() {
+        let dev: Cpu = Default::default();
+        let mut stats = Correlation::<Const<1>, f32, Cpu>::new(&dev).unwrap();
+        let e = dev.tensor([[0.0f32], [0.0]]);
+        let config = CorrelationConfig {
+            warmup_batches: 2,
+            ema: 0.5,
+            ..Default::default()
+        };
+        for m in [2.0f32, 4.0, 10.0] {
+            let v = dev.tensor([[m], [m]]);
+            stats
+                .update::<_, (Batch, Neurons)>(&v, &e, &config)
+                .unwrap()
+                .unwrap();
+        }
+        // cumulative: (2 + 4) / 2 = 3; then ema 0.5: 3 + 0.5 * (10 - 3) = 6.5
+        assert_eq!(stats.mean_activation.array(), [6.5]);
+    }
+}

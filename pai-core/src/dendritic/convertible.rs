@@ -1,0 +1,133 @@
+//! [`Convertible`]: what a layer provides so that it can be given dendrites.
+
+use dfdx::nn::modules::Linear;
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
+};
+use dfdx::nn::ToDevice;
+use dfdx::shapes::{Const, ConstDim, Shape};
+use dfdx::tensor::Tensor;
+use dfdx::tensor_ops::Device;
+
+use crate::axis::NeuronsLast;
+use crate::float::ScaledNormal;
+use crate::params::{visit_module, ModuleParams, ParamVisitor};
+use crate::{Error, Float, Result};
+
+/// A layer that can be wrapped in [`Dendritic`](super::Dendritic): its neurons are a const
+/// axis of its one output tensor, and a dendrite is a fresh copy of the layer itself.
+///
+/// Implemented for dfdx's `Linear`; pai-core's own layers and user blocks implement it too
+/// (for a dfdx-style module, each method is one call to the helper of the same name in this
+/// module: [`copy_module`], [`reinit_module`], [`visit_module`]).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be given dendrites",
+    label = "not a convertible layer",
+    note = "convertible layers are `Linear`, pai-core's conv layers and `PaiSequential`; a block of your own needs `impl Convertible` (or `#[pai(convert)]` from the macro), and a layer that should train without dendrites belongs outside `Dendritic`"
+)]
+pub trait Convertible: Sized + 'static {
+    /// The dtype of the layer's tensors.
+    type Dtype: Float;
+    /// The device of the layer's tensors.
+    type Device: Device<Self::Dtype>;
+    /// The number of neurons (output features or channels), as a const dim.
+    type Neurons: ConstDim;
+    /// Where the neurons sit in the output when the user says nothing (see [`crate::axis`]).
+    type DefaultTags: 'static;
+
+    /// A deep copy with fresh tensor ids and equal values (never `clone`, which shares ids
+    /// and therefore gradients and optimizer state).
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn try_copy(&self, dev: &Self::Device) -> Result<Self>;
+
+    /// Draws every trainable tensor from `N(0, std²)` and resets every buffer to its default:
+    /// what a new dendrite starts from.
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn reinit(&mut self, std: f64) -> Result<()>;
+
+    /// Visits every tensor of the layer.
+    ///
+    /// # Errors
+    /// The visitor's first error.
+    fn visit_params<V: ParamVisitor<Self::Dtype, Self::Device>>(
+        &mut self,
+        how: ModuleParams<'_, Self::Dtype, Self::Device>,
+        visitor: &mut V,
+    ) -> Result<()>;
+}
+
+/// [`Convertible::try_copy`] for any dfdx module.
+///
+/// # Errors
+/// Backend errors.
+pub fn copy_module<E: Float, D: Device<E>, M>(module: &M, dev: &D) -> Result<M>
+where
+    M: TensorCollection<E, D, To<E, D> = M>,
+{
+    module.try_to_device(dev).map_err(Error::device)
+}
+
+/// [`Convertible::reinit`] for any dfdx module.
+///
+/// # Errors
+/// Backend errors.
+pub fn reinit_module<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
+    module: &mut M,
+    std: f64,
+) -> Result<()> {
+    M::iter_tensors(&mut RecursiveWalker {
+        m: module,
+        f: &mut Reinit { std },
+    })
+    .map_err(Error::device)?;
+    Ok(())
+}
+
+struct Reinit {
+    std: f64,
+}
+
+impl<E: Float, D: Device<E>> TensorVisitor<E, D> for Reinit {
+    type Viewer = ViewTensorMut;
+    type Err = D::Err;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, E, D>,
+        t: &mut Tensor<S, E, D>,
+    ) -> Result<Option<Tensor<S, E, D>>, D::Err> {
+        if opts.do_gradient_update {
+            t.try_fill_with_distr(ScaledNormal { std: self.std })?;
+        } else {
+            (opts.reset)(t)?;
+        }
+        Ok(None)
+    }
+}
+
+impl<const I: usize, const O: usize, E: Float, D: Device<E>> Convertible for Linear<I, O, E, D> {
+    type Dtype = E;
+    type Device = D;
+    type Neurons = Const<O>;
+    type DefaultTags = NeuronsLast;
+
+    fn try_copy(&self, dev: &D) -> Result<Self> {
+        copy_module(self, dev)
+    }
+    fn reinit(&mut self, std: f64) -> Result<()> {
+        reinit_module(self, std)
+    }
+    fn visit_params<V: ParamVisitor<E, D>>(
+        &mut self,
+        how: ModuleParams<'_, E, D>,
+        visitor: &mut V,
+    ) -> Result<()> {
+        visit_module(self, how, visitor)
+    }
+}

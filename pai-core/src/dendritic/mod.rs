@@ -1,0 +1,550 @@
+//! [`Dendritic`]: a layer (the neurons) plus the dendrites grown on it.
+//!
+//! For a layer `f` with output `y = f(x)` and accepted dendrites `1..=k`, each a copy `fᵢ` of
+//! `f` with its own weights:
+//!
+//! ```text
+//! aᵢ = σ( fᵢ(x̂) + Σ_{j<i} cᵢⱼ ⊙ aⱼ )        (cascade: dendrite i sees dendrites before it)
+//! y  = f(x) + Σᵢ wᵢ ⊙ aᵢ                      (one output weight per neuron per dendrite)
+//! ```
+//!
+//! `σ` is the dendrite [`Activation`], `cᵢⱼ` and `wᵢ` are per-neuron vectors broadcast along
+//! every non-neuron axis of the output (the axis is given by the layer's tags, see
+//! [`crate::axis`]), and `x̂` is the input *detached* ("perforated"): dendrites shape the
+//! forward pass but send no gradient upstream. With [`DendriteLearning::Gradient`] nothing is
+//! detached and dendrites train with the task loss instead.
+//!
+//! Phases ([`Phase`]): in the neuron phase `f` and the `wᵢ` train; accepted dendrites are frozen.
+//! [`start_dendrite_phase`](Dendritic::start_dendrite_phase) adds a candidate `f_{k+1}` with
+//! cascade weights to every accepted dendrite; in the correlation mode it learns to correlate
+//! with the neuron error (see [`crate::correlation`]) while the layer output stays as it was.
+//! [`accept_candidate`](Dendritic::accept_candidate) appends the best snapshot with
+//! `w_{k+1} = 0`, so accepting changes no output; the next neuron phase learns to use it.
+
+mod convertible;
+mod forward;
+
+pub use convertible::{copy_module, reinit_module, Convertible};
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use dfdx::shapes::ConstDim;
+use dfdx::tensor::{Gradients, SampleTensor, Tensor, ZerosTensor};
+use dfdx::tensor_ops::Device;
+
+use crate::correlation::{Correlation, CorrelationConfig, CorrelationReport};
+use crate::float::ScaledNormal;
+use crate::params::{join, ModuleParams, ParamVisitor, Role};
+use crate::{Error, Result};
+
+/// The two training phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Ordinary training of the neurons and the dendrite output weights.
+    Neuron,
+    /// A candidate dendrite per layer trains; everything else is frozen.
+    Dendrite,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Neuron => "neuron",
+            Phase::Dendrite => "dendrite",
+        })
+    }
+}
+
+/// The squashing function applied to a dendrite's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `1 / (1 + e^-x)`, the default.
+    #[default]
+    Sigmoid,
+    /// `tanh(x)`.
+    Tanh,
+    /// `max(0, x)`.
+    Relu,
+}
+
+/// How dendrites learn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DendriteLearning {
+    /// Candidates maximise their covariance with the neuron error; inputs are detached and
+    /// accepted dendrites are frozen (the default, "perforated backpropagation").
+    #[default]
+    Correlation,
+    /// Nothing is detached: the candidate is part of the output from the start and every
+    /// dendrite trains with the task loss (the open-source Python library's behaviour).
+    Gradient,
+}
+
+/// Settings of one dendritic layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DendriteConfig {
+    /// Standard deviation of a new dendrite's weights (and cascade weights). Default 0.01.
+    pub init_std: f64,
+    /// Squashing function of dendrite outputs. Default sigmoid.
+    pub activation: Activation,
+    /// Correlation (default) or gradient learning.
+    pub learning: DendriteLearning,
+    /// How candidates are judged.
+    pub correlation: CorrelationConfig,
+}
+
+impl Default for DendriteConfig {
+    fn default() -> Self {
+        Self {
+            init_std: 0.01,
+            activation: Activation::Sigmoid,
+            learning: DendriteLearning::Correlation,
+            correlation: CorrelationConfig::default(),
+        }
+    }
+}
+
+impl DendriteConfig {
+    /// Checks every value is in range.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
+            return Err(Error::Config(format!(
+                "`init_std` must be finite and >= 0, got {}",
+                self.init_std
+            )));
+        }
+        self.correlation.validate()
+    }
+}
+
+/// A per-neuron vector of layer `M`.
+pub(crate) type PerNeuron<M> = Tensor<
+    (<M as Convertible>::Neurons,),
+    <M as Convertible>::Dtype,
+    <M as Convertible>::Device,
+>;
+
+/// One dendrite: a copy of the layer, its cascade weights, its output weights.
+#[derive(Debug)]
+pub(crate) struct Dendrite<M: Convertible> {
+    pub module: M,
+    /// One per earlier dendrite: `cᵢⱼ`.
+    pub cascade: Vec<PerNeuron<M>>,
+    /// `wᵢ`.
+    pub output: PerNeuron<M>,
+}
+
+impl<M: Convertible> Dendrite<M> {
+    fn fresh(neurons: &M, earlier: usize, dev: &M::Device, std: f64) -> Result<Self> {
+        let mut module = neurons.try_copy(dev)?;
+        module.reinit(std)?;
+        let shape = (M::Neurons::default(),);
+        let cascade = (0..earlier)
+            .map(|_| dev.try_sample_like(&shape, ScaledNormal { std }))
+            .collect::<Result<_, _>>()
+            .map_err(Error::device)?;
+        let output = dev.try_zeros_like(&shape).map_err(Error::device)?;
+        Ok(Self {
+            module,
+            cascade,
+            output,
+        })
+    }
+
+    fn copy(&self, dev: &M::Device) -> Result<Self> {
+        let vector = |t: &PerNeuron<M>| {
+            let mut c = dev.try_zeros_like(&(M::Neurons::default(),))?;
+            c.copy_from(&t.as_vec());
+            Ok::<_, <M::Device as dfdx::tensor::HasErr>::Err>(c)
+        };
+        Ok(Self {
+            module: self.module.try_copy(dev)?,
+            cascade: self
+                .cascade
+                .iter()
+                .map(vector)
+                .collect::<Result<_, _>>()
+                .map_err(Error::device)?,
+            output: vector(&self.output).map_err(Error::device)?,
+        })
+    }
+
+    fn visit_params<V: ParamVisitor<M::Dtype, M::Device>>(
+        &mut self,
+        path: &str,
+        how: DendriteParams<'_, M::Dtype, M::Device>,
+        visitor: &mut V,
+    ) -> Result<()> {
+        let DendriteParams {
+            role,
+            trainable,
+            output_trainable,
+            mut own_grads,
+        } = how;
+        let module_path = join(path, "module");
+        self.module.visit_params(
+            ModuleParams {
+                path: &module_path,
+                role,
+                trainable,
+                own_grads: own_grads.as_deref_mut(),
+            },
+            visitor,
+        )?;
+        for (j, c) in self.cascade.iter_mut().enumerate() {
+            let p = join(path, &format!("cascade.{j}"));
+            let param = crate::params::Param {
+                path: &p,
+                role,
+                trainable,
+                own_grads: own_grads.as_deref_mut(),
+            };
+            visitor.visit(param, c)?;
+        }
+        let p = join(path, "output");
+        let param = crate::params::Param {
+            path: &p,
+            role: Role::DendriteOutput,
+            trainable: output_trainable,
+            own_grads: None,
+        };
+        visitor.visit(param, &mut self.output)
+    }
+}
+
+struct DendriteParams<'g, E: dfdx::shapes::Dtype, D: Device<E>> {
+    role: Role,
+    trainable: bool,
+    output_trainable: bool,
+    own_grads: Option<&'g mut Gradients<E, D>>,
+}
+
+/// What the backward hook of a candidate (correlation mode) hands to the optimizer step.
+#[derive(Debug)]
+pub(crate) struct Training<M: Convertible> {
+    pub stats: Correlation<M::Neurons, M::Dtype, M::Device>,
+    /// Candidate gradients from the last backward pass.
+    pub grads: Option<Gradients<M::Dtype, M::Device>>,
+    /// The last update set a new best score: snapshot before the next step.
+    pub improved: bool,
+    /// The captured neuron error was not finite.
+    pub non_finite: bool,
+}
+
+/// The candidate of the dendrite phase.
+#[derive(Debug)]
+pub(crate) struct Candidate<M: Convertible> {
+    pub dendrite: Dendrite<M>,
+    /// The snapshot accepting will keep (correlation mode).
+    pub best: Option<Dendrite<M>>,
+    /// Shared with the backward hooks of forward passes still on a tape.
+    pub training: Arc<Mutex<Training<M>>>,
+    /// Gradients taken from `training` for the optimizer step.
+    pub grads: Option<Gradients<M::Dtype, M::Device>>,
+}
+
+/// A converted layer: neurons `M`, accepted dendrites, and a candidate in the dendrite phase.
+///
+/// `Tags` says which output axis holds the neurons (see [`crate::axis`]); it defaults to the
+/// layer's own default (`NeuronsLast` for `Linear`).
+///
+/// ```
+/// use pai_core::prelude::*;
+/// use dfdx::prelude::*;
+///
+/// let dev: Cpu = Default::default();
+/// let linear = dev.build_module::<Linear<4, 3>, f32>();
+/// let mut layer: Dendritic<_> = Dendritic::new(&dev, linear, DendriteConfig::default())?;
+/// let x: Tensor<Rank2<8, 4>, f32, Cpu> = dev.sample_normal();
+/// let before = layer.forward(x.clone()).array();
+/// layer.start_dendrite_phase()?;
+/// assert_eq!(layer.phase(), Phase::Dendrite);
+/// // ... train the candidate, then `accept_candidate()`; here we give up on it:
+/// layer.discard_candidate()?;
+/// assert_eq!(layer.forward(x).array(), before);
+/// # Ok::<(), pai_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Dendritic<M: Convertible, Tags = <M as Convertible>::DefaultTags> {
+    neurons: M,
+    dendrites: Vec<Dendrite<M>>,
+    candidate: Option<Candidate<M>>,
+    config: DendriteConfig,
+    device: M::Device,
+    /// Bumped by every change of structure (optimizer state is keyed on it).
+    generation: u64,
+    _tags: PhantomData<fn() -> Tags>,
+}
+
+impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
+    /// Wraps `neurons` (for instance a pretrained layer) with no dendrites yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an out-of-range config.
+    pub fn new(dev: &M::Device, neurons: M, config: DendriteConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            neurons,
+            dendrites: Vec::new(),
+            candidate: None,
+            config,
+            device: dev.clone(),
+            generation: 0,
+            _tags: PhantomData,
+        })
+    }
+
+    /// The original layer.
+    pub fn neurons(&self) -> &M {
+        &self.neurons
+    }
+
+    /// The original layer, mutably (to load pretrained weights into it).
+    pub fn neurons_mut(&mut self) -> &mut M {
+        &mut self.neurons
+    }
+
+    /// The layer's settings.
+    pub fn config(&self) -> &DendriteConfig {
+        &self.config
+    }
+
+    /// The dendrite phase while a candidate exists, the neuron phase otherwise.
+    pub fn phase(&self) -> Phase {
+        if self.candidate.is_some() {
+            Phase::Dendrite
+        } else {
+            Phase::Neuron
+        }
+    }
+
+    /// Accepted dendrites.
+    pub fn dendrite_count(&self) -> usize {
+        self.dendrites.len()
+    }
+
+    /// Number of neurons.
+    pub fn neuron_count(&self) -> usize {
+        M::Neurons::SIZE
+    }
+
+    /// Counter of structure changes (dendrites added or removed, candidates made or dropped).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The candidate's correlation scores, in the dendrite phase.
+    pub fn correlation(&self) -> Option<CorrelationReport> {
+        self.candidate.as_ref().map(|c| lock(&c.training).stats.report())
+    }
+
+    /// Whether the candidate has a snapshot that accepting would keep.
+    pub fn has_snapshot(&self) -> bool {
+        match (&self.candidate, self.config.learning) {
+            (Some(_), DendriteLearning::Gradient) => true,
+            (Some(c), DendriteLearning::Correlation) => c.best.is_some(),
+            (None, _) => false,
+        }
+    }
+
+    fn expect_phase(&self, expected: Phase, action: &'static str) -> Result<()> {
+        let found = self.phase();
+        if found == expected {
+            Ok(())
+        } else {
+            Err(Error::WrongPhase {
+                layer: String::new(),
+                action,
+                expected,
+                found,
+            })
+        }
+    }
+
+    /// Adds a fresh candidate (a copy of the layer with `N(0, init_std²)` weights and cascade
+    /// weights to every accepted dendrite) and enters the dendrite phase.
+    ///
+    /// # Errors
+    /// [`Error::WrongPhase`] in the dendrite phase; backend errors.
+    pub fn start_dendrite_phase(&mut self) -> Result<()> {
+        self.expect_phase(Phase::Neuron, "starting a dendrite phase")?;
+        let dendrite = Dendrite::fresh(
+            &self.neurons,
+            self.dendrites.len(),
+            &self.device,
+            self.config.init_std,
+        )?;
+        let training = Training {
+            stats: Correlation::new(&self.device)?,
+            grads: None,
+            improved: false,
+            non_finite: false,
+        };
+        self.candidate = Some(Candidate {
+            dendrite,
+            best: None,
+            training: Arc::new(Mutex::new(training)),
+            grads: None,
+        });
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Appends the candidate as a new dendrite and returns to the neuron phase. In the
+    /// correlation mode the best snapshot is kept, with zero output weights, so the layer's
+    /// output does not change; in the gradient mode the candidate is kept as trained.
+    ///
+    /// # Errors
+    /// [`Error::WrongPhase`] in the neuron phase; [`Error::NoSnapshot`] when no snapshot was
+    /// taken yet (the candidate stays, so training can go on).
+    pub fn accept_candidate(&mut self) -> Result<()> {
+        self.expect_phase(Phase::Dendrite, "accepting a candidate")?;
+        if !self.has_snapshot() {
+            return Err(Error::NoSnapshot {
+                layer: String::new(),
+                warmup: self.config.correlation.warmup_batches,
+            });
+        }
+        let Some(candidate) = self.candidate.take() else {
+            unreachable!("phase checked above")
+        };
+        let dendrite = match (self.config.learning, candidate.best) {
+            (DendriteLearning::Correlation, Some(mut best)) => {
+                best.output = self
+                    .device
+                    .try_zeros_like(&(M::Neurons::default(),))
+                    .map_err(Error::device)?;
+                best
+            }
+            _ => candidate.dendrite,
+        };
+        self.dendrites.push(dendrite);
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Drops the candidate and returns to the neuron phase with the dendrites it had.
+    ///
+    /// # Errors
+    /// [`Error::WrongPhase`] in the neuron phase.
+    pub fn discard_candidate(&mut self) -> Result<()> {
+        self.expect_phase(Phase::Dendrite, "discarding a candidate")?;
+        self.candidate = None;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Keeps the first `count` dendrites and drops the rest (rolling back dendrites that did
+    /// not help). A no-op when there are not more than `count`.
+    ///
+    /// # Errors
+    /// [`Error::WrongPhase`] in the dendrite phase (the candidate cascades from all of them).
+    pub fn truncate_dendrites(&mut self, count: usize) -> Result<()> {
+        self.expect_phase(Phase::Neuron, "removing dendrites")?;
+        if count < self.dendrites.len() {
+            self.dendrites.truncate(count);
+            self.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends fresh dendrites (zero output weights) until there are `count`: the structure a
+    /// checkpoint is loaded into.
+    ///
+    /// # Errors
+    /// [`Error::WrongPhase`] in the dendrite phase; backend errors.
+    pub fn grow_dendrites(&mut self, count: usize) -> Result<()> {
+        self.expect_phase(Phase::Neuron, "adding dendrites")?;
+        while self.dendrites.len() < count {
+            let d = Dendrite::fresh(
+                &self.neurons,
+                self.dendrites.len(),
+                &self.device,
+                self.config.init_std,
+            )?;
+            self.dendrites.push(d);
+            self.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Before an optimizer step: takes the candidate gradients of the last backward pass and
+    /// snapshots the candidate if its score improved.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] when the captured neuron error held NaN or infinity.
+    pub fn prepare_step(&mut self) -> Result<()> {
+        let Some(candidate) = &mut self.candidate else {
+            return Ok(());
+        };
+        let (grads, improved) = {
+            let mut training = lock(&candidate.training);
+            if std::mem::take(&mut training.non_finite) {
+                return Err(Error::NonFinite {
+                    layer: String::new(),
+                    what: "the captured neuron error",
+                    hint: "the loss gradient at this layer's output was NaN or infinite; check \
+                           the loss and the data, or lower the learning rate",
+                });
+            }
+            (
+                training.grads.take(),
+                std::mem::take(&mut training.improved),
+            )
+        };
+        candidate.grads = grads;
+        if improved {
+            candidate.best = Some(candidate.dendrite.copy(&self.device)?);
+        }
+        Ok(())
+    }
+
+    /// Visits every tensor: `neurons.*`, `dendrites.{i}.{module.*,cascade.{j},output}` and
+    /// `candidate.*`, with roles and whether each trains in the current phase.
+    ///
+    /// # Errors
+    /// The visitor's first error.
+    pub fn visit_params<V: ParamVisitor<M::Dtype, M::Device>>(
+        &mut self,
+        path: &str,
+        visitor: &mut V,
+    ) -> Result<()> {
+        let neuron_phase = self.candidate.is_none();
+        let gradient = self.config.learning == DendriteLearning::Gradient;
+        let neurons_path = join(path, "neurons");
+        self.neurons.visit_params(
+            ModuleParams::new(&neurons_path, Role::Neuron, neuron_phase),
+            visitor,
+        )?;
+        for (i, d) in self.dendrites.iter_mut().enumerate() {
+            let how = DendriteParams {
+                role: Role::Dendrite,
+                trainable: gradient && neuron_phase,
+                output_trainable: neuron_phase,
+                own_grads: None,
+            };
+            d.visit_params(&join(path, &format!("dendrites.{i}")), how, visitor)?;
+        }
+        if let Some(c) = &mut self.candidate {
+            let how = DendriteParams {
+                role: Role::Candidate,
+                // correlation mode: only once a backward pass produced candidate gradients.
+                trainable: gradient || c.grads.is_some(),
+                output_trainable: gradient,
+                own_grads: if gradient { None } else { c.grads.as_mut() },
+            };
+            c.dendrite
+                .visit_params(&join(path, "candidate"), how, visitor)?;
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // a panic inside a backward hook cannot leave the statistics half-written in a way that
+    // matters more than losing the run, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

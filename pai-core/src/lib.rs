@@ -1,0 +1,31 @@
+//! Runtime of `perforated`: artificial dendrites for dfdx networks.
+//!
+//! Users normally depend on the `perforated` facade crate; this crate holds everything that
+//! runs. See the facade's documentation for the whole picture.
+#![deny(missing_docs)]
+
+pub mod axis;
+pub mod correlation;
+pub mod dendritic;
+mod error;
+mod float;
+pub mod model;
+pub mod optim;
+pub mod params;
+
+pub use correlation::{CorrelationConfig, CorrelationReport};
+pub use dendritic::{Activation, Convertible, DendriteConfig, DendriteLearning, Dendritic, Phase};
+pub use error::{Error, Result};
+pub use float::Float;
+pub use model::{DendriteLayer, DendriticModel, LayerInfo};
+pub use optim::DendriticOptimizer;
+pub use params::{ParamCounts, Role};
+
+/// The names a model author needs.
+pub mod prelude {
+    pub use crate::axis::{Any, Batch, Neurons, NeuronsLast, Time};
+    pub use crate::{
+        Activation, CorrelationConfig, DendriteConfig, DendriteLayer, DendriteLearning, Dendritic,
+        DendriticModel, DendriticOptimizer, Phase, Role,
+    };
+}

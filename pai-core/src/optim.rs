@@ -1,0 +1,212 @@
+//! Adam and SGD over the parameter registry, phase-aware.
+//!
+//! dfdx's optimizers walk a `TensorCollection`, which cannot hold dendrites (their number
+//! changes during training). [`DendriticOptimizer`] walks the registry instead and updates each tensor
+//! with dfdx's own per-tensor kernels (`AdamConfig::try_update`, `SgdConfig::try_update`), so
+//! the arithmetic is dfdx's. What it updates follows the phase: in the neuron phase the neurons,
+//! the dendrite output weights and tracked layers; in the dendrite phase only the candidate
+//! (from its correlation gradients, or from the task loss in the gradient mode).
+//!
+//! State (moments, step counts) is keyed by tensor path. When the model's structure changes,
+//! state of tensors that no longer exist is dropped and the candidate's state starts over;
+//! everything else keeps its state.
+
+use std::collections::{HashMap, HashSet};
+
+use dfdx::optim::{AdamConfig, SgdConfig};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Gradients, Storage, Tensor};
+use dfdx::tensor_ops::Device;
+
+use crate::model::DendriticModel;
+use crate::params::{Param, ParamVisitor, Role};
+use crate::{Error, Float, Result};
+
+/// The update rule.
+#[derive(Debug, Clone, Copy)]
+pub enum Rule {
+    /// Adam, with dfdx's configuration.
+    Adam(AdamConfig),
+    /// SGD (momentum, weight decay), with dfdx's configuration.
+    Sgd(SgdConfig),
+}
+
+struct Slot<E, D: Storage<E>> {
+    role: Role,
+    /// Updates applied (Adam's bias correction counts from 1).
+    steps: i32,
+    first: D::Vec,
+    second: Option<D::Vec>,
+}
+
+/// A phase-aware optimizer over a [`DendriticModel`].
+///
+/// ```
+/// use pai_core::prelude::*;
+/// use dfdx::prelude::*;
+///
+/// let dev: Cpu = Default::default();
+/// let mut layer: Dendritic<_> =
+///     Dendritic::new(&dev, dev.build_module::<Linear<2, 1>, f32>(), DendriteConfig::default())?;
+/// let mut opt = DendriticOptimizer::adam(dfdx::optim::AdamConfig { lr: 0.05, ..Default::default() });
+/// let x = dev.tensor([[1.0f32, 2.0], [0.5, -1.0]]);
+/// let y = dev.tensor([[1.0f32], [0.0]]);
+/// let mut losses = vec![];
+/// for _ in 0..50 {
+///     let grads = layer.alloc_grads()?;
+///     let pred = layer.forward_mut(x.trace(grads));
+///     let loss = mse_loss(pred, y.clone());
+///     losses.push(loss.array());
+///     opt.step(&mut layer, loss.backward())?;
+/// }
+/// assert!(losses[49] < losses[0] / 10.0);
+/// # Ok::<(), pai_core::Error>(())
+/// ```
+pub struct DendriticOptimizer<E: Float, D: Device<E>> {
+    rule: Rule,
+    slots: HashMap<String, Slot<E, D>>,
+    /// `(path, generation)` of every layer at the last step.
+    structure: Vec<(String, u64)>,
+}
+
+impl<E: Float, D: Device<E>> std::fmt::Debug for DendriticOptimizer<E, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DendriticOptimizer")
+            .field("rule", &self.rule)
+            .field("tensors_with_state", &self.slots.len())
+            .finish()
+    }
+}
+
+impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
+    /// An optimizer with the given rule and no state.
+    pub fn new(rule: Rule) -> Self {
+        Self {
+            rule,
+            slots: HashMap::new(),
+            structure: Vec::new(),
+        }
+    }
+
+    /// Adam.
+    pub fn adam(config: AdamConfig) -> Self {
+        Self::new(Rule::Adam(config))
+    }
+
+    /// SGD.
+    pub fn sgd(config: SgdConfig) -> Self {
+        Self::new(Rule::Sgd(config))
+    }
+
+    /// The update rule.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match &self.rule {
+            Rule::Adam(c) => c.lr,
+            Rule::Sgd(c) => c.lr,
+        }
+    }
+
+    /// Sets the learning rate; state is kept.
+    pub fn set_lr(&mut self, lr: f64) {
+        match &mut self.rule {
+            Rule::Adam(c) => c.lr = lr,
+            Rule::Sgd(c) => c.lr = lr,
+        }
+    }
+
+    /// Forgets all state (moments, step counts).
+    pub fn reset(&mut self) {
+        self.slots.clear();
+        self.structure.clear();
+    }
+
+    /// Applies one update to every tensor that trains in the model's current phase.
+    ///
+    /// `grads` are the task loss's gradients (`loss.backward()`); candidates learning by
+    /// correlation bring their own, captured during that same backward pass.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] when a layer captured a NaN or infinite neuron error (nothing is
+    /// updated then); backend errors.
+    pub fn step<M>(&mut self, model: &mut M, mut grads: Gradients<E, D>) -> Result<()>
+    where
+        M: DendriticModel<Dtype = E, Device = D>,
+    {
+        let structure: Vec<(String, u64)> = model
+            .layers()
+            .into_iter()
+            .map(|l| (l.path, l.generation))
+            .collect();
+        if structure != self.structure {
+            self.slots.retain(|_, s| s.role != Role::Candidate);
+            self.structure = structure;
+        }
+        model.visit_layers_mut("", &mut |path, layer| {
+            layer.prepare_step().map_err(|e| e.in_layer(path))
+        })?;
+        let mut updater = Updater {
+            rule: self.rule,
+            slots: &mut self.slots,
+            task_grads: &mut grads,
+            seen: HashSet::new(),
+        };
+        model.visit_params("", &mut updater)?;
+        let seen = updater.seen;
+        self.slots.retain(|path, _| seen.contains(path));
+        Ok(())
+    }
+}
+
+struct Updater<'a, E: Float, D: Device<E>> {
+    rule: Rule,
+    slots: &'a mut HashMap<String, Slot<E, D>>,
+    task_grads: &'a mut Gradients<E, D>,
+    seen: HashSet<String>,
+}
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
+    fn visit<S: Shape>(&mut self, param: Param<'_, E, D>, tensor: &mut Tensor<S, E, D>) -> Result<()> {
+        self.seen.insert(param.path.to_string());
+        if !param.trainable {
+            return Ok(());
+        }
+        let grads = match param.own_grads {
+            Some(g) => g,
+            None => &mut *self.task_grads,
+        };
+        let grad = grads.get_or_alloc_mut(tensor).map_err(Error::device)?;
+        let slot = match self.slots.get_mut(param.path) {
+            Some(slot) if slot.role == param.role => slot,
+            _ => {
+                let dev = tensor.device();
+                let len = tensor.shape().num_elements();
+                let alloc = || <D as Storage<E>>::try_alloc_len(dev, len).map_err(Error::device);
+                let slot = Slot {
+                    role: param.role,
+                    steps: 0,
+                    first: alloc()?,
+                    second: match self.rule {
+                        Rule::Adam(_) => Some(alloc()?),
+                        Rule::Sgd(_) => None,
+                    },
+                };
+                self.slots.insert(param.path.to_string(), slot);
+                self.slots.get_mut(param.path).expect("just inserted")
+            }
+        };
+        slot.steps = slot.steps.saturating_add(1);
+        match (&self.rule, &mut slot.second) {
+            (Rule::Adam(cfg), Some(second)) => {
+                cfg.try_update(slot.steps, tensor, &mut slot.first, second, grad)
+            }
+            (Rule::Sgd(cfg), _) => cfg.try_update(tensor, &mut slot.first, grad),
+            (Rule::Adam(_), None) => unreachable!("Adam slots have a second moment"),
+        }
+        .map_err(Error::device)
+    }
+}

@@ -1,0 +1,2 @@
+//! perforated: artificial dendrites for Rust neural networks.
+pub use pai_core::*;
