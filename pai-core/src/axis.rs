@@ -210,7 +210,10 @@ mod tests {
         let w = dev.tensor([1.0f32, 2.0, 3.0]);
         let shape = (2usize, Const::<3>, 2usize);
         let b = <(Batch, Neurons, Any)>::broadcast(w, &shape).unwrap();
-        assert_eq!(b.as_vec(), vec![1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]);
+        assert_eq!(
+            b.as_vec(),
+            vec![1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]
+        );
         let s = <(Batch, Neurons, Any)>::sum_others(b).unwrap();
         assert_eq!(s.array(), [4.0, 8.0, 12.0]);
         assert_eq!(elements_per_neuron::<_, (Batch, Neurons, Any)>(&shape), 4);

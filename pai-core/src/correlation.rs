@@ -19,9 +19,9 @@
 //! * After warm-up, whenever the layer score beats the best so far by both a relative and an
 //!   absolute margin, the candidate is snapshotted; accepting a dendrite takes that snapshot.
 
+use dfdx::shapes::HasShape;
 use dfdx::shapes::Shape;
 use dfdx::tensor::Tensor;
-use dfdx::shapes::HasShape;
 use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul};
 
 use crate::axis::{elements_per_neuron, NeuronAxis};
@@ -85,6 +85,9 @@ pub struct CorrelationReport {
     pub score: f64,
     /// `|corr(v, e)|` per neuron.
     pub per_neuron: Vec<f64>,
+    /// Running mean of the neuron error per neuron (the loss gradient at the layer output,
+    /// averaged over the batch and every non-neuron axis).
+    pub mean_error: Vec<f64>,
     /// The layer score of the snapshot that would be accepted now (0 if none yet).
     pub best_score: f64,
     /// Batches seen by the statistics.
@@ -132,6 +135,12 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         CorrelationReport {
             score: mean(&self.per_neuron),
             per_neuron: self.per_neuron.clone(),
+            mean_error: self
+                .mean_error
+                .as_vec()
+                .into_iter()
+                .map(E::as_f64)
+                .collect(),
             best_score: self.best_score,
             batches: self.batches,
         }
@@ -173,7 +182,10 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         let moment = |a: &Tensor<S, E, D>, b: &Tensor<S, E, D>| {
             Tags::sum_others(a.clone().try_mul(b.clone())?)?.try_div(n)
         };
-        self.covariance = fold(&self.covariance, moment(&centred_activation, &centred_error)?)?;
+        self.covariance = fold(
+            &self.covariance,
+            moment(&centred_activation, &centred_error)?,
+        )?;
         self.activation_var = fold(
             &self.activation_var,
             moment(&centred_activation, &centred_activation)?,
@@ -195,8 +207,7 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
             })
             .collect();
         let score = mean(&self.per_neuron);
-        let improved =
-            self.batches > config.warmup_batches && config.beats(score, self.best_score);
+        let improved = self.batches > config.warmup_batches && config.beats(score, self.best_score);
         if improved {
             self.best_score = score;
         }

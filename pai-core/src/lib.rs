@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod axis;
+pub mod checkpoint;
 pub mod correlation;
 pub mod dendritic;
 mod error;

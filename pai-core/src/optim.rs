@@ -119,6 +119,12 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         }
     }
 
+    /// How many updates the tensor at `path` has received since its state was created, or
+    /// `None` when it has no state (never trained, or dropped by a structure change).
+    pub fn steps(&self, path: &str) -> Option<i32> {
+        self.slots.get(path).map(|s| s.steps)
+    }
+
     /// Forgets all state (moments, step counts).
     pub fn reset(&mut self) {
         self.slots.clear();
@@ -146,9 +152,18 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
             self.slots.retain(|_, s| s.role != Role::Candidate);
             self.structure = structure;
         }
+        // every layer prepares (and clears its flags) even when an earlier one fails, so the
+        // next step starts clean; the first failure is reported and nothing is updated.
+        let mut first_error = None;
         model.visit_layers_mut("", &mut |path, layer| {
-            layer.prepare_step().map_err(|e| e.in_layer(path))
+            if let Err(e) = layer.prepare_step() {
+                first_error.get_or_insert(e.in_layer(path));
+            }
+            Ok(())
         })?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         let mut updater = Updater {
             rule: self.rule,
             slots: &mut self.slots,
@@ -170,7 +185,11 @@ struct Updater<'a, E: Float, D: Device<E>> {
 }
 
 impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
-    fn visit<S: Shape>(&mut self, param: Param<'_, E, D>, tensor: &mut Tensor<S, E, D>) -> Result<()> {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
         self.seen.insert(param.path.to_string());
         if !param.trainable {
             return Ok(());

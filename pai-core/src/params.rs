@@ -83,8 +83,11 @@ pub trait ParamVisitor<E: Dtype, D: Device<E>> {
     ///
     /// # Errors
     /// Whatever the visitor reports; the walk stops at the first error.
-    fn visit<S: Shape>(&mut self, param: Param<'_, E, D>, tensor: &mut Tensor<S, E, D>)
-        -> Result<()>;
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()>;
 }
 
 /// Joins a path prefix and a field name with a dot.
@@ -126,7 +129,11 @@ impl<'g, E: Dtype, D: Device<E>> ModuleParams<'g, E, D> {
 ///
 /// # Errors
 /// The visitor's first error.
-pub fn visit_module<E, D, M, V>(module: &mut M, how: ModuleParams<'_, E, D>, visitor: &mut V) -> Result<()>
+pub fn visit_module<E, D, M, V>(
+    module: &mut M,
+    how: ModuleParams<'_, E, D>,
+    visitor: &mut V,
+) -> Result<()>
 where
     E: Dtype,
     D: Device<E>,
@@ -146,7 +153,9 @@ struct Adapter<'g, 'v, E: Dtype, D: Device<E>, V> {
     visitor: &'v mut V,
 }
 
-impl<E: Dtype, D: Device<E>, V: ParamVisitor<E, D>> TensorVisitor<E, D> for Adapter<'_, '_, E, D, V> {
+impl<E: Dtype, D: Device<E>, V: ParamVisitor<E, D>> TensorVisitor<E, D>
+    for Adapter<'_, '_, E, D, V>
+{
     type Viewer = (ViewTensorMut, ViewTensorName);
     type Err = Error;
     type E2 = E;
@@ -213,7 +222,11 @@ impl std::fmt::Display for ParamCounts {
 pub(crate) struct Counter(pub ParamCounts);
 
 impl<E: Dtype, D: Device<E>> ParamVisitor<E, D> for Counter {
-    fn visit<S: Shape>(&mut self, param: Param<'_, E, D>, tensor: &mut Tensor<S, E, D>) -> Result<()> {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
         self.0.counts[param.role as usize] += tensor.shape().num_elements();
         Ok(())
     }
@@ -227,7 +240,11 @@ pub(crate) struct GradAllocator<E: Dtype, D: Device<E>> {
 }
 
 impl<E: Dtype, D: Device<E>> ParamVisitor<E, D> for GradAllocator<E, D> {
-    fn visit<S: Shape>(&mut self, param: Param<'_, E, D>, tensor: &mut Tensor<S, E, D>) -> Result<()> {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
         if param.needs_task_grad() {
             self.grads.try_alloc_for(tensor).map_err(Error::device)?;
             self.ids.add(tensor);
@@ -243,7 +260,11 @@ mod tests {
 
     struct Names(Vec<(String, Role, bool)>);
     impl ParamVisitor<f32, Cpu> for Names {
-        fn visit<S: Shape>(&mut self, p: Param<'_, f32, Cpu>, _: &mut Tensor<S, f32, Cpu>) -> Result<()> {
+        fn visit<S: Shape>(
+            &mut self,
+            p: Param<'_, f32, Cpu>,
+            _: &mut Tensor<S, f32, Cpu>,
+        ) -> Result<()> {
             self.0.push((p.path.to_string(), p.role, p.trainable));
             Ok(())
         }
@@ -256,7 +277,11 @@ mod tests {
         let mut names = Names(vec![]);
         let how = ModuleParams::new("block", Role::Tracked, true);
         visit_module(&mut m, how, &mut names).unwrap();
-        let got: Vec<_> = names.0.iter().map(|(p, r, t)| format!("{p} {} {t}", r.name())).collect();
+        let got: Vec<_> = names
+            .0
+            .iter()
+            .map(|(p, r, t)| format!("{p} {} {t}", r.name()))
+            .collect();
         assert_eq!(
             got,
             [

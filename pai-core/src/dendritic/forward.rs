@@ -101,8 +101,8 @@ where
     {
         let mut pre = pre;
         for (c, a) in d.cascade.iter().zip(earlier) {
-            let term = Tags::broadcast(c.clone().retaped::<T>(), shape)?
-                .try_mul(a.retaped::<T>())?;
+            let term =
+                Tags::broadcast(c.clone().retaped::<T>(), shape)?.try_mul(a.retaped::<T>())?;
             pre = pre.try_add(term)?;
         }
         match self.config.activation {
@@ -134,7 +134,8 @@ where
     {
         let (detached, tape) = x.split_tape();
         let y = if self.candidate.is_none() {
-            self.neurons.try_forward_mut(detached.clone().put_tape(tape))?
+            self.neurons
+                .try_forward_mut(detached.clone().put_tape(tape))?
         } else {
             self.neurons.try_forward(detached.clone().put_tape(tape))?
         };
@@ -226,7 +227,11 @@ where
             let d: &Dendrite<M> = if i < n {
                 &self.dendrites[i]
             } else {
-                &self.candidate.as_ref().expect("candidate checked above").dendrite
+                &self
+                    .candidate
+                    .as_ref()
+                    .expect("candidate checked above")
+                    .dendrite
             };
             let act = self.dendrite_activation::<So, T>(pre, d, &acts, &shape)?;
             acts.push(act);

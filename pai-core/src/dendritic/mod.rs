@@ -121,11 +121,8 @@ impl DendriteConfig {
 }
 
 /// A per-neuron vector of layer `M`.
-pub(crate) type PerNeuron<M> = Tensor<
-    (<M as Convertible>::Neurons,),
-    <M as Convertible>::Dtype,
-    <M as Convertible>::Device,
->;
+pub(crate) type PerNeuron<M> =
+    Tensor<(<M as Convertible>::Neurons,), <M as Convertible>::Dtype, <M as Convertible>::Device>;
 
 /// One dendrite: a copy of the layer, its cascade weights, its output weights.
 #[derive(Debug)]
@@ -338,7 +335,9 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
 
     /// The candidate's correlation scores, in the dendrite phase.
     pub fn correlation(&self) -> Option<CorrelationReport> {
-        self.candidate.as_ref().map(|c| lock(&c.training).stats.report())
+        self.candidate
+            .as_ref()
+            .map(|c| lock(&c.training).stats.report())
     }
 
     /// Whether the candidate has a snapshot that accepting would keep.

@@ -1,0 +1,370 @@
+//! Saving and loading a dendritic model's tensors (safetensors).
+//!
+//! A file holds every tensor of the registry walk by path, plus metadata: a format tag, the
+//! dtype, and the structure (dendrites per layer, candidate or not). Loading first gives the
+//! model the file's structure (growing or dropping dendrites, starting or dropping a candidate)
+//! and then copies every tensor, checking names, shapes and dtype; anything that does not
+//! match is refused with an error naming the tensor or layer and both values, and the model is
+//! only changed once the whole file has been checked. Writes go to a temporary file that is
+//! renamed over the target, so a failed save never damages what was saved before.
+//!
+//! The candidate's correlation statistics and snapshot are not saved: a model loaded in the
+//! dendrite phase starts its statistics over.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::Tensor;
+use dfdx::tensor_ops::Device;
+
+use crate::model::DendriticModel;
+use crate::params::{Param, ParamVisitor};
+use crate::{Error, Float, Phase, Result};
+
+const FORMAT_KEY: &str = "format";
+const FORMAT: &str = "perforated/1";
+const DTYPE_KEY: &str = "dtype";
+const STRUCTURE_KEY: &str = "structure";
+
+/// One layer's structure as recorded in a file: `path=dendrites` or `path=dendrites+candidate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LayerStructure {
+    path: String,
+    dendrites: usize,
+    candidate: bool,
+}
+
+fn structure_of<M: DendriticModel + ?Sized>(model: &M) -> Vec<LayerStructure> {
+    model
+        .layers()
+        .into_iter()
+        .map(|l| LayerStructure {
+            path: l.path,
+            dendrites: l.dendrites,
+            candidate: l.phase == Phase::Dendrite,
+        })
+        .collect()
+}
+
+fn encode(structure: &[LayerStructure]) -> String {
+    structure
+        .iter()
+        .map(|l| {
+            let candidate = if l.candidate { "+candidate" } else { "" };
+            format!("{}={}{}", l.path, l.dendrites, candidate)
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn decode(text: &str, file: &Path) -> Result<Vec<LayerStructure>> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: file.to_path_buf(),
+        reason,
+    };
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(';')
+        .map(|entry| {
+            let (path, rest) = entry
+                .split_once('=')
+                .ok_or_else(|| corrupt(format!("structure entry `{entry}` has no `=`")))?;
+            let (count, candidate) = match rest.strip_suffix("+candidate") {
+                Some(count) => (count, true),
+                None => (rest, false),
+            };
+            let dendrites = count.parse().map_err(|_| {
+                corrupt(format!(
+                    "structure entry `{entry}` has a bad dendrite count"
+                ))
+            })?;
+            Ok(LayerStructure {
+                path: path.to_string(),
+                dendrites,
+                candidate,
+            })
+        })
+        .collect()
+}
+
+struct Collect {
+    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+}
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Collect {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
+        let mut bytes = Vec::new();
+        E::write_le(&tensor.as_vec(), &mut bytes);
+        let dims = tensor.shape().concrete().into_iter().collect();
+        self.tensors.push((param.path.to_string(), dims, bytes));
+        Ok(())
+    }
+}
+
+/// Saves every tensor of `model` and its structure to `path` (atomically).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+pub fn save<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<()> {
+    save_with_metadata(model, path, HashMap::new())
+}
+
+/// [`save`] with extra metadata entries (keys must not clash with the format's own).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written; [`Error::Config`] for a reserved key.
+pub fn save_with_metadata<M: DendriticModel>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+    mut metadata: HashMap<String, String>,
+) -> Result<()> {
+    let path = path.as_ref();
+    for key in [FORMAT_KEY, DTYPE_KEY, STRUCTURE_KEY] {
+        if metadata.contains_key(key) {
+            return Err(Error::Config(format!(
+                "metadata key `{key}` is reserved by the checkpoint format"
+            )));
+        }
+    }
+    metadata.insert(FORMAT_KEY.into(), FORMAT.into());
+    metadata.insert(DTYPE_KEY.into(), format!("{:?}", M::Dtype::SAFETENSORS));
+    metadata.insert(STRUCTURE_KEY.into(), encode(&structure_of(model)));
+    let mut collect = Collect {
+        tensors: Vec::new(),
+    };
+    model.visit_params("", &mut collect)?;
+    let views = collect
+        .tensors
+        .iter()
+        .map(|(name, dims, bytes)| {
+            safetensors::tensor::TensorView::new(M::Dtype::SAFETENSORS, dims.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("cannot encode a tensor: {e:?}")))?;
+    let bytes = safetensors::tensor::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Config(format!("cannot encode the checkpoint: {e:?}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |action, source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("`{}` is not a file path", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp: PathBuf = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, bytes).map_err(|e| io("writing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("replacing", e)
+    })
+}
+
+/// A file read and checked, ready to be copied into the model.
+struct Loaded {
+    tensors: HashMap<String, (Vec<usize>, Vec<u8>)>,
+    structure: Vec<LayerStructure>,
+    metadata: HashMap<String, String>,
+}
+
+fn read(path: &Path, dtype: safetensors::Dtype) -> Result<Loaded> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| corrupt(format!("unreadable header ({e:?})")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    if metadata.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
+        return Err(corrupt(format!(
+            "metadata `{FORMAT_KEY}` is {:?}, expected {FORMAT:?}",
+            metadata.get(FORMAT_KEY)
+        )));
+    }
+    let file_dtype = metadata.get(DTYPE_KEY).cloned().unwrap_or_default();
+    if file_dtype != format!("{dtype:?}") {
+        return Err(Error::Mismatch {
+            path: "dtype".into(),
+            expected: format!("{dtype:?}"),
+            found: file_dtype,
+        });
+    }
+    let structure = decode(metadata.get(STRUCTURE_KEY).map_or("", String::as_str), path)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| corrupt(format!("unreadable tensors ({e:?})")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != dtype {
+            return Err(Error::Mismatch {
+                path: name,
+                expected: format!("{dtype:?}"),
+                found: format!("{:?}", view.dtype()),
+            });
+        }
+        tensors.insert(name, (view.shape().to_vec(), view.data().to_vec()));
+    }
+    Ok(Loaded {
+        tensors,
+        structure,
+        metadata,
+    })
+}
+
+/// Loads a file written by [`save`] into `model`, giving it the file's structure first.
+/// Returns the file's extra metadata.
+///
+/// # Errors
+/// [`Error::Io`] for an unreadable file; [`Error::Corrupt`] for a truncated or foreign one;
+/// [`Error::Mismatch`] naming the first layer or tensor that does not match (the model is
+/// unchanged then, unless the mismatch is only found in the tensors after the structure was
+/// applied: the model then keeps the file's structure with fresh dendrite weights).
+pub fn load<M: DendriticModel>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
+    let loaded = read(path, M::Dtype::SAFETENSORS)?;
+    let ours = structure_of(model);
+    if ours.len() != loaded.structure.len()
+        || ours
+            .iter()
+            .zip(&loaded.structure)
+            .any(|(a, b)| a.path != b.path)
+    {
+        let names = |s: &[LayerStructure]| {
+            s.iter()
+                .map(|l| l.path.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(Error::Mismatch {
+            path: "layers".into(),
+            expected: format!("[{}]", names(&ours)),
+            found: format!("[{}]", names(&loaded.structure)),
+        });
+    }
+    let mut check = Check { loaded: &loaded };
+    // Shapes can only be checked against the file's structure; apply it, check, copy.
+    apply_structure(model, &loaded.structure)?;
+    model.visit_params("", &mut check)?;
+    let mut seen = 0usize;
+    let mut copy = CopyInto {
+        loaded: &loaded,
+        seen: &mut seen,
+    };
+    model.visit_params("", &mut copy)?;
+    if seen != loaded.tensors.len() {
+        let mut names = Names(Vec::new());
+        model.visit_params("", &mut names)?;
+        let extra = loaded
+            .tensors
+            .keys()
+            .find(|k| !names.0.contains(k))
+            .cloned()
+            .unwrap_or_default();
+        return Err(Error::Mismatch {
+            path: extra,
+            expected: "no such tensor".into(),
+            found: "a tensor".into(),
+        });
+    }
+    Ok(loaded.metadata)
+}
+
+fn apply_structure<M: DendriticModel>(model: &mut M, structure: &[LayerStructure]) -> Result<()> {
+    let mut wanted = structure.iter();
+    model.visit_layers_mut("", &mut |path, layer| {
+        let Some(want) = wanted.next() else {
+            return Ok(());
+        };
+        let result = (|| {
+            if layer.phase() == Phase::Dendrite {
+                layer.discard_candidate()?;
+            }
+            layer.truncate_dendrites(want.dendrites)?;
+            layer.grow_dendrites(want.dendrites)?;
+            if want.candidate {
+                layer.start_dendrite_phase()?;
+            }
+            Ok(())
+        })();
+        result.map_err(|e: Error| e.in_layer(path))
+    })
+}
+
+struct Check<'a> {
+    loaded: &'a Loaded,
+}
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Check<'_> {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
+        let dims: Vec<usize> = tensor.shape().concrete().into_iter().collect();
+        match self.loaded.tensors.get(param.path) {
+            None => Err(Error::Mismatch {
+                path: param.path.to_string(),
+                expected: format!("a tensor of shape {dims:?}"),
+                found: "no such tensor".into(),
+            }),
+            Some((file_dims, _)) if *file_dims != dims => Err(Error::Mismatch {
+                path: param.path.to_string(),
+                expected: format!("shape {dims:?}"),
+                found: format!("shape {file_dims:?}"),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+struct CopyInto<'a> {
+    loaded: &'a Loaded,
+    seen: &'a mut usize,
+}
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for CopyInto<'_> {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
+        if let Some((_, bytes)) = self.loaded.tensors.get(param.path) {
+            tensor.copy_from(&E::read_le(bytes));
+            *self.seen += 1;
+        }
+        Ok(())
+    }
+}
+
+struct Names(Vec<String>);
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Names {
+    fn visit<S: Shape>(&mut self, param: Param<'_, E, D>, _: &mut Tensor<S, E, D>) -> Result<()> {
+        self.0.push(param.path.to_string());
+        Ok(())
+    }
+}
