@@ -1,0 +1,179 @@
+//! Checkpoints round-trip exactly and refuse every corruption with a clear error.
+
+mod common;
+
+use common::{mse_step, quick_config, Mlp};
+use perforated::checkpoint::{load, save};
+use perforated::prelude::*;
+use perforated::Error;
+
+fn trained_model(dev: &Cpu) -> Mlp<4, 8, 3, f32, Cpu> {
+    let x: Tensor<Rank2<32, 4>, f32, Cpu> = dev.sample_normal();
+    let y: Tensor<Rank2<32, 3>, f32, Cpu> = dev.sample_normal();
+    let mut model = Mlp::<4, 8, 3, f32, Cpu>::new(dev, quick_config(DendriteLearning::Correlation));
+    let mut opt = DendriticOptimizer::adam(AdamConfig {
+        lr: 1e-2,
+        ..Default::default()
+    });
+    for round in 0..2 {
+        for _ in 0..10 {
+            mse_step(&mut model, &mut opt, &x, &y);
+        }
+        model.start_dendrite_phase().unwrap();
+        for _ in 0..10 {
+            mse_step(&mut model, &mut opt, &x, &y);
+        }
+        if round == 0 {
+            model.accept_dendrites().unwrap();
+        }
+    }
+    model
+}
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("perforated-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn saved_tensors_load_back_to_identical_outputs_and_structure() {
+    let dev = Cpu::seed_from_u64(21);
+    let mut model = trained_model(&dev);
+    let x: Tensor<Rank2<16, 4>, f32, Cpu> = dev.sample_normal();
+    let path = dir("roundtrip").join("model.safetensors");
+    save(&mut model, &path).unwrap();
+
+    let mut fresh = Mlp::<4, 8, 3, f32, Cpu>::new(
+        &Cpu::seed_from_u64(99),
+        quick_config(DendriteLearning::Correlation),
+    );
+    assert_ne!(
+        fresh.forward(x.clone()).as_vec(),
+        model.forward(x.clone()).as_vec()
+    );
+    load(&mut fresh, &path).unwrap();
+    assert_eq!(fresh.layers(), {
+        let mut l = model.layers();
+        // generations count local history, not structure
+        for (a, b) in l.iter_mut().zip(fresh.layers()) {
+            a.generation = b.generation;
+        }
+        l
+    });
+    assert_eq!(fresh.phase(), Phase::Dendrite, "the candidate came back");
+    assert_eq!(
+        fresh.forward(x.clone()).as_vec(),
+        model.forward(x.clone()).as_vec()
+    );
+    assert_eq!(common::snapshot(&mut fresh), common::snapshot(&mut model));
+}
+
+fn expect_err(result: perforated::Result<std::collections::HashMap<String, String>>) -> Error {
+    match result {
+        Ok(_) => panic!("a bad checkpoint was accepted"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn corrupt_and_mismatched_checkpoints_are_refused() {
+    let dev = Cpu::seed_from_u64(22);
+    let mut model = trained_model(&dev);
+    let d = dir("corrupt");
+    let good = d.join("good.safetensors");
+    save(&mut model, &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let mut target =
+        Mlp::<4, 8, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+
+    // truncated anywhere: header, tensors
+    for cut in [0, 4, 20, bytes.len() / 2, bytes.len() - 1] {
+        let p = d.join(format!("cut{cut}.safetensors"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = expect_err(load(&mut target, &p));
+        assert!(matches!(e, Error::Corrupt { .. }), "cut at {cut}: {e}");
+    }
+    // not a checkpoint at all
+    let p = d.join("garbage.safetensors");
+    std::fs::write(
+        &p,
+        b"this is not a checkpoint, just some text of decent length",
+    )
+    .unwrap();
+    assert!(matches!(
+        expect_err(load(&mut target, &p)),
+        Error::Corrupt { .. }
+    ));
+    // missing file
+    let e = expect_err(load(&mut target, d.join("missing.safetensors")));
+    assert!(
+        matches!(e, Error::Io { .. }) && e.to_string().contains("missing.safetensors"),
+        "{e}"
+    );
+
+    // edited metadata: the header is JSON; change the structure text in place (same length)
+    let edited = replace(&bytes, b"fc1=1+candidate", b"fc1=x+candidate");
+    let p = d.join("edited.safetensors");
+    std::fs::write(&p, edited).unwrap();
+    let e = expect_err(load(&mut target, &p));
+    assert!(e.to_string().contains("bad dendrite count"), "{e}");
+    // a structure naming other layers
+    std::fs::write(&p, replace(&bytes, b"fc2=1+candidate", b"fc9=1+candidate")).unwrap();
+    let e = expect_err(load(&mut target, &p)).to_string();
+    assert!(
+        e.contains("layers") && e.contains("fc9") && e.contains("fc2"),
+        "{e}"
+    );
+    // a model of another shape: tensor shapes differ
+    let mut wider =
+        Mlp::<4, 9, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+    let e = expect_err(load(&mut wider, &good)).to_string();
+    assert!(
+        e.contains("fc1.neurons.weight") && e.contains("[9, 4]") && e.contains("[8, 4]"),
+        "{e}"
+    );
+    // another dtype
+    let mut double =
+        Mlp::<4, 8, 3, f64, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+    let e = expect_err(load(&mut double, &good)).to_string();
+    assert!(
+        e.contains("dtype") && e.contains("F64") && e.contains("F32"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_failed_save_leaves_the_previous_file_intact() {
+    let dev = Cpu::seed_from_u64(23);
+    let mut model = trained_model(&dev);
+    let d = dir("atomic");
+    // the target is a directory holding a file: the final rename fails.
+    let target = d.join("model.safetensors");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep"), b"precious").unwrap();
+    let e = save(&mut model, &target).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    assert_eq!(std::fs::read(target.join("keep")).unwrap(), b"precious");
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no temporary file left behind: {leftovers:?}"
+    );
+}
+
+/// `bytes` with the first `from` replaced by `to` (same length); panics if absent.
+fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern in the file");
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to);
+    out
+}
