@@ -35,7 +35,7 @@ where
             let pre = d.module.try_forward(x.clone())?;
             acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
         }
-        add_outputs::<M, Tags, So, NoneTape, NoneTape>(y, &chain, acts)
+        add_outputs::<M, Tags, So, NoneTape, NoneTape, E, D>(y, &chain, acts)
     }
 }
 
@@ -146,7 +146,7 @@ where
             acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
         }
         let chain: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
-        let y = add_outputs::<M, Tags, So, T, NoneTape>(y, &chain, acts.clone())?;
+        let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts.clone())?;
         if !T::OWNS_TAPE {
             return Ok(y);
         }
@@ -181,7 +181,7 @@ where
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&handle)?;
             let error = grads.get(&handle);
-            observe::<M, Tags, So>(&training, act, &error, &config)
+            observe::<M, Tags, So, E, D>(&training, act, &error, &config)
         });
         Ok(y.put_tape(tape))
     }
@@ -237,21 +237,23 @@ where
             acts.push(act);
         }
         let chain = self.output_chain();
-        add_outputs::<M, Tags, So, T, T>(y, &chain, acts)
+        add_outputs::<M, Tags, So, T, T, E, D>(y, &chain, acts)
     }
 }
 
 /// `y + Σᵢ wᵢ ⊙ aᵢ`, the output weights on `y`'s tape.
-fn add_outputs<M, Tags, So, T, A>(
-    y: Tensor<So, M::Dtype, M::Device, T>,
+fn add_outputs<M, Tags, So, T, A, E, D>(
+    y: Tensor<So, E, D, T>,
     chain: &[&Dendrite<M>],
-    acts: Vec<Tensor<So, M::Dtype, M::Device, A>>,
-) -> Result<Tensor<So, M::Dtype, M::Device, T>, <M::Device as dfdx::tensor::HasErr>::Err>
+    acts: Vec<Tensor<So, E, D, A>>,
+) -> Result<Tensor<So, E, D, T>, D::Err>
 where
-    M: Convertible,
+    E: Float,
+    D: Device<E>,
+    M: Convertible<Dtype = E, Device = D>,
     So: Shape,
-    T: Tape<M::Dtype, M::Device> + dfdx::tensor::Merge<A>,
-    A: Tape<M::Dtype, M::Device>,
+    T: Tape<E, D> + dfdx::tensor::Merge<A>,
+    A: Tape<E, D>,
     Tags: NeuronAxis<So, Neurons = M::Neurons>,
 {
     let shape = *y.shape();
@@ -264,14 +266,16 @@ where
 }
 
 /// The candidate's backward hook: statistics, then the correlation objective's gradients.
-fn observe<M, Tags, So>(
+fn observe<M, Tags, So, E, D>(
     training: &std::sync::Mutex<Training<M>>,
-    act: Tensor<So, M::Dtype, M::Device, OwnedTape<M::Dtype, M::Device>>,
-    error: &Tensor<So, M::Dtype, M::Device>,
+    act: Tensor<So, E, D, OwnedTape<E, D>>,
+    error: &Tensor<So, E, D>,
     config: &CorrelationConfig,
-) -> Result<(), <M::Device as dfdx::tensor::HasErr>::Err>
+) -> Result<(), D::Err>
 where
-    M: Convertible,
+    E: Float,
+    D: Device<E>,
+    M: Convertible<Dtype = E, Device = D>,
     So: Shape,
     Tags: NeuronAxis<So, Neurons = M::Neurons>,
 {
