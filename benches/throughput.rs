@@ -1,0 +1,175 @@
+//! Training-step throughput: plain dfdx against the dendritic model.
+//!
+//! A 64-128-10 MLP (both layers converted), cross-entropy, Adam, batch 32 and 256. Rows: plain
+//! dfdx (its own Adam, gradients reused with `zero_grads`); the dendritic model with 0, 1 and 3
+//! dendrites per layer in both learning modes (neuron-phase step); the dendrite-phase step.
+//! Each row is the best of several timed runs, as microseconds per step and as a ratio to
+//! plain dfdx, beside its target.
+//!
+//! ```text
+//! cargo bench --bench throughput
+//! ```
+
+#[path = "../examples/common/mlp.rs"]
+#[allow(dead_code)]
+mod mlp;
+
+use std::time::{Duration, Instant};
+
+use mlp::Mlp;
+use perforated::prelude::*;
+
+type Plain = (Linear<64, 128>, ReLU, Linear<128, 10>);
+
+/// Best time per step of `plain` and of `variant`, measured in alternating rounds so that
+/// drift in machine load hits both alike.
+fn best_of_interleaved(
+    plain: &mut dyn FnMut(),
+    variant: &mut dyn FnMut(),
+    rounds: usize,
+    min: Duration,
+) -> (Duration, Duration) {
+    let mut time = |step: &mut dyn FnMut()| {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < min {
+            step();
+            n += 1;
+        }
+        start.elapsed() / n
+    };
+    for _ in 0..5 {
+        plain();
+        variant();
+    }
+    let (mut best_plain, mut best_variant) = (Duration::MAX, Duration::MAX);
+    for _ in 0..rounds {
+        best_plain = best_plain.min(time(plain));
+        best_variant = best_variant.min(time(variant));
+    }
+    (best_plain, best_variant)
+}
+
+type Data<const B: usize> = (
+    Tensor<Rank2<B, 64>, f32, Cpu>,
+    Tensor<Rank2<B, 10>, f32, Cpu>,
+);
+
+fn data<const B: usize>(dev: &Cpu) -> Data<B> {
+    let x = dev.sample_normal();
+    let labels: Vec<f32> = (0..B * 10)
+        .map(|i| if i % 10 == (i / 10) % 10 { 1.0 } else { 0.0 })
+        .collect();
+    (x, dev.tensor_from_vec(labels, (Const, Const)))
+}
+
+/// One training step of plain dfdx (its Adam, gradients reused with `zero_grads`).
+fn plain<const B: usize>() -> impl FnMut() {
+    let dev = Cpu::seed_from_u64(0);
+    let (x, y) = data::<B>(&dev);
+    let mut model = dev.build_module::<Plain, f32>();
+    let mut opt = perforated::dfdx::optim::Adam::new(
+        &model,
+        AdamConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    );
+    let mut grads = Some(model.alloc_grads());
+    move || {
+        let logits = model.forward_mut(x.trace(grads.take().expect("returned below")));
+        let mut g = cross_entropy_with_logits_loss(logits, y.clone()).backward();
+        opt.update(&mut model, &g).expect("all parameters used");
+        model.zero_grads(&mut g);
+        grads = Some(g);
+    }
+}
+
+/// One training step of the dendritic model with `dendrites` per layer.
+fn dendritic<const B: usize>(
+    learning: DendriteLearning,
+    dendrites: usize,
+    phase: Phase,
+) -> impl FnMut() {
+    let dev = Cpu::seed_from_u64(0);
+    let (x, y) = data::<B>(&dev);
+    let config = DendriteConfig {
+        learning,
+        ..Default::default()
+    };
+    let mut model = Mlp::<64, 128, 10, f32, Cpu>::new(&dev, config);
+    model.fc1.grow_dendrites(dendrites).unwrap();
+    model.fc2.grow_dendrites(dendrites).unwrap();
+    if phase == Phase::Dendrite {
+        model.start_dendrite_phase().unwrap();
+    }
+    let mut opt = DendriticOptimizer::adam(AdamConfig {
+        lr: 1e-3,
+        ..Default::default()
+    });
+    move || {
+        let grads = model.alloc_grads().unwrap();
+        let logits = model.forward_mut(x.trace(grads));
+        let g = cross_entropy_with_logits_loss(logits, y.clone()).backward();
+        opt.step(&mut model, g).unwrap();
+    }
+}
+
+fn rows<const B: usize>(rounds: usize, min: Duration) {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut rows: Vec<(String, Box<dyn FnMut()>, Option<f64>)> = Vec::new();
+    for k in [0usize, 1, 3] {
+        let target = if k == 0 { 1.05 } else { 1.0 + 0.45 * k as f64 };
+        let step = dendritic::<B>(DendriteLearning::Correlation, k, Phase::Neuron);
+        rows.push((
+            format!("correlation, {k} dendrites"),
+            Box::new(step),
+            Some(target),
+        ));
+    }
+    for k in [0usize, 1, 3] {
+        let step = dendritic::<B>(DendriteLearning::Gradient, k, Phase::Neuron);
+        rows.push((
+            format!("gradient, {k} dendrites"),
+            Box::new(step),
+            Some(1.05 * (k as f64 + 1.0)),
+        ));
+    }
+    for k in [0usize, 3] {
+        let step = dendritic::<B>(DendriteLearning::Correlation, k, Phase::Dendrite);
+        rows.push((
+            format!("dendrite phase, {k} dendrites"),
+            Box::new(step),
+            None,
+        ));
+    }
+    let mut base = plain::<B>();
+    for (name, mut step, target) in rows {
+        let (p, d) = best_of_interleaved(&mut base, &mut step, rounds, min);
+        let ratio = d.as_secs_f64() / p.as_secs_f64();
+        let target = match target {
+            Some(t) if ratio <= t => format!("<= {t:.2} met"),
+            Some(t) => format!("<= {t:.2} MISSED"),
+            None => "-".to_string(),
+        };
+        println!(
+            "| {B} | {name} | {:.1} | {:.1} | {ratio:.2} | {target} |",
+            us(p),
+            us(d)
+        );
+    }
+}
+
+fn main() {
+    // `cargo test --benches` runs this without `--bench`: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (rounds, min) = if quick {
+        (1, Duration::from_millis(2))
+    } else {
+        (7, Duration::from_millis(150))
+    };
+    println!("| batch | row | plain dfdx us/step | row us/step | ratio | target |");
+    println!("|---:|---|---:|---:|---:|---|");
+    rows::<32>(rounds, min);
+    rows::<256>(rounds, min);
+}
