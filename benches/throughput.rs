@@ -29,7 +29,7 @@ fn best_of_interleaved(
     rounds: usize,
     min: Duration,
 ) -> (Duration, Duration) {
-    let mut time = |step: &mut dyn FnMut()| {
+    let time = |step: &mut dyn FnMut()| {
         let start = Instant::now();
         let mut n = 0u32;
         while start.elapsed() < min {
@@ -115,9 +115,12 @@ fn dendritic<const B: usize>(
     }
 }
 
+/// A row: its name, its training step, its target ratio to plain dfdx.
+type Row = (String, Box<dyn FnMut()>, Option<f64>);
+
 fn rows<const B: usize>(rounds: usize, min: Duration) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let mut rows: Vec<(String, Box<dyn FnMut()>, Option<f64>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for k in [0usize, 1, 3] {
         let target = if k == 0 { 1.05 } else { 1.0 + 0.45 * k as f64 };
         let step = dendritic::<B>(DendriteLearning::Correlation, k, Phase::Neuron);
