@@ -70,7 +70,7 @@ fn saved_tensors_load_back_to_identical_outputs_and_structure() {
     assert_eq!(common::snapshot(&mut fresh), common::snapshot(&mut model));
 }
 
-fn expect_err(result: perforated::Result<std::collections::HashMap<String, String>>) -> Error {
+fn expect_err<T>(result: perforated::Result<T>) -> Error {
     match result {
         Ok(_) => panic!("a bad checkpoint was accepted"),
         Err(e) => e,
@@ -113,14 +113,19 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
         "{e}"
     );
 
-    // edited metadata: the header is JSON; change the structure text in place (same length)
-    let edited = replace(&bytes, b"fc1=1+candidate", b"fc1=x+candidate");
+    // edited metadata: the structure is JSON inside the header's JSON (quotes escaped);
+    // change it in place, keeping the length
+    let edited = replace(&bytes, br#"\"dendrites\":1"#, br#"\"dendrites\":x"#);
     let p = d.join("edited.safetensors");
     std::fs::write(&p, edited).unwrap();
     let e = expect_err(load(&mut target, &p));
-    assert!(e.to_string().contains("bad dendrite count"), "{e}");
+    assert!(e.to_string().contains("bad structure metadata"), "{e}");
     // a structure naming other layers
-    std::fs::write(&p, replace(&bytes, b"fc2=1+candidate", b"fc9=1+candidate")).unwrap();
+    std::fs::write(
+        &p,
+        replace(&bytes, br#"\"path\":\"fc2\""#, br#"\"path\":\"fc9\""#),
+    )
+    .unwrap();
     let e = expect_err(load(&mut target, &p)).to_string();
     assert!(
         e.contains("layers") && e.contains("fc9") && e.contains("fc2"),

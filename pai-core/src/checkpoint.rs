@@ -8,8 +8,8 @@
 //! only changed once the whole file has been checked. Writes go to a temporary file that is
 //! renamed over the target, so a failed save never damages what was saved before.
 //!
-//! The candidate's correlation statistics and snapshot are not saved: a model loaded in the
-//! dendrite phase starts its statistics over.
+//! A model saved in the dendrite phase keeps its candidate: weights, correlation statistics
+//! and snapshot, so training continues exactly where it stopped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 
+use crate::dendritic::CandidateState;
 use crate::model::DendriticModel;
 use crate::params::{Param, ParamVisitor};
 use crate::{Error, Float, Phase, Result};
@@ -27,67 +28,41 @@ const FORMAT: &str = "perforated/1";
 const DTYPE_KEY: &str = "dtype";
 const STRUCTURE_KEY: &str = "structure";
 
-/// One layer's structure as recorded in a file: `path=dendrites` or `path=dendrites+candidate`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One layer's structure as recorded in a file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct LayerStructure {
     path: String,
     dendrites: usize,
-    candidate: bool,
+    /// Present in the dendrite phase.
+    candidate: Option<CandidateState>,
 }
 
 fn structure_of<M: DendriticModel + ?Sized>(model: &M) -> Vec<LayerStructure> {
-    model
-        .layers()
-        .into_iter()
-        .map(|l| LayerStructure {
-            path: l.path,
-            dendrites: l.dendrites,
-            candidate: l.phase == Phase::Dendrite,
+    let mut out = Vec::new();
+    model.visit_layers("", &mut |path, l| {
+        out.push(LayerStructure {
+            path: path.to_string(),
+            dendrites: l.dendrite_count(),
+            candidate: l.candidate_state(),
         })
-        .collect()
+    });
+    out
 }
 
 fn encode(structure: &[LayerStructure]) -> String {
-    structure
-        .iter()
-        .map(|l| {
-            let candidate = if l.candidate { "+candidate" } else { "" };
-            format!("{}={}{}", l.path, l.dendrites, candidate)
-        })
-        .collect::<Vec<_>>()
-        .join(";")
+    serde_json::to_string(structure).expect("plain data serialises")
 }
 
 fn decode(text: &str, file: &Path) -> Result<Vec<LayerStructure>> {
-    let corrupt = |reason: String| Error::Corrupt {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt {
         path: file.to_path_buf(),
-        reason,
-    };
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    text.split(';')
-        .map(|entry| {
-            let (path, rest) = entry
-                .split_once('=')
-                .ok_or_else(|| corrupt(format!("structure entry `{entry}` has no `=`")))?;
-            let (count, candidate) = match rest.strip_suffix("+candidate") {
-                Some(count) => (count, true),
-                None => (rest, false),
-            };
-            let dendrites = count.parse().map_err(|_| {
-                corrupt(format!(
-                    "structure entry `{entry}` has a bad dendrite count"
-                ))
-            })?;
-            Ok(LayerStructure {
-                path: path.to_string(),
-                dendrites,
-                candidate,
-            })
-        })
-        .collect()
+        reason: format!("bad structure metadata ({e})"),
+    })
 }
+
+/// A tensor stored beside the model's: name, shape, values. Names contain a `/`, which model
+/// paths never do (optimizer state uses `optimizer/<path>/<moment>`).
+pub type ExtraTensor<E> = (String, Vec<usize>, Vec<E>);
 
 struct Collect {
     tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
@@ -112,17 +87,20 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Collect {
 /// # Errors
 /// [`Error::Io`] when the file cannot be written.
 pub fn save<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<()> {
-    save_with_metadata(model, path, HashMap::new())
+    save_with(model, path, HashMap::new(), &[])
 }
 
-/// [`save`] with extra metadata entries (keys must not clash with the format's own).
+/// [`save`] with extra metadata entries (keys must not clash with the format's own) and extra
+/// tensors (names must contain a `/`).
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be written; [`Error::Config`] for a reserved key.
-pub fn save_with_metadata<M: DendriticModel>(
+/// [`Error::Io`] when the file cannot be written; [`Error::Config`] for a reserved key or a
+/// bad extra tensor name.
+pub fn save_with<M: DendriticModel>(
     model: &mut M,
     path: impl AsRef<Path>,
     mut metadata: HashMap<String, String>,
+    extra: &[ExtraTensor<M::Dtype>],
 ) -> Result<()> {
     let path = path.as_ref();
     for key in [FORMAT_KEY, DTYPE_KEY, STRUCTURE_KEY] {
@@ -139,6 +117,16 @@ pub fn save_with_metadata<M: DendriticModel>(
         tensors: Vec::new(),
     };
     model.visit_params("", &mut collect)?;
+    for (name, dims, values) in extra {
+        if !name.contains('/') {
+            return Err(Error::Config(format!(
+                "extra tensor `{name}` must have a `/` in its name"
+            )));
+        }
+        let mut bytes = Vec::new();
+        M::Dtype::write_le(values, &mut bytes);
+        collect.tensors.push((name.clone(), dims.clone(), bytes));
+    }
     let views = collect
         .tensors
         .iter()
@@ -232,18 +220,24 @@ fn read(path: &Path, dtype: safetensors::Dtype) -> Result<Loaded> {
     })
 }
 
+/// What a file holds beside the model's tensors.
+#[derive(Debug, Clone, Default)]
+pub struct Extras<E> {
+    /// Every metadata entry, the format's own included.
+    pub metadata: HashMap<String, String>,
+    /// Extra tensors by name: shape and values.
+    pub tensors: HashMap<String, (Vec<usize>, Vec<E>)>,
+}
+
 /// Loads a file written by [`save`] into `model`, giving it the file's structure first.
-/// Returns the file's extra metadata.
+/// Returns the file's metadata and extra tensors.
 ///
 /// # Errors
 /// [`Error::Io`] for an unreadable file; [`Error::Corrupt`] for a truncated or foreign one;
 /// [`Error::Mismatch`] naming the first layer or tensor that does not match (the model is
 /// unchanged then, unless the mismatch is only found in the tensors after the structure was
 /// applied: the model then keeps the file's structure with fresh dendrite weights).
-pub fn load<M: DendriticModel>(
-    model: &mut M,
-    path: impl AsRef<Path>,
-) -> Result<HashMap<String, String>> {
+pub fn load<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<Extras<M::Dtype>> {
     let path = path.as_ref();
     let loaded = read(path, M::Dtype::SAFETENSORS)?;
     let ours = structure_of(model);
@@ -275,13 +269,14 @@ pub fn load<M: DendriticModel>(
         seen: &mut seen,
     };
     model.visit_params("", &mut copy)?;
-    if seen != loaded.tensors.len() {
+    let extra_count = loaded.tensors.keys().filter(|k| k.contains('/')).count();
+    if seen + extra_count != loaded.tensors.len() {
         let mut names = Names(Vec::new());
         model.visit_params("", &mut names)?;
         let extra = loaded
             .tensors
             .keys()
-            .find(|k| !names.0.contains(k))
+            .find(|k| !k.contains('/') && !names.0.contains(k))
             .cloned()
             .unwrap_or_default();
         return Err(Error::Mismatch {
@@ -290,7 +285,16 @@ pub fn load<M: DendriticModel>(
             found: "a tensor".into(),
         });
     }
-    Ok(loaded.metadata)
+    let tensors = loaded
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.contains('/'))
+        .map(|(k, (dims, bytes))| (k.clone(), (dims.clone(), M::Dtype::read_le(bytes))))
+        .collect();
+    Ok(Extras {
+        metadata: loaded.metadata,
+        tensors,
+    })
 }
 
 fn apply_structure<M: DendriticModel>(model: &mut M, structure: &[LayerStructure]) -> Result<()> {
@@ -305,8 +309,9 @@ fn apply_structure<M: DendriticModel>(model: &mut M, structure: &[LayerStructure
             }
             layer.truncate_dendrites(want.dendrites)?;
             layer.grow_dendrites(want.dendrites)?;
-            if want.candidate {
+            if let Some(state) = &want.candidate {
                 layer.start_dendrite_phase()?;
+                layer.restore_candidate_state(state)?;
             }
             Ok(())
         })();

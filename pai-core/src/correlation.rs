@@ -25,6 +25,7 @@ use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul};
 
 use crate::axis::{elements_per_neuron, NeuronAxis};
+use crate::params::{join, Param, ParamVisitor, Role};
 use crate::{Error, Float, Result};
 
 /// How candidates are judged and when they are snapshotted.
@@ -131,6 +132,60 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         })
     }
 
+    /// Batches folded in and the best layer score so far (the scalars of the state).
+    pub fn scalars(&self) -> (usize, f64) {
+        (self.batches, self.best_score)
+    }
+
+    /// Restores the scalars after the tensors were loaded (checkpoint resume).
+    pub fn restore_scalars(&mut self, batches: usize, best_score: f64) {
+        self.batches = batches;
+        self.best_score = best_score;
+        self.refresh_scores();
+    }
+
+    /// Visits the running statistics (saved, never trained).
+    pub fn visit_params<V: ParamVisitor<E, D>>(
+        &mut self,
+        path: &str,
+        visitor: &mut V,
+    ) -> Result<()> {
+        for (name, t) in [
+            ("mean_activation", &mut self.mean_activation),
+            ("mean_error", &mut self.mean_error),
+            ("covariance", &mut self.covariance),
+            ("activation_var", &mut self.activation_var),
+            ("error_var", &mut self.error_var),
+        ] {
+            let p = join(path, name);
+            let param = Param {
+                path: &p,
+                role: Role::Buffer,
+                trainable: false,
+                own_grads: None,
+            };
+            visitor.visit(param, t)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the host copy of the per-neuron scores from the running moments.
+    fn refresh_scores(&mut self) {
+        let cov = self.covariance.as_vec();
+        let var_v = self.activation_var.as_vec();
+        let var_e = self.error_var.as_vec();
+        self.per_neuron = (0..C::SIZE)
+            .map(|c| {
+                let denom = (var_v[c].as_f64() * var_e[c].as_f64()).sqrt();
+                if denom > 0.0 {
+                    (cov[c].as_f64().abs() / denom).min(1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+    }
+
     pub fn report(&self) -> CorrelationReport {
         CorrelationReport {
             score: mean(&self.per_neuron),
@@ -193,26 +248,16 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         self.error_var = fold(&self.error_var, moment(&centred_error, &centred_error)?)?;
         self.batches += 1;
 
-        let cov = self.covariance.as_vec();
-        let var_v = self.activation_var.as_vec();
-        let var_e = self.error_var.as_vec();
-        self.per_neuron = (0..C::SIZE)
-            .map(|c| {
-                let denom = (var_v[c].as_f64() * var_e[c].as_f64()).sqrt();
-                if denom > 0.0 {
-                    (cov[c].as_f64().abs() / denom).min(1.0)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        self.refresh_scores();
         let score = mean(&self.per_neuron);
         let improved = self.batches > config.warmup_batches && config.beats(score, self.best_score);
         if improved {
             self.best_score = score;
         }
         // minus: the optimiser descends, the candidate must climb |cov|.
-        let sign: Vec<E> = cov
+        let sign: Vec<E> = self
+            .covariance
+            .as_vec()
             .iter()
             .map(|v| E::of_f64(if v.as_f64() >= 0.0 { -1.0 } else { 1.0 }))
             .collect();

@@ -60,7 +60,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Device;
 
 use crate::correlation::CorrelationReport;
-use crate::dendritic::{Convertible, DendriteConfig, Dendritic, Phase};
+use crate::dendritic::{CandidateState, Convertible, DendriteConfig, Dendritic, Phase};
 use crate::params::{Counter, GradAllocator, ParamCounts, ParamVisitor};
 use crate::{Error, Float, Result};
 
@@ -106,6 +106,13 @@ pub trait DendriteLayer {
     /// # Errors
     /// As there.
     fn grow_dendrites(&mut self, count: usize) -> Result<()>;
+    /// See [`Dendritic::candidate_state`].
+    fn candidate_state(&self) -> Option<CandidateState>;
+    /// See [`Dendritic::restore_candidate_state`].
+    ///
+    /// # Errors
+    /// As there.
+    fn restore_candidate_state(&mut self, state: &CandidateState) -> Result<()>;
     /// See [`Dendritic::prepare_step`].
     ///
     /// # Errors
@@ -149,6 +156,12 @@ impl<M: Convertible, Tags: 'static> DendriteLayer for Dendritic<M, Tags> {
     }
     fn grow_dendrites(&mut self, count: usize) -> Result<()> {
         Dendritic::grow_dendrites(self, count)
+    }
+    fn candidate_state(&self) -> Option<CandidateState> {
+        Dendritic::candidate_state(self)
+    }
+    fn restore_candidate_state(&mut self, state: &CandidateState) -> Result<()> {
+        Dendritic::restore_candidate_state(self, state)
     }
     fn prepare_step(&mut self) -> Result<()> {
         Dendritic::prepare_step(self)

@@ -204,7 +204,11 @@ impl<M: Convertible> Dendrite<M> {
         let p = join(path, "output");
         let param = crate::params::Param {
             path: &p,
-            role: Role::DendriteOutput,
+            role: if role == Role::Buffer {
+                Role::Buffer
+            } else {
+                Role::DendriteOutput
+            },
             trainable: output_trainable,
             own_grads: None,
         };
@@ -217,6 +221,17 @@ struct DendriteParams<'g, E: dfdx::shapes::Dtype, D: Device<E>> {
     trainable: bool,
     output_trainable: bool,
     own_grads: Option<&'g mut Gradients<E, D>>,
+}
+
+/// The scalars of a candidate's training state, saved with checkpoints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CandidateState {
+    /// Batches its statistics have seen.
+    pub batches: usize,
+    /// Best layer score so far.
+    pub best_score: f64,
+    /// Whether a snapshot exists.
+    pub snapshot: bool,
 }
 
 /// What the backward hook of a candidate (correlation mode) hands to the optimizer step.
@@ -535,9 +550,55 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
                 output_trainable: gradient,
                 own_grads: if gradient { None } else { c.grads.as_mut() },
             };
-            c.dendrite
-                .visit_params(&join(path, "candidate"), how, visitor)?;
+            let candidate_path = join(path, "candidate");
+            c.dendrite.visit_params(&candidate_path, how, visitor)?;
+            lock(&c.training)
+                .stats
+                .visit_params(&join(&candidate_path, "stats"), visitor)?;
+            if let Some(best) = &mut c.best {
+                let how = DendriteParams {
+                    role: Role::Buffer,
+                    trainable: false,
+                    output_trainable: false,
+                    own_grads: None,
+                };
+                best.visit_params(&join(&candidate_path, "best"), how, visitor)?;
+            }
         }
+        Ok(())
+    }
+
+    /// The candidate's scalar state (the tensors are in [`Self::visit_params`]), in the
+    /// dendrite phase.
+    pub fn candidate_state(&self) -> Option<CandidateState> {
+        self.candidate.as_ref().map(|c| {
+            let (batches, best_score) = lock(&c.training).stats.scalars();
+            CandidateState {
+                batches,
+                best_score,
+                snapshot: c.best.is_some(),
+            }
+        })
+    }
+
+    /// Gives the candidate the scalar state `state`, and a snapshot slot when it had one, so
+    /// that loading the tensors completes it.
+    ///
+    /// # Errors
+    /// [`Error::WrongPhase`] in the neuron phase; backend errors.
+    pub fn restore_candidate_state(&mut self, state: &CandidateState) -> Result<()> {
+        self.expect_phase(Phase::Dendrite, "restoring a candidate")?;
+        let Some(c) = &mut self.candidate else {
+            unreachable!("phase checked above")
+        };
+        lock(&c.training)
+            .stats
+            .restore_scalars(state.batches, state.best_score);
+        c.best = if state.snapshot {
+            Some(c.dendrite.copy(&self.device)?)
+        } else {
+            None
+        };
         Ok(())
     }
 }
