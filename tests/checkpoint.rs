@@ -182,3 +182,42 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out[at..at + to.len()].copy_from_slice(to);
     out
 }
+
+#[test]
+fn model_and_optimizer_state_resume_training_exactly() {
+    let dev = Cpu::seed_from_u64(24);
+    let x: Tensor<Rank2<32, 4>, f32, Cpu> = dev.sample_normal();
+    let y: Tensor<Rank2<32, 3>, f32, Cpu> = dev.sample_normal();
+    for phase in [Phase::Neuron, Phase::Dendrite] {
+        let mut a = trained_model(&dev);
+        if phase == Phase::Neuron {
+            a.discard_candidates().unwrap();
+        }
+        let mut opt_a = DendriticOptimizer::adam(AdamConfig {
+            lr: 1e-2,
+            ..Default::default()
+        });
+        for _ in 0..7 {
+            mse_step(&mut a, &mut opt_a, &x, &y);
+        }
+        let path = dir(&format!("resume-{phase}")).join("ckpt.safetensors");
+        let (state, tensors) = opt_a.export().unwrap();
+        perforated::checkpoint::save_with(&mut a, &path, Default::default(), &tensors).unwrap();
+
+        let mut b =
+            Mlp::<4, 8, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+        let extras = load(&mut b, &path).unwrap();
+        let mut opt_b = DendriticOptimizer::sgd(SgdConfig::default());
+        opt_b.import(&b, &state, &extras.tensors, &dev).unwrap();
+        for _ in 0..7 {
+            let la = mse_step(&mut a, &mut opt_a, &x, &y);
+            let lb = mse_step(&mut b, &mut opt_b, &x, &y);
+            assert_eq!(la, lb, "{phase}");
+        }
+        assert_eq!(
+            common::snapshot(&mut a),
+            common::snapshot(&mut b),
+            "{phase}"
+        );
+    }
+}

@@ -13,10 +13,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use dfdx::optim::{AdamConfig, SgdConfig};
+use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Gradients, Storage, Tensor};
-use dfdx::tensor_ops::Device;
+use dfdx::tensor::{Gradients, Storage, Tensor, Trace};
+use dfdx::tensor_ops::{Backward, Device, SumTo, TryMul};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::ExtraTensor;
 
 use crate::model::DendriticModel;
 use crate::params::{Param, ParamVisitor, Role};
@@ -65,6 +68,8 @@ struct Slot<E, D: Storage<E>> {
 pub struct DendriticOptimizer<E: Float, D: Device<E>> {
     rule: Rule,
     slots: HashMap<String, Slot<E, D>>,
+    /// The device of the tensors with state (known after the first step).
+    device: Option<D>,
     /// `(path, generation)` of every layer at the last step.
     structure: Vec<(String, u64)>,
 }
@@ -84,6 +89,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         Self {
             rule,
             slots: HashMap::new(),
+            device: None,
             structure: Vec::new(),
         }
     }
@@ -125,6 +131,91 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         self.slots.get(path).map(|s| s.steps)
     }
 
+    /// The whole state as plain data (rule, step counts) plus tensors (moments), for
+    /// checkpoints.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn export(&mut self) -> Result<(OptimizerState, Vec<ExtraTensor<E>>)> {
+        let mut slots = Vec::new();
+        let mut tensors = Vec::new();
+        let mut paths: Vec<&String> = self.slots.keys().collect();
+        paths.sort();
+        for path in paths {
+            let slot = &self.slots[path];
+            let dev = self.device.as_ref().expect("slots exist only after a step");
+            let len = <D as Storage<E>>::len(dev, &slot.first);
+            slots.push(SlotState {
+                path: path.clone(),
+                role: slot.role,
+                steps: slot.steps,
+            });
+            tensors.push((
+                format!("optimizer/{path}/first"),
+                vec![len],
+                to_host(dev, &slot.first)?,
+            ));
+            if let Some(second) = &slot.second {
+                tensors.push((
+                    format!("optimizer/{path}/second"),
+                    vec![len],
+                    to_host(dev, second)?,
+                ));
+            }
+        }
+        let state = OptimizerState {
+            rule: (&self.rule).into(),
+            slots,
+        };
+        Ok((state, tensors))
+    }
+
+    /// Replaces the whole state by an exported one, for `model` as loaded from the same
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] when a moment tensor is missing; backend errors.
+    pub fn import<M: DendriticModel<Dtype = E, Device = D>>(
+        &mut self,
+        model: &M,
+        state: &OptimizerState,
+        tensors: &HashMap<String, (Vec<usize>, Vec<E>)>,
+        dev: &D,
+    ) -> Result<()> {
+        let rule: Rule = state.rule.clone().into();
+        let mut slots = HashMap::new();
+        for s in &state.slots {
+            let moment = |name: &str| -> Result<<D as Storage<E>>::Vec> {
+                let key = format!("optimizer/{}/{name}", s.path);
+                let (_, values) = tensors.get(&key).ok_or_else(|| Error::Mismatch {
+                    path: key.clone(),
+                    expected: "optimizer moments".into(),
+                    found: "no such tensor".into(),
+                })?;
+                from_host(dev, values)
+            };
+            let second = match rule {
+                Rule::Adam(_) => Some(moment("second")?),
+                Rule::Sgd(_) => None,
+            };
+            slots.insert(
+                s.path.clone(),
+                Slot {
+                    role: s.role,
+                    steps: s.steps,
+                    first: moment("first")?,
+                    second,
+                },
+            );
+        }
+        self.rule = rule;
+        self.slots = slots;
+        self.device = Some(dev.clone());
+        // generation counters are local history; the loaded model's are the ones that count.
+        self.structure = structure_of(model);
+        Ok(())
+    }
+
     /// Forgets all state (moments, step counts).
     pub fn reset(&mut self) {
         self.slots.clear();
@@ -143,11 +234,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
     where
         M: DendriticModel<Dtype = E, Device = D>,
     {
-        let structure: Vec<(String, u64)> = model
-            .layers()
-            .into_iter()
-            .map(|l| (l.path, l.generation))
-            .collect();
+        let structure = structure_of(model);
         if structure != self.structure {
             self.slots.retain(|_, s| s.role != Role::Candidate);
             self.structure = structure;
@@ -167,6 +254,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         let mut updater = Updater {
             rule: self.rule,
             slots: &mut self.slots,
+            device: &mut self.device,
             task_grads: &mut grads,
             seen: HashSet::new(),
         };
@@ -180,6 +268,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
 struct Updater<'a, E: Float, D: Device<E>> {
     rule: Rule,
     slots: &'a mut HashMap<String, Slot<E, D>>,
+    device: &'a mut Option<D>,
     task_grads: &'a mut Gradients<E, D>,
     seen: HashSet<String>,
 }
@@ -203,6 +292,9 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
             Some(slot) if slot.role == param.role => slot,
             _ => {
                 let dev = tensor.device();
+                if self.device.is_none() {
+                    *self.device = Some(dev.clone());
+                }
                 let len = tensor.shape().num_elements();
                 let alloc = || <D as Storage<E>>::try_alloc_len(dev, len).map_err(Error::device);
                 let slot = Slot {
@@ -227,5 +319,153 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
             (Rule::Adam(_), None) => unreachable!("Adam slots have a second moment"),
         }
         .map_err(Error::device)
+    }
+}
+
+/// Copies a backend buffer to the host (by lending it to a `Gradients` entry, the one public
+/// way to read a `D::Vec`).
+fn to_host<E: Float, D: Device<E>>(dev: &D, v: &<D as Storage<E>>::Vec) -> Result<Vec<E>> {
+    let len = <D as Storage<E>>::len(dev, v);
+    let key: Tensor<(usize,), E, D> = dev.try_zeros_like(&(len,)).map_err(Error::device)?;
+    let mut grads = Gradients::leaky();
+    *grads.get_or_alloc_mut(&key).map_err(Error::device)? = v.clone();
+    Ok(grads.get(&key).as_vec())
+}
+
+/// Makes a backend buffer holding `values`: the gradient of `sum(k ⊙ values)` with respect to
+/// `k` is exactly `values`.
+fn from_host<E: Float, D: Device<E>>(dev: &D, values: &[E]) -> Result<<D as Storage<E>>::Vec> {
+    let len = values.len();
+    let key: Tensor<(usize,), E, D> = dev.try_zeros_like(&(len,)).map_err(Error::device)?;
+    let values = dev.tensor_from_vec(values.to_vec(), (len,));
+    let mut grads = key
+        .leaky_trace()
+        .try_mul(values)
+        .and_then(|t| t.try_sum())
+        .and_then(|t| t.try_backward())
+        .map_err(Error::device)?;
+    let mut out = <D as Storage<E>>::try_alloc_len(dev, len).map_err(Error::device)?;
+    std::mem::swap(
+        grads.get_or_alloc_mut(&key).map_err(Error::device)?,
+        &mut out,
+    );
+    Ok(out)
+}
+
+/// The optimizer's state without its moments, for checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerState {
+    /// The update rule.
+    pub rule: RuleConfig,
+    /// Every tensor with state.
+    pub slots: Vec<SlotState>,
+}
+
+fn structure_of<M: DendriticModel>(model: &M) -> Vec<(String, u64)> {
+    model
+        .layers()
+        .into_iter()
+        .map(|l| (l.path, l.generation))
+        .collect()
+}
+
+/// One tensor's optimizer state, without its moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotState {
+    /// Tensor path.
+    pub path: String,
+    /// Its role when the state was made.
+    pub role: Role,
+    /// Updates applied.
+    pub steps: i32,
+}
+
+/// [`Rule`] as plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RuleConfig {
+    /// Adam.
+    Adam {
+        /// Learning rate.
+        lr: f64,
+        /// Moment decays.
+        betas: [f64; 2],
+        /// Denominator epsilon.
+        eps: f64,
+        /// `("l2" | "decoupled", amount)`.
+        weight_decay: Option<(String, f64)>,
+    },
+    /// SGD.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// `("classic" | "nesterov", amount)`.
+        momentum: Option<(String, f64)>,
+        /// `("l2" | "decoupled", amount)`.
+        weight_decay: Option<(String, f64)>,
+    },
+}
+
+fn decay_to_data(w: Option<WeightDecay>) -> Option<(String, f64)> {
+    w.map(|w| match w {
+        WeightDecay::L2(v) => ("l2".to_string(), v),
+        WeightDecay::Decoupled(v) => ("decoupled".to_string(), v),
+    })
+}
+
+fn decay_from_data(w: Option<(String, f64)>) -> Option<WeightDecay> {
+    w.map(|(kind, v)| match kind.as_str() {
+        "decoupled" => WeightDecay::Decoupled(v),
+        _ => WeightDecay::L2(v),
+    })
+}
+
+impl From<&Rule> for RuleConfig {
+    fn from(rule: &Rule) -> Self {
+        match rule {
+            Rule::Adam(c) => RuleConfig::Adam {
+                lr: c.lr,
+                betas: c.betas,
+                eps: c.eps,
+                weight_decay: decay_to_data(c.weight_decay),
+            },
+            Rule::Sgd(c) => RuleConfig::Sgd {
+                lr: c.lr,
+                momentum: c.momentum.map(|m| match m {
+                    Momentum::Classic(v) => ("classic".to_string(), v),
+                    Momentum::Nesterov(v) => ("nesterov".to_string(), v),
+                }),
+                weight_decay: decay_to_data(c.weight_decay),
+            },
+        }
+    }
+}
+
+impl From<RuleConfig> for Rule {
+    fn from(rule: RuleConfig) -> Self {
+        match rule {
+            RuleConfig::Adam {
+                lr,
+                betas,
+                eps,
+                weight_decay,
+            } => Rule::Adam(AdamConfig {
+                lr,
+                betas,
+                eps,
+                weight_decay: decay_from_data(weight_decay),
+            }),
+            RuleConfig::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            } => Rule::Sgd(SgdConfig {
+                lr,
+                momentum: momentum.map(|(kind, v)| match kind.as_str() {
+                    "nesterov" => Momentum::Nesterov(v),
+                    _ => Momentum::Classic(v),
+                }),
+                weight_decay: decay_from_data(weight_decay),
+            }),
+        }
     }
 }

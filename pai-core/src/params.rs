@@ -16,7 +16,9 @@ use dfdx::tensor_ops::Device;
 use crate::{Error, Result};
 
 /// What a tensor is, in the method's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Role {
     /// A weight of an original (converted) layer.
     Neuron,

@@ -39,7 +39,7 @@ use crate::params::{join, ModuleParams, ParamVisitor, Role};
 use crate::{Error, Result};
 
 /// The two training phases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     /// Ordinary training of the neurons and the dendrite output weights.
     Neuron,
