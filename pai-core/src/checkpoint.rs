@@ -18,7 +18,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 
-use crate::dendritic::CandidateState;
+use crate::dendritic::{CandidateState, SeedState};
 use crate::model::DendriticModel;
 use crate::params::{Param, ParamVisitor};
 use crate::{Error, Float, Phase, Result};
@@ -35,6 +35,8 @@ struct LayerStructure {
     dendrites: usize,
     /// Present in the dendrite phase.
     candidate: Option<CandidateState>,
+    /// Where its next dendrites come from.
+    seeds: SeedState,
 }
 
 fn structure_of<M: DendriticModel + ?Sized>(model: &M) -> Vec<LayerStructure> {
@@ -44,6 +46,7 @@ fn structure_of<M: DendriticModel + ?Sized>(model: &M) -> Vec<LayerStructure> {
             path: path.to_string(),
             dendrites: l.dendrite_count(),
             candidate: l.candidate_state(),
+            seeds: l.seeds(),
         })
     });
     out
@@ -313,6 +316,7 @@ fn apply_structure<M: DendriticModel>(model: &mut M, structure: &[LayerStructure
                 layer.start_dendrite_phase()?;
                 layer.restore_candidate_state(state)?;
             }
+            layer.set_seeds(want.seeds);
             Ok(())
         })();
         result.map_err(|e: Error| e.in_layer(path))

@@ -13,6 +13,7 @@ mod float;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod tracker;
 
 pub use correlation::{CorrelationConfig, CorrelationReport};
 pub use dendritic::{Activation, Convertible, DendriteConfig, DendriteLearning, Dendritic, Phase};

@@ -60,7 +60,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Device;
 
 use crate::correlation::CorrelationReport;
-use crate::dendritic::{CandidateState, Convertible, DendriteConfig, Dendritic, Phase};
+use crate::dendritic::{CandidateState, Convertible, DendriteConfig, Dendritic, Phase, SeedState};
 use crate::params::{Counter, GradAllocator, ParamCounts, ParamVisitor};
 use crate::{Error, Float, Result};
 
@@ -106,6 +106,10 @@ pub trait DendriteLayer {
     /// # Errors
     /// As there.
     fn grow_dendrites(&mut self, count: usize) -> Result<()>;
+    /// See [`Dendritic::seeds`].
+    fn seeds(&self) -> SeedState;
+    /// See [`Dendritic::set_seeds`].
+    fn set_seeds(&mut self, seeds: SeedState);
     /// See [`Dendritic::candidate_state`].
     fn candidate_state(&self) -> Option<CandidateState>;
     /// See [`Dendritic::restore_candidate_state`].
@@ -156,6 +160,12 @@ impl<M: Convertible, Tags: 'static> DendriteLayer for Dendritic<M, Tags> {
     }
     fn grow_dendrites(&mut self, count: usize) -> Result<()> {
         Dendritic::grow_dendrites(self, count)
+    }
+    fn seeds(&self) -> SeedState {
+        Dendritic::seeds(self)
+    }
+    fn set_seeds(&mut self, seeds: SeedState) {
+        Dendritic::set_seeds(self, seeds)
     }
     fn candidate_state(&self) -> Option<CandidateState> {
         Dendritic::candidate_state(self)

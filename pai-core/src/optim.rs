@@ -42,6 +42,10 @@ struct Slot<E, D: Storage<E>> {
     second: Option<D::Vec>,
 }
 
+/// The [`DendriticOptimizer`] of model type `M`.
+pub type OptimizerFor<M> =
+    DendriticOptimizer<<M as DendriticModel>::Dtype, <M as DendriticModel>::Device>;
+
 /// A phase-aware optimizer over a [`DendriticModel`].
 ///
 /// ```

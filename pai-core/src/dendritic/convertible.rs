@@ -5,9 +5,11 @@ use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
 };
 use dfdx::nn::ToDevice;
-use dfdx::shapes::{Const, ConstDim, Shape};
+use dfdx::shapes::{Const, ConstDim, HasShape, Shape};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
+use rand::SeedableRng;
+use rand_distr::Distribution;
 
 use crate::axis::NeuronsLast;
 use crate::float::ScaledNormal;
@@ -42,12 +44,13 @@ pub trait Convertible: Sized + 'static {
     /// Backend errors.
     fn try_copy(&self, dev: &Self::Device) -> Result<Self>;
 
-    /// Draws every trainable tensor from `N(0, std²)` and resets every buffer to its default:
-    /// what a new dendrite starts from.
+    /// Draws every trainable tensor from `N(0, std²)` (host random numbers from `seed`, so
+    /// the draw is the same on every device) and resets every buffer to its default: what a
+    /// new dendrite starts from.
     ///
     /// # Errors
     /// Backend errors.
-    fn reinit(&mut self, std: f64) -> Result<()>;
+    fn reinit(&mut self, std: f64, seed: u64) -> Result<()>;
 
     /// Visits every tensor of the layer.
     ///
@@ -78,10 +81,14 @@ where
 pub fn reinit_module<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     module: &mut M,
     std: f64,
+    seed: u64,
 ) -> Result<()> {
     M::iter_tensors(&mut RecursiveWalker {
         m: module,
-        f: &mut Reinit { std },
+        f: &mut Reinit {
+            std,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        },
     })
     .map_err(Error::device)?;
     Ok(())
@@ -89,6 +96,7 @@ pub fn reinit_module<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
 
 struct Reinit {
     std: f64,
+    rng: rand::rngs::StdRng,
 }
 
 impl<E: Float, D: Device<E>> TensorVisitor<E, D> for Reinit {
@@ -103,7 +111,12 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for Reinit {
         t: &mut Tensor<S, E, D>,
     ) -> Result<Option<Tensor<S, E, D>>, D::Err> {
         if opts.do_gradient_update {
-            t.try_fill_with_distr(ScaledNormal { std: self.std })?;
+            let n = t.shape().num_elements();
+            let values: Vec<E> = ScaledNormal { std: self.std }
+                .sample_iter(&mut self.rng)
+                .take(n)
+                .collect();
+            t.copy_from(&values);
         } else {
             (opts.reset)(t)?;
         }
@@ -120,8 +133,8 @@ impl<const I: usize, const O: usize, E: Float, D: Device<E>> Convertible for Lin
     fn try_copy(&self, dev: &D) -> Result<Self> {
         copy_module(self, dev)
     }
-    fn reinit(&mut self, std: f64) -> Result<()> {
-        reinit_module(self, std)
+    fn reinit(&mut self, std: f64, seed: u64) -> Result<()> {
+        reinit_module(self, std, seed)
     }
     fn visit_params<V: ParamVisitor<E, D>>(
         &mut self,

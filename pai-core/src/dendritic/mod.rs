@@ -30,8 +30,10 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dfdx::shapes::ConstDim;
-use dfdx::tensor::{Gradients, SampleTensor, Tensor, ZerosTensor};
+use dfdx::tensor::{Gradients, Tensor, TensorFromVec, ZerosTensor};
 use dfdx::tensor_ops::Device;
+use rand::SeedableRng;
+use rand_distr::Distribution;
 
 use crate::correlation::{Correlation, CorrelationConfig, CorrelationReport};
 use crate::float::ScaledNormal;
@@ -135,12 +137,20 @@ pub(crate) struct Dendrite<M: Convertible> {
 }
 
 impl<M: Convertible> Dendrite<M> {
-    fn fresh(neurons: &M, earlier: usize, dev: &M::Device, std: f64) -> Result<Self> {
+    /// A new dendrite: the layer copied, then drawn from `N(0, std²)` with `seed`.
+    fn fresh(neurons: &M, earlier: usize, dev: &M::Device, std: f64, seed: u64) -> Result<Self> {
         let mut module = neurons.try_copy(dev)?;
-        module.reinit(std)?;
+        module.reinit(std, seed)?;
         let shape = (M::Neurons::default(),);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
         let cascade = (0..earlier)
-            .map(|_| dev.try_sample_like(&shape, ScaledNormal { std }))
+            .map(|_| {
+                let values: Vec<M::Dtype> = ScaledNormal { std }
+                    .sample_iter(&mut rng)
+                    .take(M::Neurons::SIZE)
+                    .collect();
+                dev.try_tensor_from_vec(values, shape)
+            })
             .collect::<Result<_, _>>()
             .map_err(Error::device)?;
         let output = dev.try_zeros_like(&shape).map_err(Error::device)?;
@@ -288,7 +298,32 @@ pub struct Dendritic<M: Convertible, Tags = <M as Convertible>::DefaultTags> {
     device: M::Device,
     /// Bumped by every change of structure (optimizer state is keyed on it).
     generation: u64,
+    /// Seeds of new dendrites: `(layer seed, dendrites drawn so far)`.
+    seeds: SeedState,
     _tags: PhantomData<fn() -> Tags>,
+}
+
+/// Where a layer's next dendrite weights come from: a layer seed and a count of draws. Saved
+/// with checkpoints so a resumed run draws the dendrites the uninterrupted run would have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeedState {
+    /// Drawn from the device's generator when the layer is made.
+    pub seed: u64,
+    /// Dendrites (and candidates) drawn so far.
+    pub drawn: u64,
+}
+
+impl SeedState {
+    /// The seed of the next dendrite, advancing the count (splitmix64 of the pair).
+    fn next(&mut self) -> u64 {
+        self.drawn += 1;
+        let mut z = self
+            .seed
+            .wrapping_add(self.drawn.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
@@ -305,6 +340,10 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
             config,
             device: dev.clone(),
             generation: 0,
+            seeds: SeedState {
+                seed: dfdx::tensor::RandomU64::random_u64(dev),
+                drawn: 0,
+            },
             _tags: PhantomData,
         })
     }
@@ -346,6 +385,16 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
     /// Counter of structure changes (dendrites added or removed, candidates made or dropped).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Where the next dendrite's weights come from.
+    pub fn seeds(&self) -> SeedState {
+        self.seeds
+    }
+
+    /// Sets where the next dendrite's weights come from (checkpoint resume).
+    pub fn set_seeds(&mut self, seeds: SeedState) {
+        self.seeds = seeds;
     }
 
     /// The candidate's correlation scores, in the dendrite phase.
@@ -390,6 +439,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
             self.dendrites.len(),
             &self.device,
             self.config.init_std,
+            self.seeds.next(),
         )?;
         let training = Training {
             stats: Correlation::new(&self.device)?,
@@ -478,6 +528,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
                 self.dendrites.len(),
                 &self.device,
                 self.config.init_std,
+                self.seeds.next(),
             )?;
             self.dendrites.push(d);
             self.generation += 1;
