@@ -89,7 +89,12 @@ fn dendrite_phase_steps_change_only_the_candidate() {
         "the dendrite phase changed the output"
     );
     let mut candidate_moved = false;
-    for ((path, role, a), (_, _, b)) in params_before.iter().zip(&params_after) {
+    let after: std::collections::HashMap<_, _> = params_after
+        .iter()
+        .map(|(p, _, v)| (p.as_str(), v))
+        .collect();
+    for (path, role, a) in &params_before {
+        let b = after[path.as_str()];
         if *role == Role::Candidate {
             candidate_moved |= a != b;
         } else if !path.contains(".candidate.") {
