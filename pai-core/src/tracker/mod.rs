@@ -451,7 +451,7 @@ impl Tracker {
             self.state.last_improvement = epoch;
         }
         if let Some(trial) = self.state.trial.clone() {
-            let step = self.trial_epoch(trial, running, model, opt)?;
+            let step = self.trial_epoch(trial, running, improved, model, opt)?;
             if improved {
                 self.save_point(model, opt, "best")?;
             }
@@ -508,7 +508,8 @@ impl Tracker {
             return self.start_dendrites(model, opt, "retry: the last dendrites did not help");
         }
         if dendrites >= self.config.max_dendrites {
-            return self.complete(model, opt, "maximum dendrites reached", true);
+            let load_best = !self.config.keep_all_dendrites;
+            return self.complete(model, opt, "maximum dendrites reached", load_best);
         }
         if !self.config.keep_all_dendrites {
             self.rollback(model, opt)?;
@@ -520,12 +521,13 @@ impl Tracker {
         &mut self,
         mut trial: Trial,
         running: f64,
+        improved: bool,
         model: &mut M,
         opt: &mut OptimizerFor<M>,
     ) -> Result<Step> {
         let LrRestart::Trial { epochs, decays } = self.config.lr_restart else {
             self.state.trial = None;
-            return Ok(Step::Continue { improved: false });
+            return Ok(Step::Continue { improved });
         };
         let epoch = self.state.epoch;
         if trial.best.is_none_or(|b| self.better(running, b)) {
@@ -533,7 +535,7 @@ impl Tracker {
         }
         if epoch + 1 - trial.start < epochs {
             self.state.trial = Some(trial);
-            return Ok(Step::Continue { improved: false });
+            return Ok(Step::Continue { improved });
         }
         if trial.stage == 0 {
             // first rate tried: keep its end, go back to the start, try the decayed rate.
@@ -564,7 +566,7 @@ impl Tracker {
             self.state.recent.clear();
             return Ok(Step::Restructured);
         }
-        Ok(Step::Continue { improved: false })
+        Ok(Step::Continue { improved })
     }
 
     fn dendrite_epoch<M: DendriticModel>(

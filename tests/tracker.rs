@@ -1,0 +1,506 @@
+//! The tracker's decisions, rollbacks, resume and files, on a small real model.
+
+use perforated::optim::Rule;
+use perforated::prelude::*;
+use perforated::tracker::{LrRestart, Schedule, Step, SwitchMode, Tracker, TrackerConfig};
+
+type Layer = Dendritic<perforated::dfdx::nn::modules::Linear<2, 1, f32, Cpu>>;
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("perforated-tracker-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+struct Run {
+    tracker: Tracker,
+    model: Layer,
+    opt: DendriticOptimizer<f32, Cpu>,
+    x: Tensor<Rank2<16, 2>, f32, Cpu>,
+    y: Tensor<Rank2<16, 1>, f32, Cpu>,
+    /// One character per epoch: neuron phase `i` improved, `c` continue; dendrite phase `d`;
+    /// `R` restructured, `X` complete.
+    trace: String,
+    /// Model output after every epoch's training.
+    outputs: Vec<Vec<f32>>,
+}
+
+fn model_seeded(seed: u64) -> Layer {
+    let dev = Cpu::seed_from_u64(seed);
+    let config = DendriteConfig {
+        correlation: CorrelationConfig {
+            warmup_batches: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap()
+}
+
+impl Run {
+    fn new(config: TrackerConfig) -> Self {
+        let dev = Cpu::seed_from_u64(3);
+        let x: Tensor<Rank2<16, 2>, f32, Cpu> = dev.sample_normal();
+        let v = x.array();
+        let y = dev.tensor_from_vec(
+            v.iter().map(|r| r[0] * r[1]).collect(),
+            (Const::<16>, Const::<1>),
+        );
+        let mut tracker = Tracker::new(config).unwrap();
+        let opt = tracker.optimizer(Rule::Adam(AdamConfig {
+            lr: 0.01,
+            ..Default::default()
+        }));
+        Run {
+            tracker,
+            model: model_seeded(1),
+            opt,
+            x,
+            y,
+            trace: String::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    fn train(&mut self) {
+        for _ in 0..2 {
+            let grads = self.model.alloc_grads().unwrap();
+            let loss = mse_loss(self.model.forward_mut(self.x.trace(grads)), self.y.clone());
+            self.opt.step(&mut self.model, loss.backward()).unwrap();
+        }
+        self.outputs
+            .push(self.model.forward(self.x.clone()).as_vec());
+    }
+
+    fn epoch(&mut self, score: f64) -> Step {
+        self.train();
+        let phase = self.model.phase();
+        let step = self
+            .tracker
+            .add_validation_score(score, &mut self.model, &mut self.opt)
+            .unwrap();
+        self.trace.push(match (phase, step) {
+            (_, Step::Restructured) => 'R',
+            (_, Step::Complete) => 'X',
+            (Phase::Dendrite, _) => 'd',
+            (Phase::Neuron, Step::Continue { improved: true }) => 'i',
+            (Phase::Neuron, Step::Continue { improved: false }) => 'c',
+        });
+        step
+    }
+
+    /// Feeds `scores` to neuron-phase epochs; dendrite-phase epochs repeat the last score
+    /// (the network output does not change there). Stops at completion or after the scores.
+    fn feed(&mut self, scores: &[f64]) {
+        let mut i = 0;
+        let mut last = scores[0];
+        for _ in 0..500 {
+            if self.model.phase() == Phase::Neuron {
+                if i == scores.len() {
+                    return;
+                }
+                last = scores[i];
+                i += 1;
+            }
+            if self.epoch(last) == Step::Complete {
+                return;
+            }
+        }
+        panic!("no progress: {}", self.trace);
+    }
+
+    /// The trace with every run of dendrite epochs written `d` once.
+    fn phases(&self) -> String {
+        let mut out = String::new();
+        for c in self.trace.chars() {
+            if !(c == 'd' && out.ends_with('d')) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+fn base(name: &str) -> TrackerConfig {
+    TrackerConfig::new(dir(name))
+        .switch(SwitchMode::Plateau { patience: 2 })
+        .dendrite_patience(1)
+        .graph_every(0)
+}
+
+#[test]
+fn decisions_follow_the_switch_mode_direction_thresholds_retries_and_limits() {
+    let up = |v: &[f64]| v.to_vec();
+    let down = |v: &[f64]| v.iter().map(|s| -s).collect::<Vec<_>>();
+    let retry_scores = [
+        0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65,
+    ];
+    let cases: Vec<(&str, TrackerConfig, Vec<f64>, &str, usize)> = vec![
+        (
+            "plateau, maximise: improve, plateau, a set that helps, then three that do not",
+            base("max").maximize().max_dendrites(3),
+            up(&retry_scores),
+            "iicRdRicRdRccRdRccRdRccX",
+            1,
+        ),
+        (
+            "plateau, minimise: the same decisions on negated scores",
+            base("min").minimize().max_dendrites(3),
+            down(&retry_scores),
+            "iicRdRicRdRccRdRccRdRccX",
+            1,
+        ),
+        (
+            "max dendrites ends the run once reached",
+            base("maxd").maximize().max_dendrites(1),
+            up(&[0.5, 0.5, 0.5, 0.7, 0.7, 0.7]),
+            "icRdRicX",
+            1,
+        ),
+        (
+            "threshold schedule: 50% needed without dendrites, 0 with one",
+            base("thr")
+                .maximize()
+                .relative_threshold(Schedule(vec![0.5, 0.0]))
+                .max_dendrites(1),
+            up(&[0.5, 0.6, 0.7, 0.71, 0.72, 0.72, 0.72]),
+            "icRdRiicX",
+            1,
+        ),
+        (
+            "every n epochs, first phase longer",
+            base("everyn")
+                .maximize()
+                .switch(SwitchMode::EveryN { first: 3, then: 2 })
+                .max_dendrites(2),
+            up(&[0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9]),
+            "icRdRiRdRiX",
+            2,
+        ),
+        (
+            "every epoch",
+            base("every")
+                .maximize()
+                .switch(SwitchMode::EveryEpoch)
+                .max_dendrites(2),
+            up(&[0.5, 0.6, 0.7]),
+            "RRRRX",
+            2,
+        ),
+        (
+            "never switches",
+            base("never").maximize().switch(SwitchMode::Never),
+            up(&[0.5, 0.6, 0.6, 0.6, 0.6, 0.6]),
+            "iicccc",
+            0,
+        ),
+        (
+            "grace period delays the plateau count",
+            base("grace").maximize().grace_epochs(2).max_dendrites(1),
+            up(&[0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6]),
+            "icccRdRicccX",
+            1,
+        ),
+        (
+            "running window smooths the score",
+            base("window")
+                .maximize()
+                .running_window(2)
+                .switch(SwitchMode::Plateau { patience: 10 }),
+            up(&[0.5, 0.7, 0.6, 0.62]),
+            "iiic",
+            0,
+        ),
+        (
+            "keep all dendrites: no retries, the last set stays",
+            base("keepall")
+                .maximize()
+                .keep_all_dendrites()
+                .max_dendrites(2),
+            up(&[0.5, 0.6, 0.6, 0.6, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55]),
+            "iicRdRccRdRccX",
+            2,
+        ),
+        (
+            "capacity test: a switch every epoch, then complete",
+            base("capacity").maximize().capacity_test(2),
+            up(&[0.5, 0.5, 0.5]),
+            "RRRRX",
+            2,
+        ),
+    ];
+    for (name, config, scores, expected, dendrites) in cases {
+        let mut run = Run::new(config);
+        run.feed(&scores);
+        assert_eq!(run.phases(), expected, "{name}: full trace {}", run.trace);
+        assert_eq!(run.model.dendrite_count(), dendrites, "{name}");
+    }
+}
+
+#[test]
+fn capacity_test_reports_growing_parameter_counts() {
+    let mut run = Run::new(base("capacity-params").maximize().capacity_test(2));
+    run.feed(&[0.5, 0.5, 0.5]);
+    let params: Vec<usize> = run
+        .tracker
+        .state()
+        .history
+        .iter()
+        .map(|r| r.params)
+        .collect();
+    assert_eq!(params.first(), Some(&3));
+    assert!(
+        params.windows(2).all(|w| w[0] <= w[1]) && params.last() > params.first(),
+        "{params:?}"
+    );
+    let best =
+        std::fs::read_to_string(run.tracker.config().dir.join("best_test_scores.csv")).unwrap();
+    assert_eq!(
+        best.lines().count(),
+        4,
+        "one row per dendrite count:\n{best}"
+    );
+}
+
+#[test]
+fn completion_rolls_back_to_the_best_weights_and_learning_rate_exactly() {
+    let mut run = Run::new(base("rollback").maximize().max_dendrites(3));
+    run.feed(&[
+        0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65,
+    ]);
+    let state = run.tracker.state();
+    assert!(state.complete);
+    let best = state.best.clone().unwrap();
+    assert_eq!(best.dendrites, 1);
+    assert_eq!(
+        run.model.forward(run.x.clone()).as_vec(),
+        run.outputs[best.epoch],
+        "weights of the best epoch"
+    );
+    // the learning-rate schedule is the one saved with the best model
+    let saved = state.history[best.epoch].lr;
+    assert_eq!(run.opt.lr(), saved);
+}
+
+#[test]
+fn nan_scores_are_refused_and_not_recorded() {
+    let mut run = Run::new(base("nan").maximize());
+    run.epoch(0.5);
+    run.train();
+    for bad in [f64::NAN, f64::INFINITY] {
+        let e = run
+            .tracker
+            .add_validation_score(bad, &mut run.model, &mut run.opt)
+            .unwrap_err();
+        assert!(e.to_string().contains("not finite"), "{e}");
+    }
+    assert_eq!(run.tracker.state().history.len(), 1);
+    run.model.start_dendrite_phase().unwrap();
+    let e = run
+        .tracker
+        .add_validation_score(0.5, &mut run.model, &mut run.opt)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("dendrite phase"),
+        "phase changed behind the tracker: {e}"
+    );
+}
+
+#[test]
+fn lr_restarts_after_dendrites_by_policy() {
+    for (policy, expected) in [
+        (LrRestart::Initial, 0.01),
+        (LrRestart::Decayed { decays: 2 }, 0.0025),
+    ] {
+        let mut run = Run::new(base("lr").maximize().lr_restart(policy.clone()));
+        run.feed(&[0.5, 0.5, 0.5]);
+        while run.model.phase() == Phase::Dendrite {
+            run.epoch(0.5);
+        }
+        assert!(
+            (run.opt.lr() - expected).abs() < 1e-12,
+            "{policy:?}: {}",
+            run.opt.lr()
+        );
+    }
+}
+
+#[test]
+fn lr_trial_keeps_the_better_rate() {
+    let config = base("trial").maximize().lr_restart(LrRestart::Trial {
+        epochs: 2,
+        decays: 1,
+    });
+    let mut run = Run::new(config);
+    run.feed(&[0.5, 0.5, 0.5]);
+    while run.model.phase() == Phase::Dendrite {
+        run.epoch(0.5);
+    }
+    // first trial (initial rate) scores better than the second (half the rate)
+    assert_eq!(run.opt.lr(), 0.01);
+    assert_eq!(run.epoch(0.9), Step::Continue { improved: true });
+    let end_of_first = run.epoch(0.9);
+    assert_eq!(end_of_first, Step::Restructured, "back to the trial start");
+    let first_output = run.outputs.last().unwrap().clone();
+    assert_eq!(run.opt.lr(), 0.005);
+    run.epoch(0.8);
+    assert_eq!(
+        run.epoch(0.8),
+        Step::Restructured,
+        "the first rate won: its end state comes back"
+    );
+    assert_eq!(run.opt.lr(), 0.01);
+    assert_eq!(run.model.forward(run.x.clone()).as_vec(), first_output);
+}
+
+#[test]
+fn resume_makes_the_decisions_of_the_uninterrupted_run() {
+    let scores = [
+        0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65,
+    ];
+    let mut whole = Run::new(base("whole").maximize().max_dendrites(3));
+    whole.feed(&scores);
+
+    // the same run, stopped after 6 epochs (inside the first dendrite phase or just after),
+    // then resumed into a model built from another seed.
+    for stop in [5, 6, 9] {
+        let name = format!("resumed-{stop}");
+        let mut first = Run::new(base(&name).maximize().max_dendrites(3));
+        let mut fed = 0;
+        let mut last = scores[0];
+        for _ in 0..stop {
+            if first.model.phase() == Phase::Neuron {
+                last = scores[fed];
+                fed += 1;
+            }
+            first.epoch(last);
+        }
+        let trace = first.trace.clone();
+        let dir = first.tracker.config().dir.clone();
+        let (x, y) = (first.x.clone(), first.y.clone());
+        drop(first);
+        let mut model = model_seeded(77);
+        let (tracker, opt) = Tracker::resume(&dir, &mut model).unwrap();
+        let mut second = Run {
+            tracker,
+            model,
+            opt,
+            x,
+            y,
+            trace,
+            outputs: Vec::new(),
+        };
+        // finish the neuron scores from where the first part stopped
+        let rest = &scores[fed..];
+        let mut i = 0;
+        let mut current = last;
+        for _ in 0..200 {
+            if second.model.phase() == Phase::Neuron {
+                if i == rest.len() {
+                    break;
+                }
+                current = rest[i];
+                i += 1;
+            }
+            if second.epoch(current) == Step::Complete {
+                break;
+            }
+        }
+        assert_eq!(second.trace, whole.trace, "stopped after {stop} epochs");
+        assert_eq!(
+            second.model.forward(second.x.clone()).as_vec(),
+            whole.model.forward(whole.x.clone()).as_vec(),
+            "stopped after {stop} epochs"
+        );
+    }
+}
+
+#[test]
+fn damaged_or_foreign_checkpoints_do_not_resume() {
+    let mut run = Run::new(base("damaged").maximize());
+    for _ in 0..3 {
+        run.epoch(0.5);
+    }
+    let dir = run.tracker.config().dir.clone();
+    let latest = dir.join("latest.safetensors");
+    let bytes = std::fs::read(&latest).unwrap();
+    std::fs::write(&latest, &bytes[..bytes.len() / 3]).unwrap();
+    let e = Tracker::resume(&dir, &mut model_seeded(2)).unwrap_err();
+    assert!(e.to_string().contains("corrupt"), "{e}");
+    // a plain model checkpoint has no tracker state
+    perforated::checkpoint::save(&mut model_seeded(2), &latest).unwrap();
+    let e = Tracker::resume(&dir, &mut model_seeded(2)).unwrap_err();
+    assert!(e.to_string().contains("tracker_config"), "{e}");
+    // another model type
+    std::fs::write(&latest, &bytes).unwrap();
+    let mut other: Dendritic<perforated::dfdx::nn::modules::Linear<3, 1, f32, Cpu>> = {
+        let dev = Cpu::default();
+        Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap()
+    };
+    let e = Tracker::resume(&dir, &mut other).unwrap_err();
+    assert!(e.to_string().contains("neurons.weight"), "{e}");
+}
+
+#[test]
+fn files_for_people_are_written() {
+    let mut run = Run::new(base("files").maximize().graph_every(1).max_dendrites(1));
+    run.tracker.add_test_score(0.4);
+    run.tracker.add_train_loss(1.5);
+    run.tracker.add_extra_score("f1", 0.3);
+    run.feed(&[0.5, 0.5, 0.5, 0.6, 0.6, 0.6]);
+    let dir = run.tracker.config().dir.clone();
+    let header = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        header("scores.csv"),
+        "epoch,phase,score,running,test,train_loss,lr,dendrites,params,seconds,f1"
+    );
+    assert_eq!(header("switches.csv"), "epoch,to,dendrites,reason");
+    assert_eq!(header("params.csv"), "epoch,dendrites,params");
+    assert_eq!(
+        header("best_test_scores.csv"),
+        "dendrites,params,best_val,test_at_best_val,epoch"
+    );
+    assert_eq!(header("correlations.csv"), "epoch,layer,best_correlation");
+    let scores = std::fs::read_to_string(dir.join("scores.csv")).unwrap();
+    assert!(
+        scores
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("0,neuron,0.5,0.5,0.4,1.5,0.01,0,3,"),
+        "{scores}"
+    );
+    let switches = std::fs::read_to_string(dir.join("switches.csv")).unwrap();
+    assert_eq!(switches.lines().count(), 3, "{switches}");
+    let png = std::fs::read(dir.join("graph.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 20_000, "a real drawing: {} bytes", png.len());
+    for f in ["latest", "best", "switch_001", "switch_002"] {
+        assert!(dir.join(format!("{f}.safetensors")).exists(), "{f}");
+    }
+}
+
+#[test]
+fn inference_export_loads_into_the_same_model_type() {
+    let mut run = Run::new(base("export").maximize().max_dendrites(1));
+    run.feed(&[0.5, 0.5, 0.5, 0.6, 0.6]);
+    assert_eq!(run.model.dendrite_count(), 1);
+    let path = run.tracker.config().dir.join("model.safetensors");
+    Tracker::export_inference(&mut run.model, &path).unwrap();
+    let mut fresh = model_seeded(9);
+    let extras = perforated::checkpoint::load(&mut fresh, &path).unwrap();
+    assert!(extras.tensors.is_empty() && !extras.metadata.contains_key("tracker_state"));
+    assert_eq!(
+        fresh.forward(run.x.clone()).as_vec(),
+        run.model.forward(run.x.clone()).as_vec()
+    );
+    run.model.start_dendrite_phase().unwrap();
+    assert!(Tracker::export_inference(&mut run.model, &path).is_err());
+}
