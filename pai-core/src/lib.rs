@@ -10,9 +10,12 @@ pub mod correlation;
 pub mod dendritic;
 mod error;
 mod float;
+pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod params;
+#[cfg(test)]
+mod testing;
 pub mod tracker;
 
 pub use correlation::{CorrelationConfig, CorrelationReport};

@@ -1,0 +1,9 @@
+//! Layers dfdx 0.13 lacks on stable Rust, each convertible: convolutions, pooling, flatten,
+//! recurrent layers, and [`PaiSequential`] groups.
+
+mod conv;
+mod pool;
+pub mod unfold;
+
+pub use conv::{Conv1d, Conv2d, Conv3d};
+pub use pool::{AvgPool2d, Flatten, MaxPool2d};
