@@ -63,7 +63,6 @@ mod private {
     label = "no neuron axis `{Self}` for output `{S}`",
     note = "write one tag per axis of the output with exactly one `Neurons`, on an axis whose size is a `Const<N>`: `(Batch, Neurons)` for `(B, Const<N>)`, `(Batch, Time, Neurons)` for `(B, T, Const<N>)`, `(Batch, Neurons, Any, Any)` for `(B, Const<C>, H, W)`, or `NeuronsLast` for any rank"
 )]
-#[allow(clippy::type_complexity)] // the per-neuron tensor type is spelled out on purpose
 pub trait NeuronAxis<S: Shape>: 'static {
     /// The size of the neuron axis.
     type Neurons: ConstDim;

@@ -3,6 +3,8 @@
 //! Users normally depend on the `perforated` facade crate; this crate holds everything that
 //! runs. See the facade's documentation for the whole picture.
 #![deny(missing_docs)]
+// dfdx tensor types spell out shape, dtype, device and tape; naming each would hide them.
+#![allow(clippy::type_complexity)]
 
 pub mod axis;
 pub mod checkpoint;

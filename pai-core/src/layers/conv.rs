@@ -34,7 +34,6 @@ use crate::params::{visit_module, ModuleParams, ParamVisitor};
 use crate::Float;
 
 /// Unfolds, multiplies by the flattened weight, adds the bias: `(B, O, positions)`.
-#[allow(clippy::type_complexity)]
 fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<(B, Const<I>, usize), E, D, T>,
     weight: Tensor<(Const<O>, usize), E, D, T>,

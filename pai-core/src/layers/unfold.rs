@@ -82,7 +82,6 @@ impl Window {
 
 /// Unfolds `x` (batch, channels, flattened spatial) into `(batch, positions, channels, offsets)`
 /// columns, using the gather index of [`Window::index`]; padding reads `pad`.
-#[allow(clippy::type_complexity)]
 pub fn unfold<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<(B, Const<C>, usize), E, D, T>,
     idx: Vec<usize>,
