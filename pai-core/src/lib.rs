@@ -32,7 +32,7 @@ pub use params::{ParamCounts, Role};
 pub mod prelude {
     pub use crate::axis::{Any, Batch, Neurons, NeuronsLast, Time};
     pub use crate::{
-        Activation, CorrelationConfig, DendriteConfig, DendriteLayer, DendriteLearning, Dendritic,
-        DendriticModel, DendriticOptimizer, Phase, Role,
+        Activation, Convertible, CorrelationConfig, DendriteConfig, DendriteLayer,
+        DendriteLearning, Dendritic, DendriticModel, DendriticOptimizer, Phase, Role,
     };
 }

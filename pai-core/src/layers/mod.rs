@@ -3,7 +3,9 @@
 
 mod conv;
 mod pool;
+mod sequential;
 pub mod unfold;
 
 pub use conv::{Conv1d, Conv2d, Conv3d};
 pub use pool::{AvgPool2d, Flatten, MaxPool2d};
+pub use sequential::{Norm, PaiSequential};

@@ -1,0 +1,275 @@
+//! [`PaiSequential`]: a layer and the normalisation after it, converted as one unit.
+//!
+//! The Python library groups a normalisation layer with the layer before it so that
+//! dendrites are added once, after the normalisation. Here the group is a type:
+//! `PaiSequential<Conv2d<..>, BatchNorm2D<..>>`. Its dendrites are copies of the whole group,
+//! normalisation included, each with its own running statistics.
+//!
+//! A [`Norm`] trains with batch statistics (updating its running statistics) and infers with
+//! its running statistics *on any tape*: a frozen group in the dendrite phase still passes the
+//! loss gradient through to earlier layers, which dfdx's own `BatchNorm` cannot do (it infers
+//! only without a tape).
+//!
+//! ```
+//! use pai_core::layers::{Conv2d, PaiSequential};
+//! use dfdx::prelude::*;
+//! type Block = PaiSequential<Conv2d<1, 4, 3, f32, Cpu, 1, 1>, nn::modules::BatchNorm2D<4, f32, Cpu>>;
+//! let dev: Cpu = Default::default();
+//! let mut block = Block::build(&dev);
+//! let x: Tensor<(usize, Const<1>, usize, usize), f32, _> = dev.sample_normal_like(&(2, Const, 5, 5));
+//! let train = block.forward_mut(x.leaky_trace()); // batch statistics
+//! let infer = block.forward(x);                   // running statistics
+//! assert_eq!(train.shape(), infer.shape());
+//! ```
+
+use dfdx::nn::modules::{BatchNorm1D, BatchNorm2D, LayerNorm1D};
+use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
+use dfdx::nn::{Module, ModuleMut, ResetParams};
+use dfdx::shapes::{Const, Dim, Dtype, HasShape, Shape};
+use dfdx::tensor::{NoneTape, OwnedTape, Tape, Tensor};
+use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul, TrySub};
+
+use crate::axis::{Any, Batch, NeuronAxis, Neurons};
+use crate::dendritic::{copy_module, Convertible};
+use crate::params::{visit_module, ModuleParams, ParamVisitor};
+use crate::{Error, Float};
+
+/// A normalisation for outputs of shape `S`.
+pub trait Norm<S: Shape, E: Dtype, D: Device<E>> {
+    /// Batch statistics; running statistics updated.
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn forward_train(
+        &mut self,
+        x: Tensor<S, E, D, OwnedTape<E, D>>,
+    ) -> Result<Tensor<S, E, D, OwnedTape<E, D>>, D::Err>;
+
+    /// Running statistics, recording on whatever tape `x` carries.
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn forward_infer<T: Tape<E, D>>(
+        &self,
+        x: Tensor<S, E, D, T>,
+    ) -> Result<Tensor<S, E, D, T>, D::Err>;
+}
+
+/// `x ⊙ a + b` per channel with `a = scale / sqrt(var + eps)`, `b = bias − mean ⊙ a`.
+fn batchnorm_infer<
+    S: Shape,
+    Tags: NeuronAxis<S, Neurons = Const<C>>,
+    const C: usize,
+    E: Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+>(
+    x: Tensor<S, E, D, T>,
+    scale: &Tensor<(Const<C>,), E, D>,
+    bias: &Tensor<(Const<C>,), E, D>,
+    mean: &Tensor<(Const<C>,), E, D>,
+    var: &Tensor<(Const<C>,), E, D>,
+    epsilon: f64,
+) -> Result<Tensor<S, E, D, T>, D::Err> {
+    let shape = *x.shape();
+    let std = var.clone().try_add(E::of_f64(epsilon))?.try_sqrt()?;
+    let a = scale.clone().retaped::<T>().try_div(std)?;
+    let b = bias
+        .clone()
+        .retaped::<T>()
+        .try_sub(a.retaped::<T>().try_mul(mean.clone())?)?;
+    x.try_mul(Tags::broadcast(a, &shape)?)?
+        .try_add(Tags::broadcast(b, &shape)?)
+}
+
+macro_rules! batchnorm {
+    ($bn:ident, ($($d:ident),*), $tags:ty) => {
+        impl<B: Dim, $($d: Dim,)* const C: usize, E: Float, D: Device<E>> Norm<(B, Const<C>, $($d,)*), E, D> for $bn<C, E, D> {
+            fn forward_train(
+                &mut self,
+                x: Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>,
+            ) -> Result<Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>, D::Err> {
+                self.try_forward_mut(x)
+            }
+            fn forward_infer<T: Tape<E, D>>(
+                &self,
+                x: Tensor<(B, Const<C>, $($d,)*), E, D, T>,
+            ) -> Result<Tensor<(B, Const<C>, $($d,)*), E, D, T>, D::Err> {
+                batchnorm_infer::<_, $tags, C, E, D, T>(
+                    x, &self.scale, &self.bias, &self.running_mean, &self.running_var, self.epsilon,
+                )
+            }
+        }
+    };
+}
+batchnorm!(BatchNorm1D, (), (Batch, Neurons));
+batchnorm!(BatchNorm1D, (L), (Batch, Neurons, Any));
+batchnorm!(BatchNorm2D, (H, W), (Batch, Neurons, Any, Any));
+
+impl<B: Dim, const M: usize, E: Float, D: Device<E>> Norm<(B, Const<M>), E, D>
+    for LayerNorm1D<M, E, D>
+{
+    fn forward_train(
+        &mut self,
+        x: Tensor<(B, Const<M>), E, D, OwnedTape<E, D>>,
+    ) -> Result<Tensor<(B, Const<M>), E, D, OwnedTape<E, D>>, D::Err> {
+        self.try_forward(x)
+    }
+    fn forward_infer<T: Tape<E, D>>(
+        &self,
+        x: Tensor<(B, Const<M>), E, D, T>,
+    ) -> Result<Tensor<(B, Const<M>), E, D, T>, D::Err> {
+        self.try_forward(x)
+    }
+}
+
+/// A layer followed by a normalisation, converted as one unit (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct PaiSequential<L, N> {
+    /// The layer (its output channels are the neurons).
+    pub layer: L,
+    /// The normalisation after it.
+    pub norm: N,
+}
+
+impl<L, N, E: Dtype, D: Device<E>> TensorCollection<E, D> for PaiSequential<L, N>
+where
+    L: TensorCollection<E, D>,
+    N: TensorCollection<E, D>,
+{
+    type To<E2: Dtype, D2: Device<E2>> = PaiSequential<L::To<E2, D2>, N::To<E2, D2>>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                Self::module("layer", |s| &s.layer, |s| &mut s.layer),
+                Self::module("norm", |s| &s.norm, |s| &mut s.norm),
+            ),
+            |(layer, norm)| PaiSequential { layer, norm },
+        )
+    }
+}
+
+impl<L, N, Si: Shape, So: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tensor<Si, E, D, T>>
+    for PaiSequential<L, N>
+where
+    L: Module<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>,
+    N: Norm<So, E, D>,
+{
+    type Output = Tensor<So, E, D, T>;
+    type Error = D::Err;
+
+    /// Inference: the normalisation uses its running statistics.
+    fn try_forward(&self, x: Tensor<Si, E, D, T>) -> Result<Self::Output, D::Err> {
+        self.norm.forward_infer(self.layer.try_forward(x)?)
+    }
+}
+
+impl<L, N, Si: Shape, So: Shape, E: Dtype, D: Device<E>>
+    ModuleMut<Tensor<Si, E, D, OwnedTape<E, D>>> for PaiSequential<L, N>
+where
+    L: ModuleMut<
+        Tensor<Si, E, D, OwnedTape<E, D>>,
+        Output = Tensor<So, E, D, OwnedTape<E, D>>,
+        Error = D::Err,
+    >,
+    N: Norm<So, E, D>,
+{
+    type Output = Tensor<So, E, D, OwnedTape<E, D>>;
+    type Error = D::Err;
+
+    /// Training: batch statistics, running statistics updated.
+    fn try_forward_mut(
+        &mut self,
+        x: Tensor<Si, E, D, OwnedTape<E, D>>,
+    ) -> Result<Self::Output, D::Err> {
+        let y = self.layer.try_forward_mut(x)?;
+        self.norm.forward_train(y)
+    }
+}
+
+impl<L, N, Si: Shape, So: Shape, E: Dtype, D: Device<E>> ModuleMut<Tensor<Si, E, D, NoneTape>>
+    for PaiSequential<L, N>
+where
+    L: Module<Tensor<Si, E, D, NoneTape>, Output = Tensor<So, E, D, NoneTape>, Error = D::Err>,
+    N: Norm<So, E, D>,
+{
+    type Output = Tensor<So, E, D, NoneTape>;
+    type Error = D::Err;
+
+    /// Without a tape there is nothing to train: inference.
+    fn try_forward_mut(&mut self, x: Tensor<Si, E, D, NoneTape>) -> Result<Self::Output, D::Err> {
+        self.try_forward(x)
+    }
+}
+
+impl<L, N> Convertible for PaiSequential<L, N>
+where
+    L: Convertible + TensorCollection<L::Dtype, L::Device, To<L::Dtype, L::Device> = L>,
+    N: TensorCollection<L::Dtype, L::Device, To<L::Dtype, L::Device> = N> + 'static,
+{
+    type Dtype = L::Dtype;
+    type Device = L::Device;
+    type Neurons = L::Neurons;
+    type DefaultTags = L::DefaultTags;
+
+    fn try_copy(&self, dev: &L::Device) -> crate::Result<Self> {
+        copy_module(self, dev)
+    }
+
+    /// The layer is drawn afresh; the normalisation starts from its defaults (unit scale,
+    /// zero shift, fresh running statistics), so a new dendrite's output is normalised.
+    fn reinit(&mut self, std: f64, seed: u64) -> crate::Result<()> {
+        self.layer.reinit(std, seed)?;
+        self.norm.try_reset_params().map_err(Error::device)
+    }
+
+    fn visit_params<V: ParamVisitor<L::Dtype, L::Device>>(
+        &mut self,
+        how: ModuleParams<'_, L::Dtype, L::Device>,
+        visitor: &mut V,
+    ) -> crate::Result<()> {
+        visit_module(self, how, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dfdx::prelude::{BuildModule, Cpu, Rank0, SampleTensor, SumTo, Trace};
+    use dfdx::tensor_ops::Backward;
+
+    #[test]
+    fn taped_inference_matches_dfdx_inference_and_passes_gradients() {
+        let dev: Cpu = Default::default();
+        let mut bn = BatchNorm2D::<3, f64, Cpu>::build(&dev);
+        let x: Tensor<(usize, Const<3>, usize, usize), f64, _> =
+            dev.sample_normal_like(&(4, Const, 2, 2));
+        // move the running statistics away from their defaults
+        for _ in 0..5 {
+            let _ = bn.forward_mut(x.leaky_trace());
+        }
+        let ours = Norm::forward_infer(&bn, x.clone()).unwrap().as_vec();
+        let theirs = bn.forward(x.clone()).as_vec();
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        let t = x.leaky_traced();
+        let h = t.retaped::<NoneTape>();
+        let g = Norm::forward_infer(&bn, t)
+            .unwrap()
+            .sum::<Rank0, _>()
+            .backward();
+        // d/dx of a per-channel affine map is its slope: scale / sqrt(var + eps)
+        let slope: Vec<f64> = bn
+            .running_var
+            .as_vec()
+            .iter()
+            .map(|v| 1.0 / (v + bn.epsilon).sqrt())
+            .collect();
+        let dx = g.get(&h).as_vec();
+        assert!((dx[0] - slope[0]).abs() < 1e-12 && (dx[5] - slope[1]).abs() < 1e-12);
+    }
+}
