@@ -3,9 +3,11 @@
 
 mod conv;
 mod pool;
+mod recurrent;
 mod sequential;
 pub mod unfold;
 
 pub use conv::{Conv1d, Conv2d, Conv3d};
 pub use pool::{AvgPool2d, Flatten, MaxPool2d};
+pub use recurrent::{Gru, GruCell, Lstm, LstmCell};
 pub use sequential::{Norm, PaiSequential};
