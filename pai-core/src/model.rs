@@ -62,6 +62,7 @@ use dfdx::tensor_ops::Device;
 use crate::correlation::CorrelationReport;
 use crate::dendritic::{CandidateState, Convertible, DendriteConfig, Dendritic, Phase, SeedState};
 use crate::params::{Counter, GradAllocator, ParamCounts, ParamVisitor};
+use crate::processor::Processor;
 use crate::{Error, Float, Result};
 
 /// The controls of one dendritic layer, as a trait object (see [`Dendritic`] for each
@@ -124,7 +125,7 @@ pub trait DendriteLayer {
     fn prepare_step(&mut self) -> Result<()>;
 }
 
-impl<M: Convertible, Tags: 'static> DendriteLayer for Dendritic<M, Tags> {
+impl<M: Convertible, Tags: 'static, P: Processor> DendriteLayer for Dendritic<M, Tags, P> {
     fn phase(&self) -> Phase {
         Dendritic::phase(self)
     }
@@ -359,7 +360,7 @@ fn require_all<M: DendriticModel + ?Sized>(
     first_error.map_or(Ok(()), Err)
 }
 
-impl<M: Convertible, Tags: 'static> DendriticModel for Dendritic<M, Tags> {
+impl<M: Convertible, Tags: 'static, P: Processor> DendriticModel for Dendritic<M, Tags, P> {
     type Dtype = M::Dtype;
     type Device = M::Device;
 

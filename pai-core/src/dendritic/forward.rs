@@ -1,81 +1,121 @@
-//! Forward passes of [`Dendritic`]: inference (`Module`, no tape) and training
-//! (`ModuleMut`, any tape), in both learning modes.
+//! Forward passes of [`Dendritic`]: inference (`Module`, no tape) and training (`ModuleMut`,
+//! any tape), in both learning modes, for any [`Route`] (the plain one-tensor case is
+//! [`Plain`](crate::processor::Plain)).
 
 use dfdx::nn::{Module, ModuleMut};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor, Trace};
+use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Backward, Device, SumTo, TryAdd, TryMul};
 
 use super::{lock, Activation, Convertible, Dendrite, DendriteLearning, Dendritic, Training};
 use crate::axis::NeuronAxis;
 use crate::correlation::CorrelationConfig;
+use crate::processor::{Inputs, Processor, Route};
 use crate::Float;
 
-impl<M, Tags, E, D, Si, So> Module<Tensor<Si, E, D>> for Dendritic<M, Tags>
+impl<M, Tags, P, X, So, E, D> Module<X> for Dendritic<M, Tags, P>
 where
     E: Float,
     D: Device<E>,
-    Si: Shape,
     So: Shape,
+    X: Clone,
     M: Convertible<Dtype = E, Device = D>
-        + Module<Tensor<Si, E, D>, Output = Tensor<So, E, D>, Error = D::Err>,
+        + Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>,
+    P: Processor + Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>,
     Tags: NeuronAxis<So, Neurons = M::Neurons>,
 {
-    type Output = Tensor<So, E, D>;
+    type Output = P::Joined;
     type Error = D::Err;
 
     /// Inference: the neurons plus every dendrite (and, in the gradient mode's dendrite
     /// phase, the candidate, which is part of the output there).
-    fn try_forward(&self, x: Tensor<Si, E, D>) -> Result<Self::Output, D::Err> {
-        let y = self.neurons.try_forward(x.clone())?;
+    fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
+        let (y, rest) = P::split(self.neurons.try_forward(x.clone())?);
         let shape = *y.shape();
         let chain = self.output_chain();
+        let accepted = self.dendrites.len();
+        let mut states = lock(&self.states);
         let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
-        for d in &chain {
-            let pre = d.module.try_forward(x.clone())?;
+        for (k, d) in chain.iter().enumerate() {
+            let input = P::dendrite_input(x.clone(), states.get(k, accepted))?;
+            let out = d.module.try_forward(input)?;
+            states.set(k, accepted, P::state_of(&out));
+            let (pre, _) = P::split(out);
             acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
         }
-        add_outputs::<M, Tags, So, NoneTape, NoneTape, E, D>(y, &chain, acts)
+        Ok(P::join(
+            add_outputs::<M, Tags, So, NoneTape, NoneTape, E, D>(y, &chain, acts)?,
+            rest,
+        ))
     }
 }
 
-impl<M, Tags, E, D, Si, So, T> ModuleMut<Tensor<Si, E, D, T>> for Dendritic<M, Tags>
+impl<M, Tags, P, X, So, E, D, T> ModuleMut<X> for Dendritic<M, Tags, P>
 where
     E: Float,
     D: Device<E>,
-    Si: Shape,
     So: Shape,
     T: Tape<E, D> + 'static,
+    X: Inputs<E, D, Taped<T> = X>,
+    X::Detached: Clone,
     M: Convertible<Dtype = E, Device = D>
-        + ModuleMut<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>
-        + Module<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>
-        + Module<Tensor<Si, E, D>, Output = Tensor<So, E, D>, Error = D::Err>
+        + ModuleMut<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
+        + Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
+        + Module<X::Detached, Output = <P as Route<M, X::Detached, E, D>>::Output, Error = D::Err>
         + ModuleMut<
-            Tensor<Si, E, D, OwnedTape<E, D>>,
-            Output = Tensor<So, E, D, OwnedTape<E, D>>,
+            X::Taped<OwnedTape<E, D>>,
+            Output = <P as Route<M, X::Taped<OwnedTape<E, D>>, E, D>>::Output,
             Error = D::Err,
         >,
+    P: Processor
+        + Route<M, X, E, D, Main = Tensor<So, E, D, T>>
+        + Route<M, X::Detached, E, D, Main = Tensor<So, E, D, NoneTape>>
+        + Route<M, X::Taped<OwnedTape<E, D>>, E, D, Main = Tensor<So, E, D, OwnedTape<E, D>>>,
     Tags: NeuronAxis<So, Neurons = M::Neurons>,
 {
-    type Output = Tensor<So, E, D, T>;
+    type Output = <P as Route<M, X, E, D>>::Joined;
     type Error = D::Err;
 
     /// Training forward pass. The neurons run in training mode in the neuron phase and in
     /// inference mode (frozen) in the dendrite phase.
-    fn try_forward_mut(&mut self, x: Tensor<Si, E, D, T>) -> Result<Self::Output, D::Err> {
+    fn try_forward_mut(&mut self, x: X) -> Result<Self::Output, D::Err> {
+        let neuron_phase = self.candidate.is_none();
         match self.config.learning {
-            DendriteLearning::Correlation => self.forward_correlation(x),
-            DendriteLearning::Gradient => self.forward_gradient(x),
+            DendriteLearning::Correlation => {
+                let detached = x.detached();
+                let candidate_input =
+                    (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
+                let out = if neuron_phase {
+                    self.neurons.try_forward_mut(x)?
+                } else {
+                    self.neurons.try_forward(x)?
+                };
+                let (y, rest) = <P as Route<M, X, E, D>>::split(out);
+                let y = self.correlation_dendrites(y, detached, candidate_input)?;
+                Ok(<P as Route<M, X, E, D>>::join(y, rest))
+            }
+            DendriteLearning::Gradient => {
+                let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.taped::<T>()).collect();
+                let out = if neuron_phase {
+                    self.neurons.try_forward_mut(x)?
+                } else {
+                    self.neurons.try_forward(x)?
+                };
+                let (y, rest) = <P as Route<M, X, E, D>>::split(out);
+                let y = self.gradient_dendrites(y, inputs)?;
+                Ok(<P as Route<M, X, E, D>>::join(y, rest))
+            }
         }
     }
 }
 
-impl<M, Tags, E, D> Dendritic<M, Tags>
+impl<M, Tags, P, E, D> Dendritic<M, Tags, P>
 where
     E: Float,
     D: Device<E>,
     M: Convertible<Dtype = E, Device = D>,
     Tags: 'static,
+    P: Processor,
 {
     /// Dendrites whose activations are added to the output, in cascade order.
     fn output_chain(&self) -> Vec<&Dendrite<M>> {
@@ -112,54 +152,52 @@ where
         }
     }
 
-    /// Correlation mode: dendrites see a detached input and are frozen; in the dendrite phase
-    /// a candidate is run on its own tape and trained from the captured neuron error.
-    fn forward_correlation<Si, So, T>(
+    /// Correlation mode: accepted dendrites see the detached input and are frozen; in the
+    /// dendrite phase the candidate runs on its own tape and learns from the captured error.
+    fn correlation_dendrites<X, XO, So, T>(
         &mut self,
-        x: Tensor<Si, E, D, T>,
+        y: Tensor<So, E, D, T>,
+        detached: X,
+        candidate_input: Option<XO>,
     ) -> Result<Tensor<So, E, D, T>, D::Err>
     where
-        Si: Shape,
+        X: Clone,
         So: Shape,
         T: Tape<E, D> + 'static,
-        M: ModuleMut<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>
-            + Module<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>
-            + Module<Tensor<Si, E, D>, Output = Tensor<So, E, D>, Error = D::Err>
-            + ModuleMut<
-                Tensor<Si, E, D, OwnedTape<E, D>>,
-                Output = Tensor<So, E, D, OwnedTape<E, D>>,
-                Error = D::Err,
-            >,
+        M: Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
+            + ModuleMut<XO, Output = <P as Route<M, XO, E, D>>::Output, Error = D::Err>,
+        P: Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>
+            + Route<M, XO, E, D, Main = Tensor<So, E, D, OwnedTape<E, D>>>,
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
-        let (detached, tape) = x.split_tape();
-        let y = if self.candidate.is_none() {
-            self.neurons
-                .try_forward_mut(detached.clone().put_tape(tape))?
-        } else {
-            self.neurons.try_forward(detached.clone().put_tape(tape))?
-        };
         let shape = *y.shape();
-        let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(self.dendrites.len());
-        for d in &self.dendrites {
-            let pre = d.module.try_forward(detached.clone())?;
-            acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
+        let accepted = self.dendrites.len();
+        let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(accepted);
+        {
+            let mut states = lock(&self.states);
+            for (k, d) in self.dendrites.iter().enumerate() {
+                let input = <P as Route<M, X, E, D>>::dendrite_input(
+                    detached.clone(),
+                    states.get(k, accepted),
+                )?;
+                let out = d.module.try_forward(input)?;
+                states.set(k, accepted, <P as Route<M, X, E, D>>::state_of(&out));
+                let (pre, _) = <P as Route<M, X, E, D>>::split(out);
+                acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
+            }
         }
         let chain: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
         let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts.clone())?;
-        if !T::OWNS_TAPE {
-            return Ok(y);
-        }
-        let Some(candidate) = &mut self.candidate else {
+        let (Some(input), Some(candidate)) = (candidate_input, &mut self.candidate) else {
             return Ok(y);
         };
 
         // The candidate: its own tape, a detached input, cascade inputs from the dendrites.
-        let pre = candidate
-            .dendrite
-            .module
-            .try_forward_mut(detached.leaky_traced())?;
-        let mut pre = pre;
+        let state = lock(&self.states).candidate.clone();
+        let input = <P as Route<M, XO, E, D>>::dendrite_input(input, state.as_ref())?;
+        let out = candidate.dendrite.module.try_forward_mut(input)?;
+        lock(&self.states).candidate = <P as Route<M, XO, E, D>>::state_of(&out);
+        let (mut pre, _) = <P as Route<M, XO, E, D>>::split(out);
         for (c, a) in candidate.dendrite.cascade.iter().zip(&acts) {
             let term = Tags::broadcast(c.clone().retaped::<OwnedTape<E, D>>(), &shape)?
                 .try_mul(a.clone())?;
@@ -187,45 +225,45 @@ where
     }
 
     /// Gradient mode: nothing detached, every dendrite that trains runs on the task tape.
-    fn forward_gradient<Si, So, T>(
+    /// `inputs` holds one tape-free copy of the input per accepted dendrite plus one.
+    fn gradient_dendrites<X, So, T>(
         &mut self,
-        x: Tensor<Si, E, D, T>,
+        y: Tensor<So, E, D, T>,
+        inputs: Vec<X>,
     ) -> Result<Tensor<So, E, D, T>, D::Err>
     where
-        Si: Shape,
         So: Shape,
         T: Tape<E, D> + 'static,
-        M: ModuleMut<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>
-            + Module<Tensor<Si, E, D, T>, Output = Tensor<So, E, D, T>, Error = D::Err>,
+        M: ModuleMut<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
+            + Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>,
+        P: Route<M, X, E, D, Main = Tensor<So, E, D, T>>,
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
         let neuron_phase = self.candidate.is_none();
-        let (input, tape) = x.split_tape();
-        let y = if neuron_phase {
-            self.neurons.try_forward_mut(input.clone().put_tape(tape))?
-        } else {
-            self.neurons.try_forward(input.clone().put_tape(tape))?
-        };
         let shape = *y.shape();
-        let mut acts: Vec<Tensor<So, E, D, T>> = Vec::with_capacity(self.dendrites.len() + 1);
+        let accepted = self.dendrites.len();
+        let mut acts: Vec<Tensor<So, E, D, T>> = Vec::with_capacity(accepted + 1);
         // accepted dendrites train in the neuron phase; the candidate in the dendrite phase.
-        let n = self.dendrites.len();
-        for i in 0..=n {
-            let (d, trains) = if i < n {
-                (&mut self.dendrites[i], neuron_phase)
+        for (k, input) in inputs.into_iter().enumerate() {
+            let trains = k == accepted || neuron_phase;
+            let state = lock(&self.states).get(k, accepted).cloned();
+            let input = <P as Route<M, X, E, D>>::dendrite_input(input, state.as_ref())?;
+            let module = if k < accepted {
+                &mut self.dendrites[k].module
             } else if let Some(c) = &mut self.candidate {
-                (&mut c.dendrite, true)
+                &mut c.dendrite.module
             } else {
                 break;
             };
-            let x = input.clone().retaped::<T>();
-            let pre = if trains {
-                d.module.try_forward_mut(x)?
+            let out = if trains {
+                module.try_forward_mut(input)?
             } else {
-                d.module.try_forward(x)?
+                module.try_forward(input)?
             };
-            let d: &Dendrite<M> = if i < n {
-                &self.dendrites[i]
+            lock(&self.states).set(k, accepted, <P as Route<M, X, E, D>>::state_of(&out));
+            let (pre, _) = <P as Route<M, X, E, D>>::split(out);
+            let d: &Dendrite<M> = if k < accepted {
+                &self.dendrites[k]
             } else {
                 &self
                     .candidate

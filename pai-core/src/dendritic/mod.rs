@@ -38,6 +38,7 @@ use rand_distr::Distribution;
 use crate::correlation::{Correlation, CorrelationConfig, CorrelationReport};
 use crate::float::ScaledNormal;
 use crate::params::{join, ModuleParams, ParamVisitor, Role};
+use crate::processor::{Plain, Processor};
 use crate::{Error, Result};
 
 /// The two training phases.
@@ -290,7 +291,7 @@ pub(crate) struct Candidate<M: Convertible> {
 /// # Ok::<(), pai_core::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct Dendritic<M: Convertible, Tags = <M as Convertible>::DefaultTags> {
+pub struct Dendritic<M: Convertible, Tags = <M as Convertible>::DefaultTags, P: Processor = Plain> {
     neurons: M,
     dendrites: Vec<Dendrite<M>>,
     candidate: Option<Candidate<M>>,
@@ -300,7 +301,47 @@ pub struct Dendritic<M: Convertible, Tags = <M as Convertible>::DefaultTags> {
     generation: u64,
     /// Seeds of new dendrites: `(layer seed, dendrites drawn so far)`.
     seeds: SeedState,
-    _tags: PhantomData<fn() -> Tags>,
+    /// Recurrent state of each dendrite (processors of recurrent layers).
+    states: Mutex<States<P::State>>,
+    _tags: PhantomData<fn() -> (Tags, P)>,
+}
+
+/// Per-dendrite recurrent states: accepted dendrites by index, then the candidate.
+#[derive(Debug)]
+pub(crate) struct States<S> {
+    pub dendrites: Vec<Option<S>>,
+    pub candidate: Option<S>,
+}
+
+impl<S> Default for States<S> {
+    fn default() -> Self {
+        Self {
+            dendrites: Vec::new(),
+            candidate: None,
+        }
+    }
+}
+
+impl<S> States<S> {
+    /// The state of dendrite `k` of the output chain (`k == dendrites` is the candidate).
+    pub fn get(&self, k: usize, dendrites: usize) -> Option<&S> {
+        if k == dendrites {
+            self.candidate.as_ref()
+        } else {
+            self.dendrites.get(k).and_then(Option::as_ref)
+        }
+    }
+
+    pub fn set(&mut self, k: usize, dendrites: usize, state: Option<S>) {
+        if k == dendrites {
+            self.candidate = state;
+        } else {
+            if self.dendrites.len() <= k {
+                self.dendrites.resize_with(k + 1, || None);
+            }
+            self.dendrites[k] = state;
+        }
+    }
 }
 
 /// Where a layer's next dendrite weights come from: a layer seed and a count of draws. Saved
@@ -326,7 +367,7 @@ impl SeedState {
     }
 }
 
-impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
+impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
     /// Wraps `neurons` (for instance a pretrained layer) with no dendrites yet.
     ///
     /// # Errors
@@ -344,6 +385,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
                 seed: dfdx::tensor::RandomU64::random_u64(dev),
                 drawn: 0,
             },
+            states: Mutex::new(States::default()),
             _tags: PhantomData,
         })
     }
@@ -385,6 +427,17 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
     /// Counter of structure changes (dendrites added or removed, candidates made or dropped).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Forgets every dendrite's recurrent state: the next call starts them from zeros.
+    pub fn reset_state(&self) {
+        *lock(&self.states) = States::default();
+    }
+
+    /// After any change of structure: a new generation, and recurrent states start over.
+    fn restructured(&mut self) {
+        self.generation += 1;
+        self.reset_state();
     }
 
     /// Where the next dendrite's weights come from.
@@ -453,7 +506,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
             training: Arc::new(Mutex::new(training)),
             grads: None,
         });
-        self.generation += 1;
+        self.restructured();
         Ok(())
     }
 
@@ -486,7 +539,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
             _ => candidate.dendrite,
         };
         self.dendrites.push(dendrite);
-        self.generation += 1;
+        self.restructured();
         Ok(())
     }
 
@@ -497,7 +550,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
     pub fn discard_candidate(&mut self) -> Result<()> {
         self.expect_phase(Phase::Dendrite, "discarding a candidate")?;
         self.candidate = None;
-        self.generation += 1;
+        self.restructured();
         Ok(())
     }
 
@@ -510,7 +563,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
         self.expect_phase(Phase::Neuron, "removing dendrites")?;
         if count < self.dendrites.len() {
             self.dendrites.truncate(count);
-            self.generation += 1;
+            self.restructured();
         }
         Ok(())
     }
@@ -531,7 +584,7 @@ impl<M: Convertible, Tags: 'static> Dendritic<M, Tags> {
                 self.seeds.next(),
             )?;
             self.dendrites.push(d);
-            self.generation += 1;
+            self.restructured();
         }
         Ok(())
     }

@@ -1,0 +1,386 @@
+//! Processors: converting layers with several inputs or outputs (recurrent cells, sequence
+//! layers, multi-output blocks).
+//!
+//! A dendrite adds to one tensor. A [`Route`] says, for one input type, which tensor of the
+//! layer's output that is ([`Route::split`]) and how to rebuild the layer's output after the
+//! addition ([`Route::join`]). For recurrent layers it also keeps each dendrite's own state:
+//! [`Route::dendrite_input`] replaces the state parts of the input by the dendrite's state
+//! (zeros at first), and [`Route::state_of`] reads the dendrite's new state from its output.
+//! The neuron's hidden state never reaches a dendrite and a dendrite's never reaches the
+//! neuron. States are kept between calls until [`Dendritic::reset_state`](crate::Dendritic::reset_state)
+//! (and after any change of structure); a batch of another size also starts from zeros.
+//!
+//! Built in: [`Plain`] (one tensor in, one out: the default), [`FirstOutput`] (add to the first
+//! element of a tuple output), [`GruCellState`], [`GruState`], [`LstmCellState`],
+//! [`LstmState`] (recurrent layers, adding to the new hidden state or the output sequence) and
+//! [`LstmLast`] (adding to the final hidden state of an LSTM over a sequence).
+
+use dfdx::nn::Module;
+use dfdx::shapes::{Const, Dim, Dtype, HasShape, Shape};
+use dfdx::tensor::{NoneTape, Tape, Tensor};
+use dfdx::tensor_ops::{Device, ReshapeTo, SelectTo};
+
+use crate::Float;
+
+/// A tensor, or a tuple of tensors, that can be copied without its tape.
+pub trait Inputs<E: Dtype, D: Device<E>>: Sized {
+    /// The same with no tape.
+    type Detached;
+    /// The same with an (empty) tape of type `T`.
+    type Taped<T: Tape<E, D>>;
+    /// A copy sharing values and ids, with no tape.
+    fn detached(&self) -> Self::Detached;
+    /// A copy sharing values and ids, with an empty tape `T`.
+    fn taped<T: Tape<E, D>>(&self) -> Self::Taped<T>;
+}
+
+impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>> Inputs<E, D> for Tensor<S, E, D, T1> {
+    type Detached = Tensor<S, E, D, NoneTape>;
+    type Taped<T: Tape<E, D>> = Tensor<S, E, D, T>;
+    fn detached(&self) -> Self::Detached {
+        self.retaped::<NoneTape>()
+    }
+    fn taped<T: Tape<E, D>>(&self) -> Self::Taped<T> {
+        self.retaped::<T>()
+    }
+}
+
+impl<E: Dtype, D: Device<E>, A: Inputs<E, D>, B: Inputs<E, D>> Inputs<E, D> for (A, B) {
+    type Detached = (A::Detached, B::Detached);
+    type Taped<T: Tape<E, D>> = (A::Taped<T>, B::Taped<T>);
+    fn detached(&self) -> Self::Detached {
+        (self.0.detached(), self.1.detached())
+    }
+    fn taped<T: Tape<E, D>>(&self) -> Self::Taped<T> {
+        (self.0.taped::<T>(), self.1.taped::<T>())
+    }
+}
+
+/// A processor: its per-dendrite state type. The routes are [`Route`] impls.
+pub trait Processor: 'static {
+    /// One dendrite's recurrent state, kept between calls (detached tensors), or `()`.
+    type State: Clone + std::fmt::Debug + 'static;
+}
+
+/// How input `X` flows through layer `M` (on device `D`) when it has dendrites.
+pub trait Route<M, X, E: Dtype, D: Device<E>>: Processor {
+    /// What the layer returns for `X`.
+    type Output;
+    /// The tensor dendrites add to.
+    type Main;
+    /// What passes through untouched.
+    type Rest;
+    /// What the dendritic layer returns.
+    type Joined;
+    /// The tensor dendrites add to, and the rest.
+    fn split(output: Self::Output) -> (Self::Main, Self::Rest);
+    /// The dendritic layer's output from the sum and the rest.
+    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined;
+    /// A dendrite's input: `x` with its recurrent parts replaced by `state` (zeros if `None`).
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn dendrite_input(x: X, state: Option<&Self::State>) -> Result<X, D::Err>;
+    /// A dendrite's new state, read from its output.
+    fn state_of(output: &Self::Output) -> Option<Self::State>;
+}
+
+/// One tensor in, one tensor out: dendrites add to the output. The default processor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl Processor for Plain {
+    type State = ();
+}
+
+impl<M: Module<X>, X, E: Dtype, D: Device<E>> Route<M, X, E, D> for Plain {
+    type Output = M::Output;
+    type Main = M::Output;
+    type Rest = ();
+    type Joined = M::Output;
+    fn split(output: M::Output) -> (M::Output, ()) {
+        (output, ())
+    }
+    fn join(main: M::Output, (): ()) -> M::Output {
+        main
+    }
+    fn dendrite_input(x: X, _: Option<&()>) -> Result<X, D::Err> {
+        Ok(x)
+    }
+    fn state_of(_: &M::Output) -> Option<()> {
+        None
+    }
+}
+
+/// A tuple output: dendrites add to its first element, the others pass through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirstOutput;
+
+impl Processor for FirstOutput {
+    type State = ();
+}
+
+impl<M: Module<X, Output = (A, R)>, X, A, R, E: Dtype, D: Device<E>> Route<M, X, E, D>
+    for FirstOutput
+{
+    type Output = (A, R);
+    type Main = A;
+    type Rest = R;
+    type Joined = (A, R);
+    fn split(output: (A, R)) -> (A, R) {
+        output
+    }
+    fn join(main: A, rest: R) -> (A, R) {
+        (main, rest)
+    }
+    fn dendrite_input(x: X, _: Option<&()>) -> Result<X, D::Err> {
+        Ok(x)
+    }
+    fn state_of(_: &(A, R)) -> Option<()> {
+        None
+    }
+}
+
+/// A hidden state stored with a run-time batch size.
+pub type StoredHidden<const H: usize, E, D> = Tensor<(usize, Const<H>), E, D>;
+
+/// `state` as a `(B, H)` tensor on tape `T`, or zeros when there is none or its batch size
+/// differs from `like`'s.
+fn hidden_like<B: Dim, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    state: Option<&StoredHidden<H, E, D>>,
+    like: &Tensor<(B, Const<H>), E, D, T>,
+) -> Result<Tensor<(B, Const<H>), E, D, T>, D::Err> {
+    let shape = *like.shape();
+    match state {
+        Some(s) if s.shape().0 == shape.0.size() => {
+            Ok(s.clone().try_reshape_like(&shape)?.retaped::<T>())
+        }
+        _ => Ok(like.device().try_zeros_like(&shape)?.retaped::<T>()),
+    }
+}
+
+fn store<B: Dim, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    h: &Tensor<(B, Const<H>), E, D, T>,
+) -> StoredHidden<H, E, D> {
+    let b = h.shape().0.size();
+    h.retaped::<NoneTape>()
+        .try_reshape_like(&(b, Const::<H>))
+        .expect("same number of elements")
+}
+
+macro_rules! state_processor {
+    ($(#[$doc:meta])* $name:ident, $state:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $name<const H: usize, E, D>(std::marker::PhantomData<(E, D)>);
+        impl<const H: usize, E: Float, D: Device<E>> Processor for $name<H, E, D> {
+            type State = $state;
+        }
+    };
+}
+
+state_processor!(
+    /// [`GruCell`](crate::layers::GruCell) stepped by the caller: `(x, h) -> h'`. Dendrites add
+    /// to `h'`; each dendrite steps from its own previous `h'`.
+    GruCellState, StoredHidden<H, E, D>
+);
+state_processor!(
+    /// [`Gru`](crate::layers::Gru) on `(x, h0)`: dendrites add to the output sequence; each
+    /// dendrite starts from its own last state.
+    GruState, StoredHidden<H, E, D>
+);
+state_processor!(
+    /// [`LstmCell`](crate::layers::LstmCell) stepped by the caller: `(x, (h, c)) -> (h', c')`.
+    /// Dendrites add to `h'`; `c'` passes through; each dendrite keeps its own `(h, c)`.
+    LstmCellState, (StoredHidden<H, E, D>, StoredHidden<H, E, D>)
+);
+state_processor!(
+    /// [`Lstm`](crate::layers::Lstm) on `(x, (h0, c0))`: dendrites add to the output sequence;
+    /// each dendrite starts from its own last `(h, c)`.
+    LstmState, (StoredHidden<H, E, D>, StoredHidden<H, E, D>)
+);
+state_processor!(
+    /// [`Lstm`](crate::layers::Lstm) on `(x, (h0, c0))`, adding to the *final* hidden state:
+    /// the layer returns `(h_last, (h, c))` with `h_last` on the tape.
+    LstmLast, (StoredHidden<H, E, D>, StoredHidden<H, E, D>)
+);
+
+type Hid<B, const H: usize, E, D, T> = Tensor<(B, Const<H>), E, D, T>;
+
+impl<
+        M,
+        B: Dim,
+        const I: usize,
+        const H: usize,
+        E: Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+        T2: Tape<E, D>,
+    > Route<M, (Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>), E, D>
+    for GruCellState<H, E, D>
+where
+    M: Module<(Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>), Output = Hid<B, H, E, D, T>>,
+{
+    type Output = Hid<B, H, E, D, T>;
+    type Main = Hid<B, H, E, D, T>;
+    type Rest = ();
+    type Joined = Hid<B, H, E, D, T>;
+    fn split(output: Self::Output) -> (Self::Main, ()) {
+        (output, ())
+    }
+    fn join(main: Self::Main, (): ()) -> Self::Joined {
+        main
+    }
+    fn dendrite_input(
+        (x, h): (Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>),
+        state: Option<&Self::State>,
+    ) -> Result<(Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>), D::Err> {
+        Ok((x, hidden_like(state, &h)?))
+    }
+    fn state_of(output: &Self::Output) -> Option<Self::State> {
+        Some(store(output))
+    }
+}
+
+type SeqIn<B, S, const I: usize, E, D, T> = Tensor<(B, S, Const<I>), E, D, T>;
+type SeqOut<B, const H: usize, E, D, T> = Tensor<(B, usize, Const<H>), E, D, T>;
+
+impl<M, B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>
+    Route<M, (SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>), E, D> for GruState<H, E, D>
+where
+    M: Module<
+        (SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>),
+        Output = (SeqOut<B, H, E, D, T>, Hid<B, H, E, D, NoneTape>),
+    >,
+{
+    type Output = (SeqOut<B, H, E, D, T>, Hid<B, H, E, D, NoneTape>);
+    type Main = SeqOut<B, H, E, D, T>;
+    type Rest = Hid<B, H, E, D, NoneTape>;
+    type Joined = Self::Output;
+    fn split(output: Self::Output) -> (Self::Main, Self::Rest) {
+        output
+    }
+    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
+        (main, rest)
+    }
+    fn dendrite_input(
+        (x, h0): (SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>),
+        state: Option<&Self::State>,
+    ) -> Result<(SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>), D::Err> {
+        Ok((x, hidden_like(state, &h0)?))
+    }
+    fn state_of(output: &Self::Output) -> Option<Self::State> {
+        Some(store(&output.1))
+    }
+}
+
+type Pair<B, const H: usize, E, D, T> = (Hid<B, H, E, D, T>, Hid<B, H, E, D, T>);
+
+fn pair_like<B: Dim, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    state: Option<&(StoredHidden<H, E, D>, StoredHidden<H, E, D>)>,
+    (h, c): &Pair<B, H, E, D, T>,
+) -> Result<Pair<B, H, E, D, T>, D::Err> {
+    Ok((
+        hidden_like(state.map(|s| &s.0), h)?,
+        hidden_like(state.map(|s| &s.1), c)?,
+    ))
+}
+
+impl<
+        M,
+        B: Dim,
+        const I: usize,
+        const H: usize,
+        E: Float,
+        D: Device<E>,
+        T: Tape<E, D>,
+        T2: Tape<E, D>,
+    > Route<M, (Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>), E, D>
+    for LstmCellState<H, E, D>
+where
+    M: Module<(Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>), Output = Pair<B, H, E, D, T>>,
+{
+    type Output = Pair<B, H, E, D, T>;
+    type Main = Hid<B, H, E, D, T>;
+    type Rest = Hid<B, H, E, D, T>;
+    type Joined = Self::Output;
+    fn split(output: Self::Output) -> (Self::Main, Self::Rest) {
+        output
+    }
+    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
+        (main, rest)
+    }
+    fn dendrite_input(
+        (x, state_in): (Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>),
+        state: Option<&Self::State>,
+    ) -> Result<(Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>), D::Err> {
+        Ok((x, pair_like(state, &state_in)?))
+    }
+    fn state_of((h, c): &Self::Output) -> Option<Self::State> {
+        Some((store(h), store(c)))
+    }
+}
+
+type LstmOut<B, const H: usize, E, D, T> = (SeqOut<B, H, E, D, T>, Pair<B, H, E, D, NoneTape>);
+
+impl<M, B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>
+    Route<M, (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), E, D> for LstmState<H, E, D>
+where
+    M: Module<
+        (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
+        Output = LstmOut<B, H, E, D, T>,
+    >,
+{
+    type Output = LstmOut<B, H, E, D, T>;
+    type Main = SeqOut<B, H, E, D, T>;
+    type Rest = Pair<B, H, E, D, NoneTape>;
+    type Joined = Self::Output;
+    fn split(output: Self::Output) -> (Self::Main, Self::Rest) {
+        output
+    }
+    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
+        (main, rest)
+    }
+    fn dendrite_input(
+        (x, state_in): (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
+        state: Option<&Self::State>,
+    ) -> Result<(SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), D::Err> {
+        Ok((x, pair_like(state, &state_in)?))
+    }
+    fn state_of((_, (h, c)): &Self::Output) -> Option<Self::State> {
+        Some((store(h), store(c)))
+    }
+}
+
+impl<M, B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>
+    Route<M, (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), E, D> for LstmLast<H, E, D>
+where
+    M: Module<
+        (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
+        Output = LstmOut<B, H, E, D, T>,
+    >,
+{
+    type Output = LstmOut<B, H, E, D, T>;
+    type Main = Hid<B, H, E, D, T>;
+    type Rest = Pair<B, H, E, D, NoneTape>;
+    type Joined = (Hid<B, H, E, D, T>, Pair<B, H, E, D, NoneTape>);
+    /// The last step of the output sequence, with the whole recurrence's tape.
+    fn split((seq, state): Self::Output) -> (Self::Main, Self::Rest) {
+        let (b, steps, _) = *seq.shape();
+        let last = steps.saturating_sub(1);
+        let idx = seq.device().tensor_from_vec(vec![last; b.size()], (b,));
+        (seq.select(idx), state)
+    }
+    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
+        (main, rest)
+    }
+    fn dendrite_input(
+        (x, state_in): (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
+        state: Option<&Self::State>,
+    ) -> Result<(SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), D::Err> {
+        Ok((x, pair_like(state, &state_in)?))
+    }
+    fn state_of((_, (h, c)): &Self::Output) -> Option<Self::State> {
+        Some((store(h), store(c)))
+    }
+}
