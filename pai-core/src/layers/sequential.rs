@@ -13,7 +13,7 @@
 //! ```
 //! use pai_core::layers::{Conv2d, PaiSequential};
 //! use dfdx::prelude::*;
-//! type Block = PaiSequential<Conv2d<1, 4, 3, f32, Cpu, 1, 1>, nn::modules::BatchNorm2D<4, f32, Cpu>>;
+//! type Block = PaiSequential<Conv2d<1, 4, 3, f32, Cpu, 1, 1>, dfdx::nn::modules::BatchNorm2D<4, f32, Cpu>>;
 //! let dev: Cpu = Default::default();
 //! let mut block = Block::build(&dev);
 //! let x: Tensor<(usize, Const<1>, usize, usize), f32, _> = dev.sample_normal_like(&(2, Const, 5, 5));
