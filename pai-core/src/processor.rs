@@ -22,16 +22,20 @@ use dfdx::tensor_ops::{Device, ReshapeTo, SelectTo};
 
 use crate::Float;
 
-/// A tensor, or a tuple of tensors, that can be copied without its tape.
+/// A layer input: a tensor, or a tuple `(data, state)` whose first element is the data and
+/// whose second holds recurrent state (a tensor or a pair of tensors).
 pub trait Inputs<E: Dtype, D: Device<E>>: Sized {
-    /// The same with no tape.
+    /// The same with no tape anywhere.
     type Detached;
-    /// The same with an (empty) tape of type `T`.
+    /// The data on an (empty) tape `T`, the state detached: a candidate's own input.
     type Taped<T: Tape<E, D>>;
     /// A copy sharing values and ids, with no tape.
     fn detached(&self) -> Self::Detached;
-    /// A copy sharing values and ids, with an empty tape `T`.
+    /// A copy sharing values and ids: the data on an empty tape `T`, the state detached.
     fn taped<T: Tape<E, D>>(&self) -> Self::Taped<T>;
+    /// A copy of the same type sharing values and ids, with empty tapes (another use of the
+    /// same input on the same tape).
+    fn fresh(&self) -> Self;
 }
 
 impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>> Inputs<E, D> for Tensor<S, E, D, T1> {
@@ -43,16 +47,54 @@ impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>> Inputs<E, D> for Tensor<S
     fn taped<T: Tape<E, D>>(&self) -> Self::Taped<T> {
         self.retaped::<T>()
     }
+    fn fresh(&self) -> Self {
+        self.retaped::<T1>()
+    }
 }
 
-impl<E: Dtype, D: Device<E>, A: Inputs<E, D>, B: Inputs<E, D>> Inputs<E, D> for (A, B) {
+/// Detached copies of state: a tensor or a pair of tensors.
+pub trait State<E: Dtype, D: Device<E>>: Sized {
+    /// With no tape.
+    type Detached;
+    /// A copy with no tape.
+    fn detached(&self) -> Self::Detached;
+    /// A copy of the same type with empty tapes.
+    fn fresh(&self) -> Self;
+}
+
+impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>> State<E, D> for Tensor<S, E, D, T1> {
+    type Detached = Tensor<S, E, D, NoneTape>;
+    fn detached(&self) -> Self::Detached {
+        self.retaped::<NoneTape>()
+    }
+    fn fresh(&self) -> Self {
+        self.retaped::<T1>()
+    }
+}
+
+impl<E: Dtype, D: Device<E>, A: State<E, D>, B: State<E, D>> State<E, D> for (A, B) {
     type Detached = (A::Detached, B::Detached);
-    type Taped<T: Tape<E, D>> = (A::Taped<T>, B::Taped<T>);
     fn detached(&self) -> Self::Detached {
         (self.0.detached(), self.1.detached())
     }
+    fn fresh(&self) -> Self {
+        (self.0.fresh(), self.1.fresh())
+    }
+}
+
+impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>, B: State<E, D>> Inputs<E, D>
+    for (Tensor<S, E, D, T1>, B)
+{
+    type Detached = (Tensor<S, E, D, NoneTape>, B::Detached);
+    type Taped<T: Tape<E, D>> = (Tensor<S, E, D, T>, B::Detached);
+    fn detached(&self) -> Self::Detached {
+        (self.0.retaped::<NoneTape>(), self.1.detached())
+    }
     fn taped<T: Tape<E, D>>(&self) -> Self::Taped<T> {
-        (self.0.taped::<T>(), self.1.taped::<T>())
+        (self.0.retaped::<T>(), self.1.detached())
+    }
+    fn fresh(&self) -> Self {
+        (self.0.retaped::<T1>(), self.1.fresh())
     }
 }
 

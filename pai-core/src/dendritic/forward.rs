@@ -56,7 +56,7 @@ where
     D: Device<E>,
     So: Shape,
     T: Tape<E, D> + 'static,
-    X: Inputs<E, D, Taped<T> = X>,
+    X: Inputs<E, D>,
     X::Detached: Clone,
     M: Convertible<Dtype = E, Device = D>
         + ModuleMut<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
@@ -95,7 +95,7 @@ where
                 Ok(<P as Route<M, X, E, D>>::join(y, rest))
             }
             DendriteLearning::Gradient => {
-                let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.taped::<T>()).collect();
+                let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.fresh()).collect();
                 let out = if neuron_phase {
                     self.neurons.try_forward_mut(x)?
                 } else {

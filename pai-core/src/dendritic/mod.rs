@@ -414,6 +414,11 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
         }
     }
 
+    /// The layer copy inside accepted dendrite `k` (for inspection).
+    pub fn dendrite_module(&self, k: usize) -> Option<&M> {
+        self.dendrites.get(k).map(|d| &d.module)
+    }
+
     /// Accepted dendrites.
     pub fn dendrite_count(&self) -> usize {
         self.dendrites.len()

@@ -1,0 +1,199 @@
+//! Recurrent layers converted through processors: each dendrite keeps its own state.
+
+use perforated::layers::{Gru, GruCell, Lstm};
+use perforated::params::{Param, ParamVisitor};
+use perforated::prelude::*;
+use perforated::processor::{GruCellState, GruState, LstmLast};
+
+type Cell = GruCell<3, 4, f64, Cpu>;
+type Hidden = Tensor<(usize, Const<4>), f64, Cpu>;
+
+struct SetOutputs(f64);
+impl ParamVisitor<f64, Cpu> for SetOutputs {
+    fn visit<S: Shape>(
+        &mut self,
+        p: Param<'_, f64, Cpu>,
+        t: &mut Tensor<S, f64, Cpu>,
+    ) -> perforated::Result<()> {
+        if p.role == Role::DendriteOutput {
+            let n = t.as_vec().len();
+            self.0 += 0.25;
+            t.copy_from(&vec![self.0; n]);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
+    let dev = Cpu::seed_from_u64(8);
+    let config = DendriteConfig {
+        init_std: 0.5,
+        ..Default::default()
+    };
+    let mut layer: Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>> =
+        Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    layer.grow_dendrites(2).unwrap();
+    layer.visit_params("", &mut SetOutputs(0.0)).unwrap();
+    let cascade: Tensor<Rank1<4>, f64, Cpu> =
+        dev.tensor(<[f64; 4]>::try_from(read(&mut layer, "dendrites.1.cascade.0")).unwrap());
+    let xs: Vec<Tensor<(usize, Const<3>), f64, Cpu>> = (0..4)
+        .map(|_| dev.sample_normal_like(&(2, Const)))
+        .collect();
+
+    // by hand: the neuron steps from the layer's output, each dendrite from its own output
+    let zeros = || -> Hidden { dev.zeros_like(&(2, Const)) };
+    let expected = |layer: &Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>| {
+        let (d0, d1) = (
+            layer.dendrite_module(0).unwrap(),
+            layer.dendrite_module(1).unwrap(),
+        );
+        let (mut h, mut s0, mut s1) = (zeros(), zeros(), zeros());
+        let mut out = Vec::new();
+        for x in &xs {
+            let n = layer.neurons().forward((x.clone(), h.clone()));
+            s0 = d0.forward((x.clone(), s0));
+            s1 = d1.forward((x.clone(), s1));
+            let a0 = s0.clone().sigmoid();
+            // dendrite 1 cascades from dendrite 0 with the weights the layer drew
+            let c = cascade.clone().broadcast_like(&(2, Const::<4>));
+            let a1 = (s1.clone() + c * a0.clone()).sigmoid();
+            h = n + a0 * 0.25 + a1 * 0.5;
+            out.push(h.as_vec());
+        }
+        out
+    };
+    let run = |layer: &Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>| {
+        let mut h = zeros();
+        let mut out = Vec::new();
+        for x in &xs {
+            h = layer.forward((x.clone(), h));
+            out.push(h.as_vec());
+        }
+        out
+    };
+    let want = expected(&layer);
+    let got = run(&layer);
+    for (a, b) in want.iter().flatten().zip(got.iter().flatten()) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+    // without a reset the dendrites continue from their last state: different outputs
+    assert_ne!(run(&layer), got);
+    // after a reset they start from zeros again: the same outputs
+    layer.reset_state();
+    assert_eq!(run(&layer), got);
+}
+
+/// The values of the tensor at `path`.
+fn read(
+    layer: &mut Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>,
+    path: &str,
+) -> Vec<f64> {
+    struct Find<'a>(&'a str, Option<Vec<f64>>);
+    impl ParamVisitor<f64, Cpu> for Find<'_> {
+        fn visit<S: Shape>(
+            &mut self,
+            p: Param<'_, f64, Cpu>,
+            t: &mut Tensor<S, f64, Cpu>,
+        ) -> perforated::Result<()> {
+            if p.path == self.0 {
+                self.1 = Some(t.as_vec());
+            }
+            Ok(())
+        }
+    }
+    let mut find = Find(path, None);
+    layer.visit_params("", &mut find).unwrap();
+    find.1.unwrap()
+}
+
+type Seq = Tensor<(usize, usize, Const<3>), f64, Cpu>;
+
+#[test]
+fn gru_over_sequences_keeps_the_invariants() {
+    let dev = Cpu::seed_from_u64(9);
+    let x: Seq = dev.sample_normal_like(&(2, 5, Const));
+    let target: Tensor<(usize, usize, Const<4>), f64, Cpu> = dev.sample_normal_like(&(2, 5, Const));
+    let config = DendriteConfig {
+        correlation: CorrelationConfig {
+            warmup_batches: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut layer: Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>> =
+        Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    let h0: Hidden = dev.zeros_like(&(2, Const));
+    let mut opt = DendriticOptimizer::adam(AdamConfig {
+        lr: 0.02,
+        ..Default::default()
+    });
+    let mut step = |layer: &mut Dendritic<
+        Gru<3, 4, f64, Cpu>,
+        (Batch, Time, Neurons),
+        GruState<4, f64, Cpu>,
+    >| {
+        layer.reset_state();
+        let grads = layer.alloc_grads().unwrap();
+        let (out, _) = layer.forward_mut((x.trace(grads), h0.clone()));
+        let loss = mse_loss(out, target.clone());
+        opt.step(layer, loss.backward()).unwrap();
+    };
+    let infer =
+        |layer: &Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>>| {
+            layer.reset_state();
+            layer.forward((x.clone(), h0.clone())).0.as_vec()
+        };
+    for _ in 0..4 {
+        step(&mut layer);
+    }
+    layer.start_dendrite_phase().unwrap();
+    let before = infer(&layer);
+    for _ in 0..5 {
+        step(&mut layer);
+    }
+    assert_eq!(infer(&layer), before, "the dendrite phase moved the output");
+    assert!(layer.correlation().unwrap().batches == 5);
+    layer.accept_candidate().unwrap();
+    assert_eq!(infer(&layer), before, "acceptance changed the output");
+    for _ in 0..4 {
+        step(&mut layer);
+    }
+    assert_ne!(infer(&layer), before, "the neurons train again");
+}
+
+#[test]
+fn lstm_final_hidden_state_processor_adds_to_the_last_step() {
+    let dev = Cpu::seed_from_u64(10);
+    let x: Seq = dev.sample_normal_like(&(2, 5, Const));
+    let zeros = || -> Hidden { dev.zeros_like(&(2, Const)) };
+    let mut layer: Dendritic<Lstm<3, 4, f64, Cpu>, (Batch, Neurons), LstmLast<4, f64, Cpu>> =
+        Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap();
+    let plain = layer.neurons().forward((x.clone(), (zeros(), zeros())));
+    let (last, (h, _)) = layer.forward((x.clone(), (zeros(), zeros())));
+    assert_eq!(last.shape(), &(2, Const::<4>));
+    assert_eq!(
+        last.as_vec(),
+        h.as_vec(),
+        "no dendrites: the last step is the final hidden state"
+    );
+    assert_eq!(&plain.0.as_vec()[4 * 4..5 * 4], &last.as_vec()[..4]);
+    layer.grow_dendrites(1).unwrap();
+    layer.visit_params("", &mut SetOutputs(0.0)).unwrap();
+    layer.reset_state();
+    let (with, _) = layer.forward((x.clone(), (zeros(), zeros())));
+    assert_ne!(
+        with.as_vec(),
+        last.as_vec(),
+        "the dendrite adds to the final hidden state"
+    );
+    // and it trains through the final state
+    let grads = layer.alloc_grads().unwrap();
+    let (out, _) = layer.forward_mut((x.trace(grads), (zeros(), zeros())));
+    let g = out.sum::<Rank0, _>().backward();
+    assert!(g
+        .get(&layer.neurons().cell.x_i.weight)
+        .as_vec()
+        .iter()
+        .any(|v| *v != 0.0));
+}
