@@ -31,8 +31,7 @@ fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
         init_std: 0.5,
         ..Default::default()
     };
-    let mut layer: Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>> =
-        Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    let mut layer: StepGru = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
     layer.grow_dendrites(2).unwrap();
     layer.visit_params("", &mut SetOutputs(0.0)).unwrap();
     let cascade: Tensor<Rank1<4>, f64, Cpu> =
@@ -43,7 +42,7 @@ fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
 
     // by hand: the neuron steps from the layer's output, each dendrite from its own output
     let zeros = || -> Hidden { dev.zeros_like(&(2, Const)) };
-    let expected = |layer: &Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>| {
+    let expected = |layer: &StepGru| {
         let (d0, d1) = (
             layer.dendrite_module(0).unwrap(),
             layer.dendrite_module(1).unwrap(),
@@ -63,7 +62,7 @@ fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
         }
         out
     };
-    let run = |layer: &Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>| {
+    let run = |layer: &StepGru| {
         let mut h = zeros();
         let mut out = Vec::new();
         for x in &xs {
@@ -85,10 +84,7 @@ fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
 }
 
 /// The values of the tensor at `path`.
-fn read(
-    layer: &mut Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>,
-    path: &str,
-) -> Vec<f64> {
+fn read(layer: &mut StepGru, path: &str) -> Vec<f64> {
     struct Find<'a>(&'a str, Option<Vec<f64>>);
     impl ParamVisitor<f64, Cpu> for Find<'_> {
         fn visit<S: Shape>(
@@ -108,6 +104,8 @@ fn read(
 }
 
 type Seq = Tensor<(usize, usize, Const<3>), f64, Cpu>;
+type SeqGru = Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>>;
+type StepGru = Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>;
 
 #[test]
 fn gru_over_sequences_keeps_the_invariants() {
@@ -121,29 +119,23 @@ fn gru_over_sequences_keeps_the_invariants() {
         },
         ..Default::default()
     };
-    let mut layer: Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>> =
-        Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    let mut layer: SeqGru = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
     let h0: Hidden = dev.zeros_like(&(2, Const));
     let mut opt = DendriticOptimizer::adam(AdamConfig {
         lr: 0.02,
         ..Default::default()
     });
-    let mut step = |layer: &mut Dendritic<
-        Gru<3, 4, f64, Cpu>,
-        (Batch, Time, Neurons),
-        GruState<4, f64, Cpu>,
-    >| {
+    let mut step = |layer: &mut SeqGru| {
         layer.reset_state();
         let grads = layer.alloc_grads().unwrap();
         let (out, _) = layer.forward_mut((x.trace(grads), h0.clone()));
         let loss = mse_loss(out, target.clone());
         opt.step(layer, loss.backward()).unwrap();
     };
-    let infer =
-        |layer: &Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>>| {
-            layer.reset_state();
-            layer.forward((x.clone(), h0.clone())).0.as_vec()
-        };
+    let infer = |layer: &SeqGru| {
+        layer.reset_state();
+        layer.forward((x.clone(), h0.clone())).0.as_vec()
+    };
     for _ in 0..4 {
         step(&mut layer);
     }
