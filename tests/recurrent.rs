@@ -189,3 +189,40 @@ fn lstm_final_hidden_state_processor_adds_to_the_last_step() {
         .iter()
         .any(|v| *v != 0.0));
 }
+
+#[test]
+fn first_output_processor_adds_to_the_first_element_and_passes_the_rest() {
+    let dev = Cpu::seed_from_u64(11);
+    let x: Seq = dev.sample_normal_like(&(2, 3, Const));
+    let mut layer: Dendritic<
+        Gru<3, 4, f64, Cpu>,
+        (Batch, Time, Neurons),
+        perforated::processor::FirstOutput,
+    > = Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap();
+    let (plain_seq, plain_last) = layer.neurons().forward(x.clone());
+    layer.grow_dendrites(1).unwrap();
+    struct Outputs;
+    impl ParamVisitor<f64, Cpu> for Outputs {
+        fn visit<S: Shape>(
+            &mut self,
+            p: Param<'_, f64, Cpu>,
+            t: &mut Tensor<S, f64, Cpu>,
+        ) -> perforated::Result<()> {
+            if p.role == Role::DendriteOutput {
+                t.copy_from(&[1.0; 4]);
+            }
+            Ok(())
+        }
+    }
+    layer.visit_params("", &mut Outputs).unwrap();
+    let (seq, last) = layer.forward(x.clone());
+    assert_eq!(
+        last.as_vec(),
+        plain_last.as_vec(),
+        "the rest passes through"
+    );
+    // every output element moved by the dendrite's activation, in (0, 1) for a sigmoid
+    for (a, b) in seq.as_vec().iter().zip(plain_seq.as_vec()) {
+        assert!(a - b > 0.0 && a - b < 1.0);
+    }
+}

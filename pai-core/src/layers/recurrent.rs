@@ -25,7 +25,7 @@ use dfdx::shapes::{Axes3, Const, Dim, Dtype, HasShape};
 use dfdx::tensor::{Merge, NoneTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, PermuteTo, SelectTo, TryAdd, TryMul, TryStack};
 
-use crate::axis::{Batch, Neurons};
+use crate::axis::{Batch, Neurons, Time};
 use crate::dendritic::{copy_module, reinit_module, Convertible};
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
 use crate::Float;
@@ -422,14 +422,14 @@ impl<B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: 
 }
 
 macro_rules! convertible {
-    ($name:ident) => {
+    ($name:ident, $tags:ty) => {
         impl<const I: usize, const H: usize, E: Float, D: Device<E>> Convertible
             for $name<I, H, E, D>
         {
             type Dtype = E;
             type Device = D;
             type Neurons = Const<H>;
-            type DefaultTags = (Batch, Neurons);
+            type DefaultTags = $tags;
             fn try_copy(&self, dev: &D) -> crate::Result<Self> {
                 copy_module(self, dev)
             }
@@ -446,10 +446,10 @@ macro_rules! convertible {
         }
     };
 }
-convertible!(GruCell);
-convertible!(LstmCell);
-convertible!(Gru);
-convertible!(Lstm);
+convertible!(GruCell, (Batch, Neurons));
+convertible!(LstmCell, (Batch, Neurons));
+convertible!(Gru, (Batch, Time, Neurons));
+convertible!(Lstm, (Batch, Time, Neurons));
 
 #[cfg(test)]
 mod tests {
