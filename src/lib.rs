@@ -49,12 +49,14 @@
 
 pub use dfdx;
 pub use pai_core::*;
+pub use pai_macros::perforated;
 
 /// Everything a model author needs: dfdx's prelude and perforated's names.
 pub mod prelude {
     pub use dfdx::optim::{AdamConfig, SgdConfig};
     pub use dfdx::prelude::*;
     pub use pai_core::prelude::*;
+    pub use pai_macros::perforated;
 }
 
 /// Paths used by generated code. Not public API.
@@ -62,4 +64,14 @@ pub mod prelude {
 pub mod __private {
     pub use dfdx;
     pub use pai_core;
+
+    /// A field whose type is neither a known layer nor marked `#[pai(...)]` must itself be a
+    /// dendritic model of the same dtype and device.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a perforated model, and `#[perforated]` does not know it as a layer",
+        label = "a field with parameters that is neither converted, tracked nor skipped",
+        note = "give it dendrites with `#[pai(convert, dims = (...))]`, train it without dendrites with `#[pai(track)]`, or leave it out with `#[pai(skip)]`; a struct of layers of your own can be `#[perforated]` too"
+    )]
+    pub trait Nested<E, D> {}
+    impl<E, D, M: pai_core::DendriticModel<Dtype = E, Device = D>> Nested<E, D> for M {}
 }

@@ -25,15 +25,23 @@ pub use correlation::{CorrelationConfig, CorrelationReport};
 pub use dendritic::{Activation, Convertible, DendriteConfig, DendriteLearning, Dendritic, Phase};
 pub use error::{Error, Result};
 pub use float::Float;
-pub use model::{DendriteLayer, DendriticModel, LayerInfo};
+pub use model::{BuildDendritic, DendriteLayer, DendriticModel, LayerInfo};
 pub use optim::DendriticOptimizer;
 pub use params::{ParamCounts, Role};
 
 /// The names a model author needs.
 pub mod prelude {
     pub use crate::axis::{Any, Batch, Neurons, NeuronsLast, Time};
+    pub use crate::layers::{
+        AvgPool2d, Conv1d, Conv2d, Conv3d, Flatten, Gru, GruCell, Lstm, LstmCell, MaxPool2d,
+        PaiSequential,
+    };
+    pub use crate::processor::{
+        FirstOutput, GruCellState, GruState, LstmCellState, LstmLast, LstmState, Plain,
+    };
+    pub use crate::tracker::{Step, SwitchMode, Tracker, TrackerConfig};
     pub use crate::{
-        Activation, Convertible, CorrelationConfig, DendriteConfig, DendriteLayer,
+        Activation, BuildDendritic, Convertible, CorrelationConfig, DendriteConfig, DendriteLayer,
         DendriteLearning, Dendritic, DendriticModel, DendriticOptimizer, Phase, Role,
     };
 }

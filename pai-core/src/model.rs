@@ -330,6 +330,23 @@ pub trait DendriticModel {
     }
 }
 
+/// A model that can build itself on a device (what `#[perforated]` generates).
+pub trait BuildDendritic: DendriticModel + Sized {
+    /// Every layer fresh, converted layers with `config`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad config; backend errors.
+    fn build_with(dev: &Self::Device, config: &DendriteConfig) -> Result<Self>;
+
+    /// [`BuildDendritic::build_with`] the default config.
+    ///
+    /// # Errors
+    /// As there.
+    fn build(dev: &Self::Device) -> Result<Self> {
+        Self::build_with(dev, &DendriteConfig::default())
+    }
+}
+
 /// Checks every layer is in `phase` and passes `ok` before a model-wide change, so that a
 /// refused change leaves every layer as it was.
 fn require_all<M: DendriticModel + ?Sized>(

@@ -1,1 +1,33 @@
-//! stub
+//! Procedural macros of `perforated`. Use them through the `perforated` crate.
+//!
+//! `#[perforated]` turns a struct of layers into a dendritic model; see the `perforated` crate
+//! documentation for the DSL reference.
+
+mod ast;
+mod attr;
+mod check;
+mod expand;
+mod fallback;
+mod paths;
+
+use proc_macro::TokenStream;
+
+/// Turns a struct of layers into a dendritic model. See the `perforated` crate docs.
+#[proc_macro_attribute]
+pub fn perforated(args: TokenStream, item: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(item as syn::DeriveInput);
+    model(args.into(), &input).into()
+}
+
+fn model(args: proc_macro2::TokenStream, input: &syn::DeriveInput) -> proc_macro2::TokenStream {
+    let mut errors = Vec::new();
+    let attrs = attr::model_attrs(args, &mut errors);
+    check::shape(input, &mut errors);
+    let model = ast::parse(input, attrs, &mut errors);
+    check::fields(&model, &mut errors);
+    if errors.is_empty() {
+        expand::model(&model)
+    } else {
+        fallback::errors(input, errors)
+    }
+}

@@ -1,0 +1,265 @@
+//! IR -> tokens. Infallible: `check` has already reported every problem.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::ast::{Field, Kind, Model};
+use crate::paths;
+
+/// The type a field has in the generated struct.
+fn field_type(f: &Field<'_>) -> TokenStream {
+    let core = paths::core();
+    match &f.kind {
+        Kind::Converted {
+            module,
+            tags,
+            processor,
+        } => match (tags, processor) {
+            (None, None) => quote!(#core::Dendritic<#module>),
+            (Some(t), None) => quote!(#core::Dendritic<#module, #t>),
+            (None, Some(p)) => {
+                quote!(#core::Dendritic<#module, <#module as #core::Convertible>::DefaultTags, #p>)
+            }
+            (Some(t), Some(p)) => quote!(#core::Dendritic<#module, #t, #p>),
+        },
+        Kind::Tracked { module } => module.clone(),
+        Kind::Nested { ty } => ty.clone(),
+        Kind::Free | Kind::Skipped => {
+            let ty = &f.field.ty;
+            quote!(#ty)
+        }
+    }
+}
+
+fn strip_pai(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
+    attrs.iter().filter(|a| !a.path().is_ident("pai")).collect()
+}
+
+/// The struct as written, `#[pai]` attributes removed: what a failed expansion still emits,
+/// so that one mistake gives one error.
+pub fn stub(input: &syn::DeriveInput) -> TokenStream {
+    let mut input = input.clone();
+    if let syn::Data::Struct(s) = &mut input.data {
+        for f in s.fields.iter_mut() {
+            f.attrs.retain(|a| !a.path().is_ident("pai"));
+        }
+    }
+    quote!(#input)
+}
+
+pub fn model(m: &Model<'_>) -> TokenStream {
+    let p = paths::private();
+    let core = paths::core();
+    let dfdx = paths::dfdx();
+    let input = m.input;
+    let name = &input.ident;
+    let vis = &input.vis;
+    let attrs = &input.attrs;
+
+    let defs = m.fields.iter().map(|f| {
+        let fattrs = strip_pai(&f.field.attrs);
+        let fvis = &f.field.vis;
+        let ident = f.ident;
+        let ty = field_type(f);
+        quote!(#(#fattrs)* #fvis #ident: #ty)
+    });
+    let item = quote! {
+        #(#attrs)*
+        #vis struct #name<E = f32, D = #dfdx::tensor::Cpu>
+        where
+            E: #core::Float,
+            D: #dfdx::tensor_ops::Device<E>,
+        {
+            #(#defs,)*
+        }
+    };
+
+    let builds = m.fields.iter().map(|f| {
+        let ident = f.ident;
+        let span = f.field.ty.span();
+        let value = match &f.kind {
+            Kind::Converted { .. } => quote_spanned! {span=>
+                #core::Dendritic::new(dev, #dfdx::nn::BuildModule::try_build(dev).map_err(#core::Error::device)?, config.clone())?
+            },
+            Kind::Tracked { .. } => quote_spanned! {span=>
+                #dfdx::nn::BuildModule::try_build(dev).map_err(#core::Error::device)?
+            },
+            Kind::Nested { .. } => quote_spanned! {span=> #core::BuildDendritic::build_with(dev, config)? },
+            Kind::Free | Kind::Skipped => quote_spanned! {span=> ::core::default::Default::default() },
+        };
+        quote!(#ident: #value)
+    });
+
+    let visit_params = m.fields.iter().filter_map(|f| {
+        let ident = f.ident;
+        let lit = ident.to_string();
+        match &f.kind {
+            Kind::Converted { .. } | Kind::Nested { .. } => Some(quote! {
+                #core::DendriticModel::visit_params(&mut self.#ident, &#core::params::join(path, #lit), visitor)?;
+            }),
+            Kind::Tracked { .. } => Some(quote! {
+                #core::params::visit_module(
+                    &mut self.#ident,
+                    #core::params::ModuleParams::new(&#core::params::join(path, #lit), #core::Role::Tracked, __pai_trains),
+                    visitor,
+                )?;
+            }),
+            Kind::Free | Kind::Skipped => None,
+        }
+    });
+    let layered: Vec<&Field<'_>> = m
+        .fields
+        .iter()
+        .filter(|f| matches!(f.kind, Kind::Converted { .. } | Kind::Nested { .. }))
+        .collect();
+    let visit_layers = layered.iter().map(|f| {
+        let ident = f.ident;
+        let lit = ident.to_string();
+        quote!(#core::DendriticModel::visit_layers(&self.#ident, &#core::params::join(path, #lit), f);)
+    });
+    let visit_layers_mut = layered.iter().map(|f| {
+        let ident = f.ident;
+        let lit = ident.to_string();
+        quote!(#core::DendriticModel::visit_layers_mut(&mut self.#ident, &#core::params::join(path, #lit), f)?;)
+    });
+
+    // nested fields must be models of the same dtype and device: checked where the user wrote them
+    let checks = m.fields.iter().filter_map(|f| match &f.kind {
+        Kind::Nested { ty } => {
+            let span = f.field.ty.span();
+            let check = format_ident!("__pai_check_{}", f.ident);
+            Some(quote_spanned! {span=>
+                #[allow(non_snake_case, dead_code)]
+                fn #check<E: #core::Float, D: #dfdx::tensor_ops::Device<E>>() where #ty: #p::Nested<E, D> {}
+            })
+        }
+        _ => None,
+    });
+
+    let summary: Vec<String> = m
+        .fields
+        .iter()
+        .map(|f| {
+            let ty = &f.field.ty;
+            let what = match &f.kind {
+                Kind::Converted { .. } => "converted",
+                Kind::Tracked { .. } => "tracked (trains without dendrites)",
+                Kind::Nested { .. } => "nested model",
+                Kind::Free => "no parameters",
+                Kind::Skipped => "skipped",
+            };
+            format!(
+                "{}: {} — {}",
+                f.ident,
+                quote!(#ty).to_string().replace(' ', ""),
+                what
+            )
+        })
+        .collect();
+    let summary = format!("{name}\n  {}", summary.join("\n  "));
+
+    let forward = if m.attrs.custom_forward {
+        quote!()
+    } else {
+        forward(m)
+    };
+
+    quote! {
+        #item
+
+        #[automatically_derived]
+        impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>> #name<E, D> {
+            /// What `#[perforated]` made of each field.
+            pub const PERFORATED_SUMMARY: &'static str = #summary;
+        }
+
+        #[automatically_derived]
+        impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>> #core::BuildDendritic for #name<E, D> {
+            fn build_with(dev: &D, config: &#core::DendriteConfig) -> #core::Result<Self> {
+                Ok(Self { #(#builds,)* })
+            }
+        }
+
+        #[automatically_derived]
+        impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>> #core::DendriticModel for #name<E, D> {
+            type Dtype = E;
+            type Device = D;
+            fn visit_params<V: #core::params::ParamVisitor<E, D>>(&mut self, path: &str, visitor: &mut V) -> #core::Result<()> {
+                let __pai_trains = #core::DendriticModel::phase(self) == #core::Phase::Neuron;
+                let _ = __pai_trains;
+                #(#visit_params)*
+                Ok(())
+            }
+            fn visit_layers(&self, path: &str, f: &mut dyn FnMut(&str, &dyn #core::DendriteLayer)) {
+                let _ = (&path, &f);
+                #(#visit_layers)*
+            }
+            fn visit_layers_mut(
+                &mut self,
+                path: &str,
+                f: &mut dyn FnMut(&str, &mut dyn #core::DendriteLayer) -> #core::Result<()>,
+            ) -> #core::Result<()> {
+                let _ = (&path, &f);
+                #(#visit_layers_mut)*
+                Ok(())
+            }
+        }
+
+        const _: () = {
+            #(#checks)*
+        };
+
+        #forward
+    }
+}
+
+/// `Module` and `ModuleMut`: the fields in order, skipped ones left out.
+fn forward(m: &Model<'_>) -> TokenStream {
+    let core = paths::core();
+    let dfdx = paths::dfdx();
+    let name = &m.input.ident;
+    let steps: Vec<(&Field<'_>, TokenStream)> = m
+        .fields
+        .iter()
+        .filter(|f| !matches!(f.kind, Kind::Skipped))
+        .map(|f| (f, field_type(f)))
+        .collect();
+    if steps.is_empty() {
+        return quote!();
+    }
+    let impl_for = |module: TokenStream, method: TokenStream, recv: TokenStream| {
+        // every intermediate output is an impl parameter bound by `Output = __PaiYk`, so the
+        // projections stay rigid instead of being normalised through the layers' impls.
+        let mut bounds = Vec::new();
+        let mut outputs = Vec::new();
+        let mut input = quote!(__PaiX);
+        let mut calls = Vec::new();
+        for (k, (f, ty)) in steps.iter().enumerate() {
+            let ident = f.ident;
+            let y = format_ident!("__PaiY{}", k);
+            bounds.push(quote!(#ty: #dfdx::nn::#module<#input, Output = #y, Error = <D as #dfdx::tensor::HasErr>::Err>));
+            calls.push(quote!(let x = #dfdx::nn::#module::#method(#recv self.#ident, x)?;));
+            input = quote!(#y);
+            outputs.push(y);
+        }
+        let output = input;
+        quote! {
+            #[automatically_derived]
+            impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>, __PaiX, #(#outputs),*> #dfdx::nn::#module<__PaiX> for #name<E, D>
+            where
+                #(#bounds,)*
+            {
+                type Output = #output;
+                type Error = <D as #dfdx::tensor::HasErr>::Err;
+                fn #method(#recv self, x: __PaiX) -> ::core::result::Result<Self::Output, Self::Error> {
+                    #(#calls)*
+                    Ok(x)
+                }
+            }
+        }
+    };
+    let module = impl_for(quote!(Module), quote!(try_forward), quote!(&));
+    let module_mut = impl_for(quote!(ModuleMut), quote!(try_forward_mut), quote!(&mut));
+    quote!(#module #module_mut)
+}
