@@ -64,14 +64,4 @@ pub mod prelude {
 pub mod __private {
     pub use dfdx;
     pub use pai_core;
-
-    /// A field whose type is neither a known layer nor marked `#[pai(...)]` must itself be a
-    /// dendritic model of the same dtype and device.
-    #[diagnostic::on_unimplemented(
-        message = "`{Self}` is not a perforated model, and `#[perforated]` does not know it as a layer",
-        label = "a field with parameters that is neither converted, tracked nor skipped",
-        note = "give it dendrites with `#[pai(convert, dims = (...))]`, train it without dendrites with `#[pai(track)]`, or leave it out with `#[pai(skip)]`; a struct of layers of your own can be `#[perforated]` too"
-    )]
-    pub trait Nested<E, D> {}
-    impl<E, D, M: pai_core::DendriticModel<Dtype = E, Device = D>> Nested<E, D> for M {}
 }

@@ -195,6 +195,10 @@ pub struct LayerInfo {
 }
 
 /// A network with dendritic layers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a dendritic model",
+    note = "in a `#[perforated]` struct, a field that is not a known layer must itself be a model: give it dendrites with `#[pai(convert, dims = (...))]`, train it without dendrites with `#[pai(track)]`, leave it out with `#[pai(skip)]`, or make its struct `#[perforated]` too"
+)]
 pub trait DendriticModel {
     /// The dtype of the model's tensors.
     type Dtype: Float;
@@ -331,6 +335,10 @@ pub trait DendriticModel {
 }
 
 /// A model that can build itself on a device (what `#[perforated]` generates).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a perforated model: it cannot be built as one",
+    note = "in a `#[perforated]` struct, a field that is not a known layer must itself be a model: give it dendrites with `#[pai(convert, dims = (...))]`, train it without dendrites with `#[pai(track)]`, leave it out with `#[pai(skip)]`, or make its struct `#[perforated]` too"
+)]
 pub trait BuildDendritic: DendriticModel + Sized {
     /// Every layer fresh, converted layers with `config`.
     ///

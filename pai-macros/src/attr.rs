@@ -121,7 +121,10 @@ pub fn model_attrs(args: proc_macro2::TokenStream, errors: &mut Vec<syn::Error>)
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident(CUSTOM_FORWARD) {
             if out.custom_forward {
-                return Err(duplicate(CUSTOM_FORWARD, meta.path.span()));
+                return Err(syn::Error::new(
+                    meta.path.span(),
+                    format!("duplicate `perforated` argument `{CUSTOM_FORWARD}`: write it once"),
+                ));
             }
             out.custom_forward = true;
             Ok(())

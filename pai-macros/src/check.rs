@@ -107,6 +107,29 @@ pub fn fields(model: &Model<'_>, errors: &mut Vec<syn::Error>) {
                 ));
             }
         }
+        if let (Some(name), None, Kind::Converted { .. }) =
+            (f.name.as_deref(), &a.processor, &f.kind)
+        {
+            let needed = match name {
+                "GruCell" => Some((
+                    "GruCellState",
+                    "takes `(x, h)`: each dendrite must step from its own state",
+                )),
+                "LstmCell" => Some((
+                    "LstmCellState",
+                    "returns a tuple `(h, c)` and each dendrite must step from its own state",
+                )),
+                "Gru" => Some(("GruState", "returns a tuple `(outputs, last state)`")),
+                "Lstm" => Some(("LstmState", "returns a tuple `(outputs, (h, c))`")),
+                _ => None,
+            };
+            if let Some((processor, why)) = needed {
+                errors.push(syn::Error::new(
+                    f.field.ty.span(),
+                    format!("`{name}` {why}: add a processor, `#[pai(processor = {processor})]` (see `perforated::processor`)"),
+                ));
+            }
+        }
         if let Some(Known::Dfdx { norm: true, .. }) = known {
             if a.track.is_none() && a.skip.is_none() {
                 let name = f.name.as_deref().unwrap_or("normalisation");

@@ -48,23 +48,26 @@ pub fn stub(input: &syn::DeriveInput) -> TokenStream {
     quote!(#input)
 }
 
-pub fn model(m: &Model<'_>) -> TokenStream {
-    let p = paths::private();
+/// The generated struct. With `plain_fields` (after field errors) converted layers get no
+/// tags or processor, so a mistake there reports once.
+pub fn item(m: &Model<'_>, plain_fields: bool) -> TokenStream {
     let core = paths::core();
     let dfdx = paths::dfdx();
     let input = m.input;
     let name = &input.ident;
     let vis = &input.vis;
     let attrs = &input.attrs;
-
     let defs = m.fields.iter().map(|f| {
         let fattrs = strip_pai(&f.field.attrs);
         let fvis = &f.field.vis;
         let ident = f.ident;
-        let ty = field_type(f);
+        let ty = match &f.kind {
+            Kind::Converted { module, .. } if plain_fields => quote!(#core::Dendritic<#module>),
+            _ => field_type(f),
+        };
         quote!(#(#fattrs)* #fvis #ident: #ty)
     });
-    let item = quote! {
+    quote! {
         #(#attrs)*
         #vis struct #name<E = f32, D = #dfdx::tensor::Cpu>
         where
@@ -73,7 +76,14 @@ pub fn model(m: &Model<'_>) -> TokenStream {
         {
             #(#defs,)*
         }
-    };
+    }
+}
+
+pub fn model(m: &Model<'_>) -> TokenStream {
+    let core = paths::core();
+    let dfdx = paths::dfdx();
+    let name = &m.input.ident;
+    let item = item(m, false);
 
     let builds = m.fields.iter().map(|f| {
         let ident = f.ident;
@@ -85,7 +95,7 @@ pub fn model(m: &Model<'_>) -> TokenStream {
             Kind::Tracked { .. } => quote_spanned! {span=>
                 #dfdx::nn::BuildModule::try_build(dev).map_err(#core::Error::device)?
             },
-            Kind::Nested { .. } => quote_spanned! {span=> #core::BuildDendritic::build_with(dev, config)? },
+            Kind::Nested { ty } => quote_spanned! {span=> <#ty as #core::BuildDendritic>::build_with(dev, config)? },
             Kind::Free | Kind::Skipped => quote_spanned! {span=> ::core::default::Default::default() },
         };
         quote!(#ident: #value)
@@ -122,19 +132,6 @@ pub fn model(m: &Model<'_>) -> TokenStream {
         let ident = f.ident;
         let lit = ident.to_string();
         quote!(#core::DendriticModel::visit_layers_mut(&mut self.#ident, &#core::params::join(path, #lit), f)?;)
-    });
-
-    // nested fields must be models of the same dtype and device: checked where the user wrote them
-    let checks = m.fields.iter().filter_map(|f| match &f.kind {
-        Kind::Nested { ty } => {
-            let span = f.field.ty.span();
-            let check = format_ident!("__pai_check_{}", f.ident);
-            Some(quote_spanned! {span=>
-                #[allow(non_snake_case, dead_code)]
-                fn #check<E: #core::Float, D: #dfdx::tensor_ops::Device<E>>() where #ty: #p::Nested<E, D> {}
-            })
-        }
-        _ => None,
     });
 
     let summary: Vec<String> = m
@@ -205,10 +202,6 @@ pub fn model(m: &Model<'_>) -> TokenStream {
                 Ok(())
             }
         }
-
-        const _: () = {
-            #(#checks)*
-        };
 
         #forward
     }

@@ -2,13 +2,24 @@
 
 use proc_macro2::TokenStream;
 
-pub fn errors(input: &syn::DeriveInput, errors: Vec<syn::Error>) -> TokenStream {
+/// Every error, then the struct: as written when the struct itself is wrong, or generated
+/// (layers with the model's dtype and device) when only fields are, so that uses of the
+/// struct elsewhere do not add errors of their own.
+pub fn errors(
+    model: &crate::ast::Model<'_>,
+    shape_ok: bool,
+    errors: Vec<syn::Error>,
+) -> TokenStream {
     let mut combined = errors.into_iter();
     let mut first = combined.next().expect("called with errors");
     for e in combined {
         first.combine(e);
     }
     let mut out = first.to_compile_error();
-    out.extend(crate::expand::stub(input));
+    if shape_ok {
+        out.extend(crate::expand::item(model, true));
+    } else {
+        out.extend(crate::expand::stub(model.input));
+    }
     out
 }

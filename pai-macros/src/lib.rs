@@ -23,11 +23,12 @@ fn model(args: proc_macro2::TokenStream, input: &syn::DeriveInput) -> proc_macro
     let mut errors = Vec::new();
     let attrs = attr::model_attrs(args, &mut errors);
     check::shape(input, &mut errors);
+    let shape_ok = errors.is_empty();
     let model = ast::parse(input, attrs, &mut errors);
     check::fields(&model, &mut errors);
     if errors.is_empty() {
         expand::model(&model)
     } else {
-        fallback::errors(input, errors)
+        fallback::errors(&model, shape_ok, errors)
     }
 }

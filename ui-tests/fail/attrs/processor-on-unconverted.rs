@@ -1,0 +1,10 @@
+// `processor` only means something for a layer that gets dendrites.
+use perforated::prelude::*;
+
+#[perforated]
+struct Model {
+    #[pai(track, processor = FirstOutput)]
+    norm: LayerNorm1D<2>,
+}
+
+fn main() {}

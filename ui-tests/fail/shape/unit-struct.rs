@@ -1,0 +1,7 @@
+// A unit struct has no layers.
+use perforated::prelude::*;
+
+#[perforated]
+struct Model;
+
+fn main() {}
