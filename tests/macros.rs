@@ -141,3 +141,29 @@ fn recurrent_layers_convert_through_their_processor() {
     assert_eq!(model.run(x).shape(), &(2, Const::<2>));
     assert_eq!(model.layers()[0].dendrites, 1);
 }
+
+/// Const generics stay: one definition for every hidden size.
+#[perforated]
+struct Sized<const H: usize> {
+    fc1: Linear<4, H>,
+    act: ReLU,
+    fc2: Linear<H, 2>,
+}
+
+#[test]
+fn const_generic_models() {
+    let dev: Cpu = Default::default();
+    let mut small = Sized::<3>::build(&dev).unwrap();
+    let mut large = Sized::<30>::build(&dev).unwrap();
+    let x: Tensor<Rank2<2, 4>, f32, Cpu> = dev.zeros();
+    let _ = small.forward(x.clone());
+    let _ = large.forward(x);
+    assert_eq!(
+        small.param_counts().unwrap().inference(),
+        4 * 3 + 3 + 3 * 2 + 2
+    );
+    assert_eq!(
+        large.param_counts().unwrap().inference(),
+        4 * 30 + 30 + 30 * 2 + 2
+    );
+}

@@ -28,10 +28,18 @@ pub fn shape(input: &syn::DeriveInput, errors: &mut Vec<syn::Error>) {
             )),
         },
     }
-    if let Some(p) = input.generics.params.first() {
+    for p in &input.generics.params {
+        if !matches!(p, syn::GenericParam::Const(_)) {
+            errors.push(syn::Error::new(
+                p.span(),
+                "`#[perforated]` adds the dtype and device generics `<E, D>` itself: remove this generic (const generics such as `const H: usize` are fine) and write the layers without `E, D`",
+            ));
+        }
+    }
+    if let Some(w) = &input.generics.where_clause {
         errors.push(syn::Error::new(
-            p.span(),
-            "`#[perforated]` adds the dtype and device generics `<E, D>` itself: remove the struct's generics and write its layers without them",
+            w.span(),
+            "`#[perforated]` structs take no where clause",
         ));
     }
 }

@@ -48,6 +48,23 @@ pub fn stub(input: &syn::DeriveInput) -> TokenStream {
     quote!(#input)
 }
 
+/// The struct's own const generics: `(declarations, names)`.
+fn consts(m: &Model<'_>) -> (Vec<TokenStream>, Vec<TokenStream>) {
+    m.input
+        .generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            syn::GenericParam::Const(c) => {
+                let ident = &c.ident;
+                let ty = &c.ty;
+                Some((quote!(const #ident: #ty), quote!(#ident)))
+            }
+            _ => None,
+        })
+        .unzip()
+}
+
 /// The generated struct. With `plain_fields` (after field errors) converted layers get no
 /// tags or processor, so a mistake there reports once.
 pub fn item(m: &Model<'_>, plain_fields: bool) -> TokenStream {
@@ -67,9 +84,10 @@ pub fn item(m: &Model<'_>, plain_fields: bool) -> TokenStream {
         };
         quote!(#(#fattrs)* #fvis #ident: #ty)
     });
+    let (decls, _) = consts(m);
     quote! {
         #(#attrs)*
-        #vis struct #name<E = f32, D = #dfdx::tensor::Cpu>
+        #vis struct #name<#(#decls,)* E = f32, D = #dfdx::tensor::Cpu>
         where
             E: #core::Float,
             D: #dfdx::tensor_ops::Device<E>,
@@ -84,6 +102,9 @@ pub fn model(m: &Model<'_>) -> TokenStream {
     let dfdx = paths::dfdx();
     let name = &m.input.ident;
     let item = item(m, false);
+    let (decls, names) = consts(m);
+    let generics = quote!(#(#decls,)* E: #core::Float, D: #dfdx::tensor_ops::Device<E>);
+    let ty = quote!(#name<#(#names,)* E, D>);
 
     let builds = m.fields.iter().map(|f| {
         let ident = f.ident;
@@ -159,27 +180,27 @@ pub fn model(m: &Model<'_>) -> TokenStream {
     let forward = if m.attrs.custom_forward {
         quote!()
     } else {
-        forward(m)
+        forward(m, &decls, &ty)
     };
 
     quote! {
         #item
 
         #[automatically_derived]
-        impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>> #name<E, D> {
+        impl<#generics> #ty {
             /// What `#[perforated]` made of each field.
             pub const PERFORATED_SUMMARY: &'static str = #summary;
         }
 
         #[automatically_derived]
-        impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>> #core::BuildDendritic for #name<E, D> {
+        impl<#generics> #core::BuildDendritic for #ty {
             fn build_with(dev: &D, config: &#core::DendriteConfig) -> #core::Result<Self> {
                 Ok(Self { #(#builds,)* })
             }
         }
 
         #[automatically_derived]
-        impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>> #core::DendriticModel for #name<E, D> {
+        impl<#generics> #core::DendriticModel for #ty {
             type Dtype = E;
             type Device = D;
             fn visit_params<V: #core::params::ParamVisitor<E, D>>(&mut self, path: &str, visitor: &mut V) -> #core::Result<()> {
@@ -208,10 +229,9 @@ pub fn model(m: &Model<'_>) -> TokenStream {
 }
 
 /// `Module` and `ModuleMut`: the fields in order, skipped ones left out.
-fn forward(m: &Model<'_>) -> TokenStream {
+fn forward(m: &Model<'_>, decls: &[TokenStream], ty: &TokenStream) -> TokenStream {
     let core = paths::core();
     let dfdx = paths::dfdx();
-    let name = &m.input.ident;
     let steps: Vec<(&Field<'_>, TokenStream)> = m
         .fields
         .iter()
@@ -239,7 +259,7 @@ fn forward(m: &Model<'_>) -> TokenStream {
         let output = input;
         quote! {
             #[automatically_derived]
-            impl<E: #core::Float, D: #dfdx::tensor_ops::Device<E>, __PaiX, #(#outputs),*> #dfdx::nn::#module<__PaiX> for #name<E, D>
+            impl<#(#decls,)* E: #core::Float, D: #dfdx::tensor_ops::Device<E>, __PaiX, #(#outputs),*> #dfdx::nn::#module<__PaiX> for #ty
             where
                 #(#bounds,)*
             {
