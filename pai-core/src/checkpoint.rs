@@ -377,3 +377,143 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Names {
         Ok(())
     }
 }
+
+/// The path a plain (dendrite-free) model uses for the tensor at `path` in a dendritic model:
+/// `.neurons` segments dropped, then the first matching prefix renamed. `None` for dendrite
+/// and candidate tensors, which a plain model does not have.
+fn plain_path(path: &str, renames: &[(&str, &str)]) -> Option<String> {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| *p == "dendrites" || *p == "candidate") {
+        return None;
+    }
+    let plain = parts
+        .into_iter()
+        .filter(|p| *p != "neurons")
+        .collect::<Vec<_>>()
+        .join(".");
+    for (ours, theirs) in renames {
+        if plain == *ours || plain.starts_with(&format!("{ours}.")) {
+            return Some(format!("{theirs}{}", &plain[ours.len()..]));
+        }
+    }
+    Some(plain)
+}
+
+struct Plain<'a, E> {
+    tensors: &'a HashMap<String, (Vec<usize>, Vec<E>)>,
+    renames: &'a [(&'a str, &'a str)],
+    copy: bool,
+    used: usize,
+}
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Plain<'_, E> {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
+        let Some(key) = plain_path(param.path, self.renames) else {
+            return Ok(());
+        };
+        let dims: Vec<usize> = tensor.shape().concrete().into_iter().collect();
+        match self.tensors.get(&key) {
+            None => Err(Error::Mismatch {
+                path: format!("{} (looked up as `{key}`)", param.path),
+                expected: format!("a tensor of shape {dims:?}"),
+                found: "no such tensor in the plain model".into(),
+            }),
+            Some((file_dims, _)) if *file_dims != dims => Err(Error::Mismatch {
+                path: format!("{} (`{key}` in the plain model)", param.path),
+                expected: format!("shape {dims:?}"),
+                found: format!("shape {file_dims:?}"),
+            }),
+            Some((_, values)) => {
+                if self.copy {
+                    tensor.copy_from(values);
+                }
+                self.used += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Loads the weights of a plain model, saved by dfdx's `save_safetensors` (or any safetensors
+/// file keyed by field path), into the neurons and tracked layers of `model`. Paths match
+/// once `.neurons` is dropped from ours; `renames` maps prefixes of ours to theirs (e.g.
+/// `[("fc1", "0"), ("fc2", "2")]` for a dfdx tuple model). Dendrites are left as they are, so
+/// with none yet the model computes exactly what the plain one did. Rank-0 entries (module
+/// scalars such as a norm's epsilon, which dfdx saves too) are configuration and are skipped.
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::Corrupt`] for an unreadable file; [`Error::Mismatch`] naming the
+/// first tensor that is missing, has another shape or dtype, or is left over in the file.
+/// Nothing is copied unless every tensor matches.
+pub fn load_plain<M: DendriticModel>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+    renames: &[(&str, &str)],
+) -> Result<()> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("unreadable safetensors ({e:?})"),
+    })?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        // dfdx saves module scalars (a norm's epsilon, momentum) as rank-0 f64 entries:
+        // configuration, not weights
+        if view.shape().is_empty() {
+            continue;
+        }
+        if view.dtype() != M::Dtype::SAFETENSORS {
+            return Err(Error::Mismatch {
+                path: name,
+                expected: format!("{:?}", M::Dtype::SAFETENSORS),
+                found: format!("{:?}", view.dtype()),
+            });
+        }
+        tensors.insert(
+            name,
+            (view.shape().to_vec(), M::Dtype::read_le(view.data())),
+        );
+    }
+    let mut check = Plain {
+        tensors: &tensors,
+        renames,
+        copy: false,
+        used: 0,
+    };
+    model.visit_params("", &mut check)?;
+    if check.used != tensors.len() {
+        let mut names = Names(Vec::new());
+        model.visit_params("", &mut names)?;
+        let ours: Vec<String> = names
+            .0
+            .iter()
+            .filter_map(|p| plain_path(p, renames))
+            .collect();
+        let extra = tensors
+            .keys()
+            .find(|k| !ours.contains(k))
+            .cloned()
+            .unwrap_or_default();
+        return Err(Error::Mismatch {
+            path: extra,
+            expected: "no such tensor in the model".into(),
+            found: "a tensor in the plain model".into(),
+        });
+    }
+    let mut copy = Plain {
+        tensors: &tensors,
+        renames,
+        copy: true,
+        used: 0,
+    };
+    model.visit_params("", &mut copy)
+}

@@ -1,0 +1,72 @@
+//! A plain dfdx model's weights load into a perforated model, which then computes the same.
+
+use perforated::prelude::*;
+
+#[perforated]
+struct Net {
+    fc1: Linear<4, 8>,
+    act: ReLU,
+    #[pai(track)]
+    norm: LayerNorm1D<8>,
+    fc2: Linear<8, 3>,
+}
+
+type Plain = (Linear<4, 8>, ReLU, LayerNorm1D<8>, Linear<8, 3>);
+
+fn dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("perforated-pretrained-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn plain_weights_load_into_the_neurons_with_identical_outputs() {
+    let dev = Cpu::seed_from_u64(3);
+    let mut plain = dev.build_module::<Plain, f32>();
+    // train it a little so it is not at its initialisation
+    let x: Tensor<Rank2<16, 4>, f32, Cpu> = dev.sample_normal();
+    let y: Tensor<Rank2<16, 3>, f32, Cpu> = dev.sample_normal();
+    let mut opt = perforated::dfdx::optim::Adam::new(&plain, AdamConfig::default());
+    for _ in 0..20 {
+        let grads = plain.alloc_grads();
+        let loss = mse_loss(plain.forward_mut(x.trace(grads)), y.clone());
+        opt.update(&mut plain, &loss.backward()).unwrap();
+    }
+    let path = dir().join("plain.safetensors");
+    plain.save_safetensors(&path).unwrap();
+
+    let mut net = Net::<f32, Cpu>::build(&Cpu::seed_from_u64(99)).unwrap();
+    assert_ne!(
+        net.forward(x.clone()).array(),
+        plain.forward(x.clone()).array()
+    );
+    perforated::checkpoint::load_plain(
+        &mut net,
+        &path,
+        &[("fc1", "0"), ("norm", "2"), ("fc2", "3")],
+    )
+    .unwrap();
+    assert_eq!(
+        net.forward(x.clone()).array(),
+        plain.forward(x.clone()).array()
+    );
+
+    // dendrites added to a pretrained model change nothing until they are trained
+    net.start_dendrite_phase().unwrap();
+    assert_eq!(
+        net.forward(x.clone()).array(),
+        plain.forward(x.clone()).array()
+    );
+
+    // a wrong mapping is refused with the tensor named, and nothing is copied
+    let mut other = Net::<f32, Cpu>::build(&dev).unwrap();
+    let before = other.forward(x.clone()).array();
+    let e = perforated::checkpoint::load_plain(&mut other, &path, &[("fc1", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("norm.beta") || e.contains("norm.gamma") || e.contains("fc2"),
+        "{e}"
+    );
+    assert_eq!(other.forward(x).array(), before);
+}
