@@ -1,48 +1,210 @@
 //! # perforated: artificial dendrites for Rust neural networks
 //!
-//! Give a trained (or untrained) dfdx network *dendrites*: each converted layer gets copies
-//! of itself whose squashed outputs feed its neurons through one learned weight per neuron.
-//! Training alternates between a **neuron phase** (ordinary training) and a **dendrite phase**
-//! (a candidate dendrite per layer learns to correlate with each neuron's remaining error while
-//! everything else is frozen and the network output does not change). The usual result is a
-//! more accurate network at the same size, or the same accuracy from a smaller one.
+//! Give a dfdx network *dendrites*: each converted layer gets copies of itself whose squashed
+//! outputs feed its neurons through one learned weight per neuron. Training alternates between
+//! a **neuron phase** (ordinary training) and a **dendrite phase** (a candidate dendrite per
+//! layer learns to correlate with each neuron's remaining error while everything else is frozen
+//! and the network output does not change). The usual result is a more accurate network at the
+//! same size, or the same accuracy from a smaller one.
 //!
-//! ## The pieces
+//! ## The DSL
 //!
-//! * [`Dendritic<M, Tags>`](Dendritic): a layer `M` (the neurons) plus its dendrites. `Tags`
-//!   says which output axis holds the neurons, as a type (see [`axis`]).
-//! * [`DendriticModel`]: what a whole network provides: walks over its tensors and its
-//!   dendritic layers. Phase changes, parameter counts and gradient allocation come with it.
-//! * [`DendriticOptimizer`]: Adam or SGD over the model's tensors, updating what trains in the
-//!   current phase, with dfdx's own update kernels.
-//! * [`checkpoint`]: safetensors save and load of a model with its structure.
-//!
-//! ## A training step
-//!
-//! The loop is dfdx's usual one; the optimizer decides what a step updates:
+//! Annotate a struct of layers with [`perforated`]. The macro adds dtype and device generics
+//! (`E = f32`, `D = Cpu`), gives every convertible layer dendrites, and generates the build,
+//! the parameter registry walk, the phase controls (through [`DendriticModel`]) and a
+//! sequential forward.
 //!
 //! ```
 //! use perforated::prelude::*;
 //!
+//! #[perforated]
+//! struct Mlp {
+//!     fc1: Linear<64, 16>, // converted: neurons on the last axis
+//!     act: ReLU,           // parameter-free, passes through
+//!     fc2: Linear<16, 10>,
+//! }
+//!
+//! let dev = Cpu::seed_from_u64(0);
+//! let mut model = Mlp::<f32, Cpu>::build(&dev)?;
+//! let mut opt = DendriticOptimizer::adam(AdamConfig { lr: 1e-3, ..Default::default() });
+//! let x: Tensor<Rank2<32, 64>, f32, Cpu> = dev.sample_normal();
+//! let y: Tensor<Rank2<32, 10>, f32, Cpu> = dev.sample_normal::<Rank2<32, 10>>().softmax::<Axis<1>>();
+//! let grads = model.alloc_grads()?;
+//! let loss = cross_entropy_with_logits_loss(model.forward_mut(x.traced(grads)), y);
+//! opt.step(&mut model, loss.backward())?; // a neuron step or a candidate step, by phase
+//! println!("{}", Mlp::<f32, Cpu>::PERFORATED_SUMMARY);
+//! # Ok::<(), perforated::Error>(())
+//! ```
+//!
+//! ### What each field becomes
+//!
+//! | field | becomes |
+//! |---|---|
+//! | `Linear`, `Conv1d`, `Conv2d`, `Conv3d`, `PaiSequential<..>` | converted: [`Dendritic`] |
+//! | `GruCell`, `Gru`, `LstmCell`, `Lstm` with `#[pai(processor = ..)]` | converted through the processor |
+//! | `ReLU`, `Tanh`, `Sigmoid`, `GeLU`, `Dropout`, `Flatten`, `MaxPool2d`, `AvgPool2d`, ... | kept as written (no parameters) |
+//! | a type that is itself `#[perforated]` | a nested model, converted with the rest |
+//! | `#[pai(track)]` | trains normally, no dendrites |
+//! | `#[pai(skip)]` | left out of the registry and the generated forward |
+//! | `#[pai(convert, dims = (..))]` | a block of your own converted as one unit |
+//!
+//! Misuse is a compile error on the token you wrote: a bare normalisation layer (group it in
+//! `PaiSequential`), a field with parameters that is neither converted, tracked nor skipped, a
+//! recurrent layer without its processor, `dims` without exactly one `Neurons`, unknown or
+//! duplicate keys, `track` with `convert`. The cases are in `ui-tests/fail`.
+//!
+//! ### `#[pai(dims = ...)]`: the neuron axis, typed
+//!
+//! One tag per axis of the layer's output, exactly one [`Neurons`](axis::Neurons) (see
+//! [`axis`]). `Linear` defaults to the last axis, convolutions to axis 1; a tag list that does
+//! not fit the output shape does not compile.
+//!
+//! ```
+//! use perforated::prelude::*;
+//!
+//! #[perforated]
+//! struct Sequence {
+//!     #[pai(dims = (Batch, Time, Neurons))]
+//!     fc: Linear<8, 4>, // applied at every time step
+//! }
+//!
 //! let dev: Cpu = Default::default();
-//! let mut layer: Dendritic<_> =
-//!     Dendritic::new(&dev, dev.build_module::<Linear<3, 2>, f32>(), DendriteConfig::default())?;
-//! let mut opt = DendriticOptimizer::adam(AdamConfig { lr: 1e-2, ..Default::default() });
-//! let x: Tensor<Rank2<16, 3>, f32, Cpu> = dev.sample_normal();
-//! let y: Tensor<Rank2<16, 2>, f32, Cpu> = dev.sample_normal();
-//! for phase in [Phase::Neuron, Phase::Dendrite] {
-//!     if phase == Phase::Dendrite {
-//!         layer.start_dendrite_phase()?;
-//!     }
-//!     for _ in 0..120 {
-//!         let grads = layer.alloc_grads()?;
-//!         let loss = mse_loss(layer.forward_mut(x.trace(grads)), y.clone());
-//!         opt.step(&mut layer, loss.backward())?; // neuron step or candidate step, by phase
+//! let model = Sequence::<f32, Cpu>::build(&dev)?;
+//! let x: Tensor<Rank3<2, 5, 8>, f32, Cpu> = dev.zeros();
+//! assert_eq!(model.forward(x).shape(), &(Const::<2>, Const::<5>, Const::<4>));
+//! # Ok::<(), perforated::Error>(())
+//! ```
+//!
+//! ### `#[pai(track)]` and `#[pai(skip)]`
+//!
+//! ```
+//! use perforated::prelude::*;
+//!
+//! #[perforated]
+//! struct Normed {
+//!     fc: Linear<8, 8>,
+//!     #[pai(track)]
+//!     norm: LayerNorm1D<8>, // trains in the neuron phase, never gets dendrites
+//!     head: Linear<8, 2>,
+//! }
+//!
+//! let dev: Cpu = Default::default();
+//! let mut model = Normed::<f32, Cpu>::build(&dev)?;
+//! assert_eq!(model.param_counts()?.get(Role::Tracked), 16);
+//! # Ok::<(), perforated::Error>(())
+//! ```
+//!
+//! ### Groups: `PaiSequential`
+//!
+//! A layer and its normalisation are one unit; each dendrite copies both and keeps its own
+//! running statistics. Const generics on the struct are kept.
+//!
+//! ```
+//! use perforated::prelude::*;
+//!
+//! #[perforated]
+//! struct Cnn<const C: usize> {
+//!     block: PaiSequential<Conv2d<1, C, 3, 1, 1>, BatchNorm2D<C>>, // stride 1, padding 1
+//!     act: ReLU,
+//!     pool: MaxPool2d<2>,
+//!     flat: Flatten<{ 16 * 4 }>,
+//!     head: Linear<{ 16 * 4 }, 10>,
+//! }
+//!
+//! let dev: Cpu = Default::default();
+//! let mut cnn = Cnn::<4, f32, Cpu>::build(&dev)?;
+//! let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> = dev.zeros_like(&(2, Const, 8, 8));
+//! let grads = cnn.alloc_grads()?;
+//! assert_eq!(cnn.forward_mut(x.traced(grads)).shape(), &(2, Const::<10>));
+//! # Ok::<(), perforated::Error>(())
+//! ```
+//!
+//! ### Processors: `#[pai(processor = ...)]`
+//!
+//! Layers with several inputs or outputs are converted through a [`processor`]: it says which
+//! output tensor dendrites add to and keeps each dendrite's own recurrent state, reset by
+//! [`Dendritic::reset_state`].
+//!
+//! ```
+//! use perforated::prelude::*;
+//!
+//! #[perforated(custom_forward)]
+//! struct Reader {
+//!     #[pai(processor = GruState)]
+//!     gru: Gru<8, 16>,
+//!     head: Linear<16, 10>,
+//! }
+//!
+//! impl<E: perforated::Float, D: Device<E>> Reader<E, D> {
+//!     fn read(&self, rows: Tensor<(usize, usize, Const<8>), E, D>) -> Tensor<(usize, Const<10>), E, D> {
+//!         let h0 = rows.device().zeros_like(&(rows.shape().0, Const::<16>));
+//!         let (_, last) = self.gru.forward((rows, h0));
+//!         self.head.forward(last)
 //!     }
 //! }
-//! println!("candidate correlation: {:?}", layer.correlation());
-//! layer.accept_candidate()?; // output unchanged: the new dendrite's output weights are zero
-//! assert_eq!(layer.dendrite_count(), 1);
+//!
+//! let dev: Cpu = Default::default();
+//! let reader = Reader::<f32, Cpu>::build(&dev)?;
+//! let rows = dev.zeros_like(&(3, 8, Const::<8>));
+//! assert_eq!(reader.read(rows).shape(), &(3, Const::<10>));
+//! # Ok::<(), perforated::Error>(())
+//! ```
+//!
+//! ### Several networks, and forward passes of your own
+//!
+//! A field whose type is `#[perforated]` is converted with the rest: a generator and a
+//! discriminator inside one pair share phases, checkpoints and the tracker.
+//! `#[perforated(custom_forward)]` generates everything but `Module`, for residual blocks and
+//! models with several inputs.
+//!
+//! ```
+//! use perforated::prelude::*;
+//!
+//! #[perforated]
+//! struct Generator { fc: Linear<2, 8>, act: Tanh, out: Linear<8, 2> }
+//! #[perforated]
+//! struct Critic { fc: Linear<2, 8>, act: ReLU, out: Linear<8, 1> }
+//! #[perforated(custom_forward)]
+//! struct Pair { generator: Generator, critic: Critic }
+//!
+//! let dev: Cpu = Default::default();
+//! let mut pair = Pair::<f32, Cpu>::build(&dev)?;
+//! pair.start_dendrite_phase()?; // all four layers at once
+//! assert_eq!(pair.layers().len(), 4);
+//! # Ok::<(), perforated::Error>(())
+//! ```
+//!
+//! ### A block of your own: `#[pai(convert, dims = ...)]`
+//!
+//! Implement [`Convertible`] (one line per method with the helpers in [`dendritic`]) and the
+//! block's dendrites are copies of the whole block.
+//!
+//! ### Pretrained networks
+//!
+//! [`checkpoint::load_plain`] loads weights saved from a plain dfdx model into the neurons;
+//! before any dendrite is trained the converted model computes exactly what the plain one did.
+//!
+//! ## Training with the tracker
+//!
+//! The [`tracker`] decides when to switch phases, rolls back to the best weights, keeps or
+//! drops dendrites, owns the learning-rate schedule and writes checkpoints, CSV files and a
+//! graph. One call per epoch:
+//!
+//! ```no_run
+//! # use perforated::prelude::*;
+//! # #[perforated] struct Mlp { fc1: Linear<64, 16>, act: ReLU, fc2: Linear<16, 10> }
+//! # fn validation_accuracy(_: &Mlp) -> f64 { 0.0 }
+//! let dev: Cpu = Default::default();
+//! let mut model = Mlp::build(&dev)?;
+//! let mut tracker = Tracker::new(TrackerConfig::new("runs/mlp").maximize())?;
+//! let mut opt = tracker.optimizer(perforated::optim::Rule::Adam(AdamConfig::default()));
+//! loop {
+//!     // ... one epoch of `opt.step(&mut model, loss.backward())?` ...
+//!     match tracker.add_validation_score(validation_accuracy(&model), &mut model, &mut opt)? {
+//!         Step::Continue { .. } | Step::Restructured => {}
+//!         Step::Complete => break, // the model holds the best weights
+//!     }
+//! }
 //! # Ok::<(), perforated::Error>(())
 //! ```
 #![deny(missing_docs)]
