@@ -10,7 +10,7 @@
 //! cargo bench --bench throughput
 //! ```
 
-#[path = "../examples/common/mlp.rs"]
+#[path = "../tests/common/mlp.rs"]
 #[allow(dead_code)]
 mod mlp;
 

@@ -11,8 +11,15 @@
 mod common;
 
 use common::digits::Digits;
-use common::mlp::Mlp;
 use perforated::prelude::*;
+
+/// A 64-H-10 MLP; both layers get dendrites.
+#[perforated]
+struct Mlp<const H: usize> {
+    fc1: Linear<64, H>,
+    act: ReLU,
+    fc2: Linear<H, 10>,
+}
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -22,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let digits = Digits::load()?;
     let dev = Cpu::seed_from_u64(0);
     let mut rng = StdRng::seed_from_u64(0);
-    let mut model = Mlp::<64, 8, 10, f32, Cpu>::new(&dev, DendriteConfig::default());
+    let mut model = Mlp::<8, f32, Cpu>::build(&dev)?;
     let mut opt = DendriticOptimizer::adam(AdamConfig {
         lr: 3e-3,
         ..Default::default()

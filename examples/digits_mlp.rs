@@ -16,9 +16,16 @@ use std::time::Instant;
 
 use common::args::Args;
 use common::digits::{Digits, Split};
-use common::mlp::Mlp;
 use perforated::optim::Rule;
 use perforated::prelude::*;
+
+/// A 64-H-10 MLP; both layers get dendrites.
+#[perforated]
+struct Mlp<const H: usize> {
+    fc1: Linear<64, H>,
+    act: ReLU,
+    fc2: Linear<H, 10>,
+}
 use perforated::tracker::{Step, SwitchMode, Tracker, TrackerConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -35,7 +42,7 @@ struct Outcome {
 }
 
 fn loss_and_accuracy<const H: usize>(
-    model: &Mlp<64, H, 10, f32, Cpu>,
+    model: &Mlp<H, f32, Cpu>,
     split: &Split,
     dev: &Cpu,
 ) -> (f64, f64) {
@@ -54,7 +61,7 @@ fn run<const H: usize>(
 ) -> Result<Outcome, perforated::Error> {
     let dev = Cpu::seed_from_u64(seed);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut model = Mlp::<64, H, 10, f32, Cpu>::new(&dev, DendriteConfig::default());
+    let mut model = Mlp::<H, f32, Cpu>::build(&dev)?;
     let config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
         .maximize()
         .switch(match dendrites {

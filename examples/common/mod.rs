@@ -1,6 +1,5 @@
-//! Code the examples share: the digits data and a hand-written perforated MLP.
+//! Code the examples share: the digits data and command-line overrides.
 #![allow(dead_code)]
 
 pub mod args;
 pub mod digits;
-pub mod mlp;
