@@ -211,14 +211,14 @@
 
 pub use dfdx;
 pub use pai_core::*;
-pub use pai_macros::perforated;
+pub use pai_macros::{perforated, Processor};
 
 /// Everything a model author needs: dfdx's prelude and perforated's names.
 pub mod prelude {
     pub use dfdx::optim::{AdamConfig, SgdConfig};
     pub use dfdx::prelude::*;
     pub use pai_core::prelude::*;
-    pub use pai_macros::perforated;
+    pub use pai_macros::{perforated, Processor};
 }
 
 /// Paths used by generated code. Not public API.

@@ -426,3 +426,77 @@ where
         Some((store(h), store(c)))
     }
 }
+
+/// A dendrite's stored state: every state tensor flattened.
+pub type Stored<E, D> = Vec<Tensor<(usize,), E, D>>;
+
+/// A tensor, or a pair of tensors, that is recurrent state (what `#[derive(Processor)]`
+/// stores and replaces).
+pub trait StateSlot<E: Dtype, D: Device<E>>: Sized {
+    /// Appends detached, flattened copies of every tensor.
+    fn store(&self, into: &mut Stored<E, D>);
+    /// A copy with each tensor replaced by the next stored one of the same size, or by zeros
+    /// (nothing stored yet, or a batch of another size).
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn replaced(
+        &self,
+        stored: &mut std::slice::Iter<'_, Tensor<(usize,), E, D>>,
+    ) -> Result<Self, D::Err>;
+}
+
+impl<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>> StateSlot<E, D> for Tensor<S, E, D, T> {
+    fn store(&self, into: &mut Stored<E, D>) {
+        let n = self.shape().num_elements();
+        into.push(
+            self.retaped::<NoneTape>()
+                .try_reshape_like(&(n,))
+                .expect("same number of elements"),
+        );
+    }
+    fn replaced(
+        &self,
+        stored: &mut std::slice::Iter<'_, Tensor<(usize,), E, D>>,
+    ) -> Result<Self, D::Err> {
+        let shape = *self.shape();
+        match stored.next() {
+            Some(s) if s.shape().0 == shape.num_elements() => {
+                Ok(s.clone().try_reshape_like(&shape)?.retaped::<T>())
+            }
+            _ => Ok(self.device().try_zeros_like(&shape)?.retaped::<T>()),
+        }
+    }
+}
+
+impl<E: Dtype, D: Device<E>, A: StateSlot<E, D>, B: StateSlot<E, D>> StateSlot<E, D> for (A, B) {
+    fn store(&self, into: &mut Stored<E, D>) {
+        self.0.store(into);
+        self.1.store(into);
+    }
+    fn replaced(
+        &self,
+        stored: &mut std::slice::Iter<'_, Tensor<(usize,), E, D>>,
+    ) -> Result<Self, D::Err> {
+        Ok((self.0.replaced(stored)?, self.1.replaced(stored)?))
+    }
+}
+
+/// What `#[derive(Processor)]` stores: one state's tensors.
+pub fn store_state<E: Dtype, D: Device<E>, S: StateSlot<E, D>>(state: &S) -> Stored<E, D> {
+    let mut out = Vec::new();
+    state.store(&mut out);
+    out
+}
+
+/// What `#[derive(Processor)]` feeds a dendrite: `like` with the stored state, or zeros.
+///
+/// # Errors
+/// Backend errors.
+pub fn restore_state<E: Dtype, D: Device<E>, S: StateSlot<E, D>>(
+    like: &S,
+    stored: Option<&Stored<E, D>>,
+) -> Result<S, D::Err> {
+    let empty = Vec::new();
+    like.replaced(&mut stored.unwrap_or(&empty).iter())
+}

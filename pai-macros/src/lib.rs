@@ -9,6 +9,7 @@ mod check;
 mod expand;
 mod fallback;
 mod paths;
+mod processor;
 
 use proc_macro::TokenStream;
 
@@ -31,4 +32,14 @@ fn model(args: proc_macro2::TokenStream, input: &syn::DeriveInput) -> proc_macro
     } else {
         fallback::errors(&model, shape_ok, errors)
     }
+}
+
+/// Describes a layer with several inputs or outputs for conversion: which output element
+/// dendrites add to (`main`), which output element is the recurrent state each dendrite keeps
+/// (`state`), and where the layer takes that state (`state_input = 1`, inputs `(data, state)`).
+/// See the `perforated` crate docs.
+#[proc_macro_derive(Processor, attributes(processor))]
+pub fn derive_processor(item: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(item as syn::DeriveInput);
+    processor::derive(&input).into()
 }

@@ -1,0 +1,242 @@
+//! `#[derive(Processor)]`: parse, check, expand in one file (small).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::spanned::Spanned;
+use syn::LitInt;
+
+use crate::paths;
+
+const OUTPUTS: &str = "outputs";
+const MAIN: &str = "main";
+const STATE: &str = "state";
+const STATE_INPUT: &str = "state_input";
+const KEYS: &str = "`outputs = N`, `main = i`, `state = i`, `state_input = 1`";
+
+struct Attrs {
+    outputs: (usize, Span),
+    main: (usize, Span),
+    state: Option<(usize, Span)>,
+    state_input: Option<(usize, Span)>,
+}
+
+fn parse(input: &syn::DeriveInput, errors: &mut Vec<syn::Error>) -> Attrs {
+    let call = Span::call_site();
+    let mut out = Attrs {
+        outputs: (1, call),
+        main: (0, call),
+        state: None,
+        state_input: None,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for attr in input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("processor"))
+    {
+        let result = attr.parse_nested_meta(|meta| {
+            let key = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if seen.contains(&key) {
+                return Err(meta.error(format!("duplicate `processor` key `{key}`: write it once")));
+            }
+            let lit: LitInt = match key.as_str() {
+                OUTPUTS | MAIN | STATE | STATE_INPUT => meta.value()?.parse()?,
+                _ => {
+                    return Err(meta.error(format!(
+                        "unknown `processor` key `{key}`: expected one of {KEYS}"
+                    )))
+                }
+            };
+            let value = (lit.base10_parse::<usize>()?, lit.span());
+            match key.as_str() {
+                OUTPUTS => out.outputs = value,
+                MAIN => out.main = value,
+                STATE => out.state = Some(value),
+                _ => out.state_input = Some(value),
+            }
+            seen.push(key);
+            Ok(())
+        });
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    out
+}
+
+fn check(input: &syn::DeriveInput, a: &Attrs, errors: &mut Vec<syn::Error>) {
+    if !matches!(input.data, syn::Data::Struct(_)) {
+        errors.push(syn::Error::new(input.ident.span(), "`#[derive(Processor)]` describes a layer with a struct: `struct MyProcessor<E, D>(PhantomData<(E, D)>);`"));
+    }
+    let names: Vec<String> = input
+        .generics
+        .params
+        .iter()
+        .map(|p| match p {
+            syn::GenericParam::Type(t) => t.ident.to_string(),
+            other => quote!(#other).to_string(),
+        })
+        .collect();
+    if names != ["E", "D"] {
+        let span = if input.generics.params.is_empty() {
+            input.ident.span()
+        } else {
+            input.generics.span()
+        };
+        errors.push(syn::Error::new(
+            span,
+            "a processor is generic over exactly `<E, D>` (dtype and device of the state it keeps): write `struct Name<E, D>(PhantomData<(E, D)>)`",
+        ));
+    }
+    let (k, ks) = a.outputs;
+    if k == 0 {
+        errors.push(syn::Error::new(
+            ks,
+            "`outputs` is the number of tensors the layer returns: at least 1",
+        ));
+    }
+    let fits = |(i, span): (usize, Span), key: &str, errors: &mut Vec<syn::Error>| {
+        if i >= k {
+            let range = if k == 1 {
+                "only `0`, the output itself".to_string()
+            } else {
+                format!("0 to {}", k - 1)
+            };
+            errors.push(syn::Error::new(span, format!("`{key} = {i}` does not fit a layer with {k} output(s): the elements are {range}")));
+        }
+    };
+    fits(a.main, MAIN, errors);
+    if let Some(s) = a.state {
+        fits(s, STATE, errors);
+    }
+    match (a.state, a.state_input) {
+        (Some((_, span)), None) => errors.push(syn::Error::new(
+            span,
+            "`state` needs `state_input = 1`: where the layer takes the state the dendrite keeps",
+        )),
+        (None, Some((_, span))) => errors.push(syn::Error::new(
+            span,
+            "`state_input` needs `state = i`: which output element is the new state",
+        )),
+        (_, Some((i, span))) if i != 1 => errors.push(syn::Error::new(
+            span,
+            "`state_input` must be 1: a recurrent layer takes `(data, state)`",
+        )),
+        _ => {}
+    }
+}
+
+pub fn derive(input: &syn::DeriveInput) -> TokenStream {
+    let mut errors = Vec::new();
+    let a = parse(input, &mut errors);
+    check(input, &a, &mut errors);
+    if let Some(mut first) = errors.pop() {
+        for e in errors {
+            first.combine(e);
+        }
+        return first.to_compile_error();
+    }
+    expand(input, &a)
+}
+
+fn expand(input: &syn::DeriveInput, a: &Attrs) -> TokenStream {
+    let core = paths::core();
+    let dfdx = paths::dfdx();
+    let name = &input.ident;
+    let k = a.outputs.0;
+    let m = a.main.0;
+    let ys: Vec<_> = (0..k).map(|i| format_ident!("__PaiY{}", i)).collect();
+    let vs: Vec<_> = (0..k).map(|i| format_ident!("__pai_y{}", i)).collect();
+    let (output, pattern) = if k == 1 {
+        (quote!(__PaiY0), quote!(__pai_y0))
+    } else {
+        (quote!((#(#ys,)*)), quote!((#(#vs,)*)))
+    };
+    let main_ty = &ys[m];
+    let main_v = &vs[m];
+    let rest_tys: Vec<_> = ys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != m)
+        .map(|(_, y)| y)
+        .collect();
+    let rest_vs: Vec<_> = vs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != m)
+        .map(|(_, v)| v)
+        .collect();
+    let (input_ty, input_generics, input_bound, dendrite_input) = match a.state_input {
+        Some(_) => (
+            quote!((__PaiX0, __PaiX1)),
+            quote!(__PaiX0, __PaiX1),
+            quote!(__PaiX1: #core::processor::StateSlot<E, D>,),
+            quote! {
+                let (__pai_x0, __pai_x1) = x;
+                Ok((__pai_x0, #core::processor::restore_state(&__pai_x1, state)?))
+            },
+        ),
+        None => (
+            quote!(__PaiX),
+            quote!(__PaiX),
+            quote!(),
+            quote!(let _ = state; Ok(x)),
+        ),
+    };
+    let (state_bound, state_of) = match a.state {
+        Some((s, _)) => {
+            let y = &ys[s];
+            let v = &vs[s];
+            (
+                quote!(#y: #core::processor::StateSlot<E, D>,),
+                quote! {
+                    let #pattern = output;
+                    let _ = (#(&#vs,)*);
+                    Some(#core::processor::store_state(#v))
+                },
+            )
+        }
+        None => (quote!(), quote!(let _ = output; None)),
+    };
+    quote! {
+        #[automatically_derived]
+        impl<E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>> #core::processor::Processor for #name<E, D> {
+            type State = #core::processor::Stored<E, D>;
+        }
+
+        #[automatically_derived]
+        impl<__PaiM, E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>, #input_generics, #(#ys),*>
+            #core::processor::Route<__PaiM, #input_ty, E, D> for #name<E, D>
+        where
+            __PaiM: #dfdx::nn::Module<#input_ty, Output = #output>,
+            #input_bound
+            #state_bound
+        {
+            type Output = #output;
+            type Main = #main_ty;
+            type Rest = (#(#rest_tys,)*);
+            type Joined = #output;
+            fn split(output: Self::Output) -> (Self::Main, Self::Rest) {
+                let #pattern = output;
+                (#main_v, (#(#rest_vs,)*))
+            }
+            fn join(#main_v: Self::Main, rest: Self::Rest) -> Self::Joined {
+                let (#(#rest_vs,)*) = rest;
+                #pattern
+            }
+            fn dendrite_input(
+                x: #input_ty,
+                state: ::core::option::Option<&Self::State>,
+            ) -> ::core::result::Result<#input_ty, <D as #dfdx::tensor::HasErr>::Err> {
+                #dendrite_input
+            }
+            fn state_of(output: &Self::Output) -> ::core::option::Option<Self::State> {
+                #state_of
+            }
+        }
+    }
+}
