@@ -17,6 +17,12 @@ struct SequenceState<E, D>(PhantomData<(E, D)>);
 #[processor(state = 0, state_input = 1)]
 struct StepState<E, D>(PhantomData<(E, D)>);
 
+type BuiltinSeq = Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>>;
+type DerivedSeq = Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), SequenceState<f64, Cpu>>;
+type BuiltinStep = Dendritic<GruCell<3, 4, f64, Cpu>, (Batch, Neurons), GruCellState<4, f64, Cpu>>;
+type DerivedStep = Dendritic<GruCell<3, 4, f64, Cpu>, (Batch, Neurons), StepState<f64, Cpu>>;
+type Hidden = Tensor<(usize, Const<4>), f64, Cpu>;
+
 fn same_weights<
     A: DendriticModel<Dtype = f64, Device = Cpu>,
     B: DendriticModel<Dtype = f64, Device = Cpu>,
@@ -40,13 +46,9 @@ fn derived_sequence_processor_matches_gru_state() {
         init_std: 0.5,
         ..Default::default()
     };
-    let mut builtin: Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>> =
+    let mut builtin: BuiltinSeq =
         Dendritic::new(&dev, BuildModule::build(&dev), config.clone()).unwrap();
-    let mut derived: Dendritic<
-        Gru<3, 4, f64, Cpu>,
-        (Batch, Time, Neurons),
-        SequenceState<f64, Cpu>,
-    > = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    let mut derived: DerivedSeq = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
     builtin.grow_dendrites(2).unwrap();
     same_weights(&mut builtin, &mut derived, "seq");
     let h0: Tensor<(usize, Const<4>), f64, Cpu> = dev.zeros_like(&(2, Const));
@@ -67,19 +69,13 @@ fn derived_step_processor_matches_gru_cell_state() {
         init_std: 0.5,
         ..Default::default()
     };
-    let mut builtin: Dendritic<
-        GruCell<3, 4, f64, Cpu>,
-        (Batch, Neurons),
-        GruCellState<4, f64, Cpu>,
-    > = Dendritic::new(&dev, BuildModule::build(&dev), config.clone()).unwrap();
-    let mut derived: Dendritic<GruCell<3, 4, f64, Cpu>, (Batch, Neurons), StepState<f64, Cpu>> =
-        Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    let mut builtin: BuiltinStep =
+        Dendritic::new(&dev, BuildModule::build(&dev), config.clone()).unwrap();
+    let mut derived: DerivedStep = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
     builtin.grow_dendrites(1).unwrap();
     same_weights(&mut builtin, &mut derived, "step");
-    let (mut ha, mut hb): (
-        Tensor<(usize, Const<4>), f64, Cpu>,
-        Tensor<(usize, Const<4>), f64, Cpu>,
-    ) = (dev.zeros_like(&(2, Const)), dev.zeros_like(&(2, Const)));
+    let (mut ha, mut hb): (Hidden, Hidden) =
+        (dev.zeros_like(&(2, Const)), dev.zeros_like(&(2, Const)));
     for _ in 0..4 {
         let x: Tensor<(usize, Const<3>), f64, Cpu> = dev.sample_normal_like(&(2, Const));
         ha = builtin.forward((x.clone(), ha));
