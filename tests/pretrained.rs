@@ -70,3 +70,42 @@ fn plain_weights_load_into_the_neurons_with_identical_outputs() {
     );
     assert_eq!(other.forward(x).array(), before);
 }
+
+#[perforated]
+struct Fused {
+    block: PaiSequential<Conv2d<1, 4, 3, 1, 1>, BatchNorm2D<4>>,
+    act: ReLU,
+}
+
+#[test]
+fn separate_conv_and_norm_load_into_a_fused_group() {
+    let dev = Cpu::seed_from_u64(4);
+    type Separate = (
+        Conv2d<1, 4, 3, f32, Cpu, 1, 1>,
+        modules::BatchNorm2D<4, f32, Cpu>,
+    );
+    let mut plain: Separate = (BuildModule::build(&dev), BuildModule::build(&dev));
+    let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
+        dev.sample_normal_like(&(3, Const, 5, 5));
+    // move the running statistics away from their defaults
+    for _ in 0..3 {
+        let _ = plain.1.forward_mut(plain.0.forward(x.leaky_trace()));
+    }
+    let path = dir().join("separate.safetensors");
+    plain.save_safetensors(&path).unwrap();
+    let want = plain.1.forward(plain.0.forward(x.clone())).relu();
+
+    let mut fused = Fused::<f32, Cpu>::build(&dev).unwrap();
+    perforated::checkpoint::load_plain(
+        &mut fused,
+        &path,
+        &[("block.layer", "0"), ("block.norm", "1")],
+    )
+    .unwrap();
+    assert_eq!(fused.forward(x.clone()).as_vec(), want.as_vec());
+
+    // or in memory: the pair becomes the group with `From`
+    let group: PaiSequential<_, _> = plain.into();
+    let direct: Dendritic<_> = Dendritic::new(&dev, group, DendriteConfig::default()).unwrap();
+    assert_eq!(direct.forward(x).relu().as_vec(), want.as_vec());
+}
