@@ -1,10 +1,10 @@
 //! Layers dfdx 0.13 lacks on stable Rust, each convertible: convolutions, pooling, flatten,
 //! recurrent layers, and [`PaiSequential`] groups.
 
-mod conv;
-mod pool;
-mod recurrent;
-mod sequential;
+pub mod conv;
+pub mod pool;
+pub mod recurrent;
+pub mod sequential;
 pub mod unfold;
 
 pub use conv::{Conv1d, Conv2d, Conv3d};
