@@ -234,21 +234,52 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
     /// # Errors
     /// [`Error::NonFinite`] when a layer captured a NaN or infinite neuron error (nothing is
     /// updated then); backend errors.
-    pub fn step<M>(&mut self, model: &mut M, mut grads: Gradients<E, D>) -> Result<()>
+    pub fn step<M>(&mut self, model: &mut M, grads: Gradients<E, D>) -> Result<()>
     where
         M: DendriticModel<Dtype = E, Device = D>,
     {
-        let structure = structure_of(model);
-        if structure != self.structure {
-            self.slots.retain(|_, s| s.role != Role::Candidate);
-            self.structure = structure;
+        self.step_at(model, "", grads)
+    }
+
+    /// [`Self::step`] for the part of a larger model found at `path` (e.g. `"generator"`
+    /// inside a GAN pair): its state is kept under the same paths as when the whole model
+    /// steps, so one optimizer (and one tracker) serves every part, and the state of the other
+    /// parts is left alone.
+    ///
+    /// # Errors
+    /// As [`Self::step`].
+    pub fn step_at<M>(
+        &mut self,
+        model: &mut M,
+        path: &str,
+        mut grads: Gradients<E, D>,
+    ) -> Result<()>
+    where
+        M: DendriticModel<Dtype = E, Device = D>,
+    {
+        let within = |p: &str| path.is_empty() || p == path || p.starts_with(&format!("{path}."));
+        let mut structure = Vec::new();
+        model.visit_layers(path, &mut |p, l| {
+            structure.push((p.to_string(), l.generation()))
+        });
+        let before: Vec<(String, u64)> = self
+            .structure
+            .iter()
+            .filter(|(p, _)| within(p))
+            .cloned()
+            .collect();
+        if structure != before {
+            self.slots
+                .retain(|p, s| !(within(p) && s.role == Role::Candidate));
+            self.structure.retain(|(p, _)| !within(p));
+            self.structure.extend(structure);
         }
         // every layer prepares (and clears its flags) even when an earlier one fails, so the
         // next step starts clean; the first failure is reported and nothing is updated.
         let mut first_error = None;
-        model.visit_layers_mut("", &mut |path, layer| {
+        model.visit_layers_mut(path, &mut |p, layer| {
             if let Err(e) = layer.prepare_step() {
-                first_error.get_or_insert(e.in_layer(path));
+                first_error.get_or_insert(e.in_layer(p));
             }
             Ok(())
         })?;
@@ -262,9 +293,9 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
             task_grads: &mut grads,
             seen: HashSet::new(),
         };
-        model.visit_params("", &mut updater)?;
+        model.visit_params(path, &mut updater)?;
         let seen = updater.seen;
-        self.slots.retain(|path, _| seen.contains(path));
+        self.slots.retain(|p, _| !within(p) || seen.contains(p));
         Ok(())
     }
 }

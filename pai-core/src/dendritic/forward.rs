@@ -13,40 +13,53 @@ use crate::correlation::CorrelationConfig;
 use crate::processor::{Inputs, Processor, Route};
 use crate::Float;
 
-impl<M, Tags, P, X, So, E, D> Module<X> for Dendritic<M, Tags, P>
+impl<M, Tags, P, X, So, E, D, T> Module<X> for Dendritic<M, Tags, P>
 where
     E: Float,
     D: Device<E>,
     So: Shape,
-    X: Clone,
+    T: Tape<E, D>,
+    X: Inputs<E, D>,
+    X::Detached: Clone,
     M: Convertible<Dtype = E, Device = D>
-        + Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>,
-    P: Processor + Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>,
+        + Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
+        + Module<X::Detached, Output = <P as Route<M, X::Detached, E, D>>::Output, Error = D::Err>,
+    P: Processor
+        + Route<M, X, E, D, Main = Tensor<So, E, D, T>>
+        + Route<M, X::Detached, E, D, Main = Tensor<So, E, D, NoneTape>>,
     Tags: NeuronAxis<So, Neurons = M::Neurons>,
 {
-    type Output = P::Joined;
+    type Output = <P as Route<M, X, E, D>>::Joined;
     type Error = D::Err;
 
     /// Inference: the neurons plus every dendrite (and, in the gradient mode's dendrite
-    /// phase, the candidate, which is part of the output there).
+    /// phase, the candidate, which is part of the output there). Nothing trains and no
+    /// candidate statistics move; with a tape on the input, the gradient flows through the
+    /// neurons (and the output weights) only, as through any frozen layer.
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
-        let (y, rest) = P::split(self.neurons.try_forward(x.clone())?);
+        let detached = x.detached();
+        let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let shape = *y.shape();
         let chain = self.output_chain();
         let accepted = self.dendrites.len();
         let mut states = lock(&self.states);
         let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
         for (k, d) in chain.iter().enumerate() {
-            let input = P::dendrite_input(x.clone(), states.get(k, accepted))?;
+            let input = <P as Route<M, X::Detached, E, D>>::dendrite_input(
+                detached.clone(),
+                states.get(k, accepted),
+            )?;
             let out = d.module.try_forward(input)?;
-            states.set(k, accepted, P::state_of(&out));
-            let (pre, _) = P::split(out);
+            states.set(
+                k,
+                accepted,
+                <P as Route<M, X::Detached, E, D>>::state_of(&out),
+            );
+            let (pre, _) = <P as Route<M, X::Detached, E, D>>::split(out);
             acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
         }
-        Ok(P::join(
-            add_outputs::<M, Tags, So, NoneTape, NoneTape, E, D>(y, &chain, acts)?,
-            rest,
-        ))
+        let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts)?;
+        Ok(<P as Route<M, X, E, D>>::join(y, rest))
     }
 }
 
