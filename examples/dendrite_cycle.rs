@@ -11,15 +11,8 @@
 mod common;
 
 use common::digits::Digits;
+use common::mlp::Mlp;
 use perforated::prelude::*;
-
-/// A 64-H-10 MLP; both layers get dendrites.
-#[perforated]
-struct Mlp<const H: usize> {
-    fc1: Linear<64, H>,
-    act: ReLU,
-    fc2: Linear<H, 10>,
-}
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 

@@ -16,16 +16,9 @@ use std::time::Instant;
 
 use common::args::Args;
 use common::digits::{Digits, Split};
+use common::mlp::Mlp;
 use perforated::optim::Rule;
 use perforated::prelude::*;
-
-/// A 64-H-10 MLP; both layers get dendrites.
-#[perforated]
-struct Mlp<const H: usize> {
-    fc1: Linear<64, H>,
-    act: ReLU,
-    fc2: Linear<H, 10>,
-}
 use perforated::tracker::{Step, SwitchMode, Tracker, TrackerConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

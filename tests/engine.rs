@@ -140,23 +140,7 @@ fn perforated_dendrites_send_no_gradient_upstream() {
         let without = input_gradient(&mut layer, &x, &g);
         layer.grow_dendrites(2).unwrap();
         // non-zero output weights, so the dendrites are really in the output.
-        let mut walk = common::Snapshot(Vec::new());
-        layer.visit_params("", &mut walk).unwrap();
-        struct SetOutputs;
-        impl perforated::params::ParamVisitor<f32, Cpu> for SetOutputs {
-            fn visit<S: Shape>(
-                &mut self,
-                p: perforated::params::Param<'_, f32, Cpu>,
-                t: &mut Tensor<S, f32, Cpu>,
-            ) -> perforated::Result<()> {
-                if p.role == Role::DendriteOutput {
-                    let n = t.as_vec().len();
-                    t.copy_from(&vec![0.7; n]);
-                }
-                Ok(())
-            }
-        }
-        layer.visit_params("", &mut SetOutputs).unwrap();
+        common::set_outputs(&mut layer, |_| 0.7);
         let with = input_gradient(&mut layer, &x, &g);
         match learning {
             DendriteLearning::Correlation => assert_eq!(without, with),

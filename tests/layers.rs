@@ -1,31 +1,15 @@
 //! The engine's invariants hold for convolutional and grouped layers too.
 
+mod common;
+
 use perforated::layers::{Conv2d, PaiSequential};
-use perforated::params::{Param, ParamVisitor};
 use perforated::prelude::*;
 
 type Img = Tensor<(usize, Const<2>, usize, usize), f32, Cpu>;
 type Conv = Conv2d<2, 3, 3, f32, Cpu, 1, 1>;
 type Group = PaiSequential<Conv, perforated::dfdx::nn::modules::BatchNorm2D<3, f32, Cpu>>;
 
-struct Values(Vec<(String, Role, Vec<f32>)>);
-impl ParamVisitor<f32, Cpu> for Values {
-    fn visit<S: Shape>(
-        &mut self,
-        p: Param<'_, f32, Cpu>,
-        t: &mut Tensor<S, f32, Cpu>,
-    ) -> perforated::Result<()> {
-        self.0.push((p.path.to_string(), p.role, t.as_vec()));
-        Ok(())
-    }
-}
-fn values<M: Convertible<Dtype = f32, Device = Cpu>>(
-    l: &mut Dendritic<M>,
-) -> std::collections::HashMap<String, (Role, Vec<f32>)> {
-    let mut v = Values(Vec::new());
-    l.visit_params("", &mut v).unwrap();
-    v.0.into_iter().map(|(p, r, x)| (p, (r, x))).collect()
-}
+use common::values;
 
 macro_rules! invariants {
     ($test:ident, $layer:ty) => {

@@ -1,5 +1,7 @@
 //! Recurrent layers converted through processors: each dendrite keeps its own state.
 
+mod common;
+
 use perforated::layers::{Gru, GruCell, Lstm};
 use perforated::params::{Param, ParamVisitor};
 use perforated::prelude::*;
@@ -7,22 +9,6 @@ use perforated::processor::{GruCellState, GruState, LstmLast};
 
 type Cell = GruCell<3, 4, f64, Cpu>;
 type Hidden = Tensor<(usize, Const<4>), f64, Cpu>;
-
-struct SetOutputs(f64);
-impl ParamVisitor<f64, Cpu> for SetOutputs {
-    fn visit<S: Shape>(
-        &mut self,
-        p: Param<'_, f64, Cpu>,
-        t: &mut Tensor<S, f64, Cpu>,
-    ) -> perforated::Result<()> {
-        if p.role == Role::DendriteOutput {
-            let n = t.as_vec().len();
-            self.0 += 0.25;
-            t.copy_from(&vec![self.0; n]);
-        }
-        Ok(())
-    }
-}
 
 #[test]
 fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
@@ -33,7 +19,7 @@ fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
     };
     let mut layer: StepGru = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
     layer.grow_dendrites(2).unwrap();
-    layer.visit_params("", &mut SetOutputs(0.0)).unwrap();
+    common::set_outputs(&mut layer, |k| 0.25 * (k + 1) as f64);
     let cascade: Tensor<Rank1<4>, f64, Cpu> =
         dev.tensor(<[f64; 4]>::try_from(read(&mut layer, "dendrites.1.cascade.0")).unwrap());
     let xs: Vec<Tensor<(usize, Const<3>), f64, Cpu>> = (0..4)
@@ -171,7 +157,7 @@ fn lstm_final_hidden_state_processor_adds_to_the_last_step() {
     );
     assert_eq!(&plain.0.as_vec()[4 * 4..5 * 4], &last.as_vec()[..4]);
     layer.grow_dendrites(1).unwrap();
-    layer.visit_params("", &mut SetOutputs(0.0)).unwrap();
+    common::set_outputs(&mut layer, |k| 0.25 * (k + 1) as f64);
     layer.reset_state();
     let (with, _) = layer.forward((x.clone(), (zeros(), zeros())));
     assert_ne!(
@@ -201,20 +187,7 @@ fn first_output_processor_adds_to_the_first_element_and_passes_the_rest() {
     > = Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap();
     let (plain_seq, plain_last) = layer.neurons().forward(x.clone());
     layer.grow_dendrites(1).unwrap();
-    struct Outputs;
-    impl ParamVisitor<f64, Cpu> for Outputs {
-        fn visit<S: Shape>(
-            &mut self,
-            p: Param<'_, f64, Cpu>,
-            t: &mut Tensor<S, f64, Cpu>,
-        ) -> perforated::Result<()> {
-            if p.role == Role::DendriteOutput {
-                t.copy_from(&[1.0; 4]);
-            }
-            Ok(())
-        }
-    }
-    layer.visit_params("", &mut Outputs).unwrap();
+    common::set_outputs(&mut layer, |_| 1.0);
     let (seq, last) = layer.forward(x.clone());
     assert_eq!(
         last.as_vec(),

@@ -3,3 +3,4 @@
 
 pub mod args;
 pub mod digits;
+pub mod mlp;

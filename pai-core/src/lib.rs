@@ -36,6 +36,7 @@ pub mod prelude {
         AvgPool2d, Conv1d, Conv2d, Conv3d, Flatten, Gru, GruCell, Lstm, LstmCell, MaxPool2d,
         PaiSequential,
     };
+    pub use crate::optim::Rule;
     pub use crate::processor::{
         FirstOutput, GruCellState, GruState, LstmCellState, LstmLast, LstmState, Plain,
     };

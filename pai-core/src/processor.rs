@@ -18,7 +18,7 @@
 use dfdx::nn::Module;
 use dfdx::shapes::{Const, Dim, Dtype, HasShape, Shape};
 use dfdx::tensor::{NoneTape, Tape, Tensor};
-use dfdx::tensor_ops::{Device, ReshapeTo, SelectTo};
+use dfdx::tensor_ops::{Device, ReshapeTo};
 
 use crate::Float;
 
@@ -408,10 +408,10 @@ where
     type Joined = (Hid<B, H, E, D, T>, Pair<B, H, E, D, NoneTape>);
     /// The last step of the output sequence, with the whole recurrence's tape.
     fn split((seq, state): Self::Output) -> (Self::Main, Self::Rest) {
-        let (b, steps, _) = *seq.shape();
-        let last = steps.saturating_sub(1);
-        let idx = seq.device().tensor_from_vec(vec![last; b.size()], (b,));
-        (seq.select(idx), state)
+        let last = seq.shape().1.saturating_sub(1);
+        let main = crate::layers::at_time(seq, last)
+            .expect("selecting a step allocates no more than the step");
+        (main, state)
     }
     fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
         (main, rest)

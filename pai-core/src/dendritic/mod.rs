@@ -485,6 +485,19 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
         }
     }
 
+    /// The next dendrite this layer draws: the layer copied, weights from the next seed,
+    /// cascade weights to every accepted dendrite.
+    fn next_dendrite(&mut self) -> Result<Dendrite<M>> {
+        let seed = self.seeds.next();
+        Dendrite::fresh(
+            &self.neurons,
+            self.dendrites.len(),
+            &self.device,
+            self.config.init_std,
+            seed,
+        )
+    }
+
     /// Adds a fresh candidate (a copy of the layer with `N(0, init_std²)` weights and cascade
     /// weights to every accepted dendrite) and enters the dendrite phase.
     ///
@@ -492,13 +505,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
     /// [`Error::WrongPhase`] in the dendrite phase; backend errors.
     pub fn start_dendrite_phase(&mut self) -> Result<()> {
         self.expect_phase(Phase::Neuron, "starting a dendrite phase")?;
-        let dendrite = Dendrite::fresh(
-            &self.neurons,
-            self.dendrites.len(),
-            &self.device,
-            self.config.init_std,
-            self.seeds.next(),
-        )?;
+        let dendrite = self.next_dendrite()?;
         let training = Training {
             stats: Correlation::new(&self.device)?,
             grads: None,
@@ -581,13 +588,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
     pub fn grow_dendrites(&mut self, count: usize) -> Result<()> {
         self.expect_phase(Phase::Neuron, "adding dendrites")?;
         while self.dendrites.len() < count {
-            let d = Dendrite::fresh(
-                &self.neurons,
-                self.dendrites.len(),
-                &self.device,
-                self.config.init_std,
-                self.seeds.next(),
-            )?;
+            let d = self.next_dendrite()?;
             self.dendrites.push(d);
             self.restructured();
         }

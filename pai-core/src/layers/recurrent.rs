@@ -265,7 +265,7 @@ impl<
 
 /// Time step `t` of every sequence in `seq` (`(B, S, H) -> (B, H)`), keeping `seq`'s id so the
 /// gradients of all steps accumulate into it.
-fn at_time<B: Dim, S: Dim, const N: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+pub(crate) fn at_time<B: Dim, S: Dim, const N: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     seq: Tensor<(B, S, Const<N>), E, D, T>,
     t: usize,
 ) -> Result<Tensor<(B, Const<N>), E, D, T>, D::Err> {
