@@ -238,7 +238,7 @@ fn decisions_follow_the_switch_mode_direction_thresholds_retries_and_limits() {
 }
 
 #[test]
-fn capacity_test_reports_growing_parameter_counts() {
+fn capacity_test_reports_growing_parameter_counts_and_memory() {
     let mut run = Run::new(base("capacity-params").maximize().capacity_test(2));
     run.feed(&[0.5, 0.5, 0.5]);
     let params: Vec<usize> = run

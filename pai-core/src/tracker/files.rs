@@ -31,7 +31,7 @@ pub(super) fn write_all(config: &TrackerConfig, state: &TrackerState) -> Result<
     for r in &state.history {
         let _ = write!(
             scores,
-            "{},{},{},{},{},{},{},{},{},{:.6}",
+            "{},{},{},{},{},{},{},{},{},{},{:.6}",
             r.epoch,
             r.phase,
             r.score,
@@ -41,6 +41,7 @@ pub(super) fn write_all(config: &TrackerConfig, state: &TrackerState) -> Result<
             r.lr,
             r.dendrites,
             r.params,
+            r.bytes,
             r.seconds
         );
         for n in &extra_names {

@@ -93,6 +93,8 @@ pub struct EpochRecord {
     pub dendrites: usize,
     /// Parameters a deployed model would carry.
     pub params: usize,
+    /// Bytes of every tensor the model holds now (candidate, statistics and buffers included).
+    pub bytes: usize,
     /// Seconds since the previous call (the epoch's wall time).
     pub seconds: f64,
     /// Candidate correlation (best snapshot score) per layer, in the dendrite phase.
@@ -356,7 +358,10 @@ impl Tracker {
             .sum::<f64>()
             / window as f64;
         let pending = std::mem::take(&mut self.pending);
-        let params = model.param_counts()?.inference();
+        let counts = model.param_counts()?;
+        let params = counts.inference();
+        let bytes =
+            (counts.total() + counts.get(crate::Role::Buffer)) * std::mem::size_of::<M::Dtype>();
         let dendrites = max_dendrites(model);
         let correlations = model
             .correlation_scores()
@@ -374,6 +379,7 @@ impl Tracker {
             lr: opt.lr(),
             dendrites,
             params,
+            bytes,
             seconds,
             correlations,
         });
