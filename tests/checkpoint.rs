@@ -2,15 +2,18 @@
 
 mod common;
 
+use common::TestDevice;
+
 use common::{mse_step, quick_config, Mlp};
 use perforated::checkpoint::{load, save};
 use perforated::prelude::*;
 use perforated::Error;
 
-fn trained_model(dev: &Cpu) -> Mlp<4, 8, 3, f32, Cpu> {
-    let x: Tensor<Rank2<32, 4>, f32, Cpu> = dev.sample_normal();
-    let y: Tensor<Rank2<32, 3>, f32, Cpu> = dev.sample_normal();
-    let mut model = Mlp::<4, 8, 3, f32, Cpu>::new(dev, quick_config(DendriteLearning::Correlation));
+fn trained_model(dev: &TestDevice) -> Mlp<4, 8, 3, f32, TestDevice> {
+    let x: Tensor<Rank2<32, 4>, f32, TestDevice> = dev.sample_normal();
+    let y: Tensor<Rank2<32, 3>, f32, TestDevice> = dev.sample_normal();
+    let mut model =
+        Mlp::<4, 8, 3, f32, TestDevice>::new(dev, quick_config(DendriteLearning::Correlation));
     let mut opt = DendriticOptimizer::adam(AdamConfig {
         lr: 1e-2,
         ..Default::default()
@@ -39,14 +42,14 @@ fn dir(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn saved_tensors_load_back_to_identical_outputs_and_structure() {
-    let dev = Cpu::seed_from_u64(21);
+    let dev = TestDevice::seed_from_u64(21);
     let mut model = trained_model(&dev);
-    let x: Tensor<Rank2<16, 4>, f32, Cpu> = dev.sample_normal();
+    let x: Tensor<Rank2<16, 4>, f32, TestDevice> = dev.sample_normal();
     let path = dir("roundtrip").join("model.safetensors");
     save(&mut model, &path).unwrap();
 
-    let mut fresh = Mlp::<4, 8, 3, f32, Cpu>::new(
-        &Cpu::seed_from_u64(99),
+    let mut fresh = Mlp::<4, 8, 3, f32, TestDevice>::new(
+        &TestDevice::seed_from_u64(99),
         quick_config(DendriteLearning::Correlation),
     );
     assert_ne!(
@@ -79,14 +82,14 @@ fn expect_err<T>(result: perforated::Result<T>) -> Error {
 
 #[test]
 fn corrupt_and_mismatched_checkpoints_are_refused() {
-    let dev = Cpu::seed_from_u64(22);
+    let dev = TestDevice::seed_from_u64(22);
     let mut model = trained_model(&dev);
     let d = dir("corrupt");
     let good = d.join("good.safetensors");
     save(&mut model, &good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let mut target =
-        Mlp::<4, 8, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+        Mlp::<4, 8, 3, f32, TestDevice>::new(&dev, quick_config(DendriteLearning::Correlation));
 
     // truncated anywhere: header, tensors
     for cut in [0, 4, 20, bytes.len() / 2, bytes.len() - 1] {
@@ -133,7 +136,7 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
     );
     // a model of another shape: tensor shapes differ
     let mut wider =
-        Mlp::<4, 9, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+        Mlp::<4, 9, 3, f32, TestDevice>::new(&dev, quick_config(DendriteLearning::Correlation));
     let e = expect_err(load(&mut wider, &good)).to_string();
     assert!(
         e.contains("fc1.neurons.weight") && e.contains("[9, 4]") && e.contains("[8, 4]"),
@@ -141,7 +144,7 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
     );
     // another dtype
     let mut double =
-        Mlp::<4, 8, 3, f64, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+        Mlp::<4, 8, 3, f64, TestDevice>::new(&dev, quick_config(DendriteLearning::Correlation));
     let e = expect_err(load(&mut double, &good)).to_string();
     assert!(
         e.contains("dtype") && e.contains("F64") && e.contains("F32"),
@@ -151,7 +154,7 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
 
 #[test]
 fn a_failed_save_leaves_the_previous_file_intact() {
-    let dev = Cpu::seed_from_u64(23);
+    let dev = TestDevice::seed_from_u64(23);
     let mut model = trained_model(&dev);
     let d = dir("atomic");
     // the target is a directory holding a file: the final rename fails.
@@ -185,9 +188,9 @@ fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 #[test]
 fn model_and_optimizer_state_resume_training_exactly() {
-    let dev = Cpu::seed_from_u64(24);
-    let x: Tensor<Rank2<32, 4>, f32, Cpu> = dev.sample_normal();
-    let y: Tensor<Rank2<32, 3>, f32, Cpu> = dev.sample_normal();
+    let dev = TestDevice::seed_from_u64(24);
+    let x: Tensor<Rank2<32, 4>, f32, TestDevice> = dev.sample_normal();
+    let y: Tensor<Rank2<32, 3>, f32, TestDevice> = dev.sample_normal();
     for phase in [Phase::Neuron, Phase::Dendrite] {
         let mut a = trained_model(&dev);
         if phase == Phase::Neuron {
@@ -205,7 +208,7 @@ fn model_and_optimizer_state_resume_training_exactly() {
         perforated::checkpoint::save_with(&mut a, &path, Default::default(), &tensors).unwrap();
 
         let mut b =
-            Mlp::<4, 8, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+            Mlp::<4, 8, 3, f32, TestDevice>::new(&dev, quick_config(DendriteLearning::Correlation));
         let extras = load(&mut b, &path).unwrap();
         let mut opt_b = DendriticOptimizer::sgd(SgdConfig::default());
         opt_b.import(&b, &state, &extras.tensors, &dev).unwrap();

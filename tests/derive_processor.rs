@@ -1,5 +1,9 @@
 //! `#[derive(Processor)]` expresses the built-in processors: same weights, same outputs.
 
+mod common;
+
+use common::TestDevice;
+
 use std::marker::PhantomData;
 
 use perforated::layers::{Gru, GruCell};
@@ -17,15 +21,19 @@ struct SequenceState<E, D>(PhantomData<(E, D)>);
 #[processor(state = 0, state_input = 1)]
 struct StepState<E, D>(PhantomData<(E, D)>);
 
-type BuiltinSeq = Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>>;
-type DerivedSeq = Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), SequenceState<f64, Cpu>>;
-type BuiltinStep = Dendritic<GruCell<3, 4, f64, Cpu>, (Batch, Neurons), GruCellState<4, f64, Cpu>>;
-type DerivedStep = Dendritic<GruCell<3, 4, f64, Cpu>, (Batch, Neurons), StepState<f64, Cpu>>;
-type Hidden = Tensor<(usize, Const<4>), f64, Cpu>;
+type BuiltinSeq =
+    Dendritic<Gru<3, 4, f64, TestDevice>, (Batch, Time, Neurons), GruState<4, f64, TestDevice>>;
+type DerivedSeq =
+    Dendritic<Gru<3, 4, f64, TestDevice>, (Batch, Time, Neurons), SequenceState<f64, TestDevice>>;
+type BuiltinStep =
+    Dendritic<GruCell<3, 4, f64, TestDevice>, (Batch, Neurons), GruCellState<4, f64, TestDevice>>;
+type DerivedStep =
+    Dendritic<GruCell<3, 4, f64, TestDevice>, (Batch, Neurons), StepState<f64, TestDevice>>;
+type Hidden = Tensor<(usize, Const<4>), f64, TestDevice>;
 
 fn same_weights<
-    A: DendriticModel<Dtype = f64, Device = Cpu>,
-    B: DendriticModel<Dtype = f64, Device = Cpu>,
+    A: DendriticModel<Dtype = f64, Device = TestDevice>,
+    B: DendriticModel<Dtype = f64, Device = TestDevice>,
 >(
     a: &mut A,
     b: &mut B,
@@ -41,7 +49,7 @@ fn same_weights<
 
 #[test]
 fn derived_sequence_processor_matches_gru_state() {
-    let dev = Cpu::seed_from_u64(4);
+    let dev = TestDevice::seed_from_u64(4);
     let config = DendriteConfig {
         init_std: 0.5,
         ..Default::default()
@@ -51,10 +59,11 @@ fn derived_sequence_processor_matches_gru_state() {
     let mut derived: DerivedSeq = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
     builtin.grow_dendrites(2).unwrap();
     same_weights(&mut builtin, &mut derived, "seq");
-    let h0: Tensor<(usize, Const<4>), f64, Cpu> = dev.zeros_like(&(2, Const));
+    let h0: Tensor<(usize, Const<4>), f64, TestDevice> = dev.zeros_like(&(2, Const));
     for _ in 0..3 {
         // the same chunk three times: dendrite states carry over between calls
-        let x: Tensor<(usize, usize, Const<3>), f64, Cpu> = dev.sample_normal_like(&(2, 5, Const));
+        let x: Tensor<(usize, usize, Const<3>), f64, TestDevice> =
+            dev.sample_normal_like(&(2, 5, Const));
         let (a, ha) = builtin.forward((x.clone(), h0.clone()));
         let (b, hb) = derived.forward((x, h0.clone()));
         assert_eq!(a.as_vec(), b.as_vec());
@@ -64,7 +73,7 @@ fn derived_sequence_processor_matches_gru_state() {
 
 #[test]
 fn derived_step_processor_matches_gru_cell_state() {
-    let dev = Cpu::seed_from_u64(5);
+    let dev = TestDevice::seed_from_u64(5);
     let config = DendriteConfig {
         init_std: 0.5,
         ..Default::default()
@@ -77,7 +86,7 @@ fn derived_step_processor_matches_gru_cell_state() {
     let (mut ha, mut hb): (Hidden, Hidden) =
         (dev.zeros_like(&(2, Const)), dev.zeros_like(&(2, Const)));
     for _ in 0..4 {
-        let x: Tensor<(usize, Const<3>), f64, Cpu> = dev.sample_normal_like(&(2, Const));
+        let x: Tensor<(usize, Const<3>), f64, TestDevice> = dev.sample_normal_like(&(2, Const));
         ha = builtin.forward((x.clone(), ha));
         hb = derived.forward((x, hb));
         assert_eq!(ha.as_vec(), hb.as_vec());

@@ -2,21 +2,23 @@
 
 mod common;
 
+use common::TestDevice;
+
 use common::{mse_step, quick_config, snapshot, Mlp};
 use perforated::prelude::*;
 
 fn data(
-    dev: &Cpu,
+    dev: &TestDevice,
 ) -> (
-    Tensor<Rank2<32, 4>, f32, Cpu>,
-    Tensor<Rank2<32, 3>, f32, Cpu>,
+    Tensor<Rank2<32, 4>, f32, TestDevice>,
+    Tensor<Rank2<32, 3>, f32, TestDevice>,
 ) {
-    let x: Tensor<Rank2<32, 4>, f32, Cpu> = dev.sample_normal();
-    let y: Tensor<Rank2<32, 3>, f32, Cpu> = dev.sample_normal();
+    let x: Tensor<Rank2<32, 4>, f32, TestDevice> = dev.sample_normal();
+    let y: Tensor<Rank2<32, 3>, f32, TestDevice> = dev.sample_normal();
     (x, y)
 }
 
-fn adam(lr: f64) -> DendriticOptimizer<f32, Cpu> {
+fn adam(lr: f64) -> DendriticOptimizer<f32, TestDevice> {
     DendriticOptimizer::adam(AdamConfig {
         lr,
         ..Default::default()
@@ -27,10 +29,13 @@ fn adam(lr: f64) -> DendriticOptimizer<f32, Cpu> {
 /// the model has a dendrite per layer with non-zero output weights.
 fn model_with_trained_dendrites(
     learning: DendriteLearning,
-    dev: &Cpu,
-) -> (Mlp<4, 8, 3, f32, Cpu>, DendriticOptimizer<f32, Cpu>) {
+    dev: &TestDevice,
+) -> (
+    Mlp<4, 8, 3, f32, TestDevice>,
+    DendriticOptimizer<f32, TestDevice>,
+) {
     let (x, y) = data(dev);
-    let mut model = Mlp::<4, 8, 3, f32, Cpu>::new(dev, quick_config(learning));
+    let mut model = Mlp::<4, 8, 3, f32, TestDevice>::new(dev, quick_config(learning));
     let mut opt = adam(1e-2);
     for _ in 0..10 {
         mse_step(&mut model, &mut opt, &x, &y);
@@ -49,7 +54,7 @@ fn model_with_trained_dendrites(
 #[test]
 fn accepting_a_dendrite_leaves_outputs_bit_identical() {
     for learning in [DendriteLearning::Correlation, DendriteLearning::Gradient] {
-        let dev = Cpu::seed_from_u64(1);
+        let dev = TestDevice::seed_from_u64(1);
         let (x, y) = data(&dev);
         let (mut model, mut opt) = model_with_trained_dendrites(learning, &dev);
         model.start_dendrite_phase().unwrap();
@@ -66,7 +71,7 @@ fn accepting_a_dendrite_leaves_outputs_bit_identical() {
 
 #[test]
 fn dendrite_phase_steps_change_only_the_candidate() {
-    let dev = Cpu::seed_from_u64(2);
+    let dev = TestDevice::seed_from_u64(2);
     let (x, y) = data(&dev);
     let (mut model, mut opt) = model_with_trained_dendrites(DendriteLearning::Correlation, &dev);
     // the accepted dendrites matter: their output weights have trained away from zero.
@@ -113,9 +118,9 @@ fn dendrite_phase_steps_change_only_the_candidate() {
 /// `loss = sum(y ⊙ g)` with `g` fixed, so the gradient reaching `x` depends only on the paths
 /// from `x` to `y`, not on the values of `y`.
 fn input_gradient(
-    layer: &mut Dendritic<perforated::dfdx::nn::modules::Linear<4, 3, f32, Cpu>>,
-    x: &Tensor<Rank2<5, 4>, f32, Cpu>,
-    g: &Tensor<Rank2<5, 3>, f32, Cpu>,
+    layer: &mut Dendritic<perforated::dfdx::nn::modules::Linear<4, 3, f32, TestDevice>>,
+    x: &Tensor<Rank2<5, 4>, f32, TestDevice>,
+    g: &Tensor<Rank2<5, 3>, f32, TestDevice>,
 ) -> Vec<f32> {
     let x = x.clone().leaky_traced();
     let handle = x.retaped::<NoneTape>();
@@ -126,9 +131,9 @@ fn input_gradient(
 
 #[test]
 fn perforated_dendrites_send_no_gradient_upstream() {
-    let dev = Cpu::seed_from_u64(3);
-    let x: Tensor<Rank2<5, 4>, f32, Cpu> = dev.sample_normal();
-    let g: Tensor<Rank2<5, 3>, f32, Cpu> = dev.sample_normal();
+    let dev = TestDevice::seed_from_u64(3);
+    let x: Tensor<Rank2<5, 4>, f32, TestDevice> = dev.sample_normal();
+    let g: Tensor<Rank2<5, 3>, f32, TestDevice> = dev.sample_normal();
     for learning in [DendriteLearning::Correlation, DendriteLearning::Gradient] {
         let config = DendriteConfig {
             learning,
@@ -153,10 +158,10 @@ fn perforated_dendrites_send_no_gradient_upstream() {
 
 #[test]
 fn optimizer_keeps_state_of_tensors_that_survive_a_restructure() {
-    let dev = Cpu::seed_from_u64(4);
+    let dev = TestDevice::seed_from_u64(4);
     let (x, y) = data(&dev);
     let mut model =
-        Mlp::<4, 8, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+        Mlp::<4, 8, 3, f32, TestDevice>::new(&dev, quick_config(DendriteLearning::Correlation));
     let mut opt = adam(1e-2);
     for _ in 0..3 {
         mse_step(&mut model, &mut opt, &x, &y);
@@ -201,10 +206,10 @@ fn optimizer_keeps_state_of_tensors_that_survive_a_restructure() {
 
 #[test]
 fn misuse_is_an_error_that_says_what_to_do() {
-    let dev = Cpu::seed_from_u64(5);
+    let dev = TestDevice::seed_from_u64(5);
     let (x, y) = data(&dev);
     let mut model =
-        Mlp::<4, 8, 3, f32, Cpu>::new(&dev, quick_config(DendriteLearning::Correlation));
+        Mlp::<4, 8, 3, f32, TestDevice>::new(&dev, quick_config(DendriteLearning::Correlation));
     let err = model.accept_dendrites().unwrap_err().to_string();
     assert!(
         err.contains("`fc1`") && err.contains("needs the dendrite phase"),

@@ -1,12 +1,16 @@
 //! Finite-difference checks of the dendritic layer's gradients and of the captured neuron error.
 
+mod common;
+
+use common::TestDevice;
+
 use perforated::params::{Param, ParamVisitor};
 use perforated::prelude::*;
 
-type Lin = perforated::dfdx::nn::modules::Linear<3, 2, f64, Cpu>;
+type Lin = perforated::dfdx::nn::modules::Linear<3, 2, f64, TestDevice>;
 
 fn layer(learning: DendriteLearning, dendrites: usize) -> Dendritic<Lin> {
-    let dev = Cpu::seed_from_u64(11);
+    let dev = TestDevice::seed_from_u64(11);
     let config = DendriteConfig {
         learning,
         init_std: 0.7,
@@ -20,11 +24,11 @@ fn layer(learning: DendriteLearning, dendrites: usize) -> Dendritic<Lin> {
     layer.grow_dendrites(dendrites).unwrap();
     // give the dendrites non-zero output weights so every path matters.
     struct Outputs(f64);
-    impl ParamVisitor<f64, Cpu> for Outputs {
+    impl ParamVisitor<f64, TestDevice> for Outputs {
         fn visit<S: Shape>(
             &mut self,
-            p: Param<'_, f64, Cpu>,
-            t: &mut Tensor<S, f64, Cpu>,
+            p: Param<'_, f64, TestDevice>,
+            t: &mut Tensor<S, f64, TestDevice>,
         ) -> perforated::Result<()> {
             if p.role == Role::DendriteOutput {
                 let n = t.as_vec().len();
@@ -38,15 +42,18 @@ fn layer(learning: DendriteLearning, dendrites: usize) -> Dendritic<Lin> {
     layer
 }
 
-fn inputs() -> (Tensor<Rank2<4, 3>, f64, Cpu>, Tensor<Rank2<4, 2>, f64, Cpu>) {
-    let dev = Cpu::seed_from_u64(12);
+fn inputs() -> (
+    Tensor<Rank2<4, 3>, f64, TestDevice>,
+    Tensor<Rank2<4, 2>, f64, TestDevice>,
+) {
+    let dev = TestDevice::seed_from_u64(12);
     (dev.sample_normal(), dev.sample_normal())
 }
 
 fn loss_value(
     layer: &Dendritic<Lin>,
-    x: &Tensor<Rank2<4, 3>, f64, Cpu>,
-    t: &Tensor<Rank2<4, 2>, f64, Cpu>,
+    x: &Tensor<Rank2<4, 3>, f64, TestDevice>,
+    t: &Tensor<Rank2<4, 2>, f64, TestDevice>,
 ) -> f64 {
     // a non-linear loss, so the error depends on the output
     let y = layer.forward(x.clone());
@@ -55,11 +62,11 @@ fn loss_value(
 
 /// Every tensor's values, and a way to write one element back.
 struct Read(Vec<(String, Role, bool, Vec<f64>)>);
-impl ParamVisitor<f64, Cpu> for Read {
+impl ParamVisitor<f64, TestDevice> for Read {
     fn visit<S: Shape>(
         &mut self,
-        p: Param<'_, f64, Cpu>,
-        t: &mut Tensor<S, f64, Cpu>,
+        p: Param<'_, f64, TestDevice>,
+        t: &mut Tensor<S, f64, TestDevice>,
     ) -> perforated::Result<()> {
         self.0
             .push((p.path.to_string(), p.role, p.needs_task_grad(), t.as_vec()));
@@ -67,11 +74,11 @@ impl ParamVisitor<f64, Cpu> for Read {
     }
 }
 struct Write<'a>(&'a str, usize, f64);
-impl ParamVisitor<f64, Cpu> for Write<'_> {
+impl ParamVisitor<f64, TestDevice> for Write<'_> {
     fn visit<S: Shape>(
         &mut self,
-        p: Param<'_, f64, Cpu>,
-        t: &mut Tensor<S, f64, Cpu>,
+        p: Param<'_, f64, TestDevice>,
+        t: &mut Tensor<S, f64, TestDevice>,
     ) -> perforated::Result<()> {
         if p.path == self.0 {
             let mut v = t.as_vec();
@@ -81,12 +88,12 @@ impl ParamVisitor<f64, Cpu> for Write<'_> {
         Ok(())
     }
 }
-struct Grad<'a>(&'a Gradients<f64, Cpu>, Vec<(String, Vec<f64>)>);
-impl ParamVisitor<f64, Cpu> for Grad<'_> {
+struct Grad<'a>(&'a Gradients<f64, TestDevice>, Vec<(String, Vec<f64>)>);
+impl ParamVisitor<f64, TestDevice> for Grad<'_> {
     fn visit<S: Shape>(
         &mut self,
-        p: Param<'_, f64, Cpu>,
-        t: &mut Tensor<S, f64, Cpu>,
+        p: Param<'_, f64, TestDevice>,
+        t: &mut Tensor<S, f64, TestDevice>,
     ) -> perforated::Result<()> {
         if p.needs_task_grad() {
             self.1.push((p.path.to_string(), self.0.get(t).as_vec()));
@@ -164,7 +171,7 @@ fn gradient_mode_input_gradient_matches_finite_differences() {
     let grads = ((y - t.clone()).square().sum::<Rank0, _>() * 0.5).backward();
     let analytic = grads.get(&handle).as_vec();
     let base = x.as_vec();
-    let dev = Cpu::default();
+    let dev = TestDevice::default();
     for i in 0..base.len() {
         let mut v = base.clone();
         v[i] += 1e-6;

@@ -2,12 +2,14 @@
 
 mod common;
 
+use common::TestDevice;
+
 use perforated::layers::{Conv2d, PaiSequential};
 use perforated::prelude::*;
 
-type Img = Tensor<(usize, Const<2>, usize, usize), f32, Cpu>;
-type Conv = Conv2d<2, 3, 3, f32, Cpu, 1, 1>;
-type Group = PaiSequential<Conv, perforated::dfdx::nn::modules::BatchNorm2D<3, f32, Cpu>>;
+type Img = Tensor<(usize, Const<2>, usize, usize), f32, TestDevice>;
+type Conv = Conv2d<2, 3, 3, f32, TestDevice, 1, 1>;
+type Group = PaiSequential<Conv, perforated::dfdx::nn::modules::BatchNorm2D<3, f32, TestDevice>>;
 
 use common::values;
 
@@ -15,9 +17,9 @@ macro_rules! invariants {
     ($test:ident, $layer:ty) => {
         #[test]
         fn $test() {
-            let dev = Cpu::seed_from_u64(5);
+            let dev = TestDevice::seed_from_u64(5);
             let x: Img = dev.sample_normal_like(&(4, Const, 5, 5));
-            let target: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+            let target: Tensor<(usize, Const<3>, usize, usize), f32, TestDevice> =
                 dev.sample_normal_like(&(4, Const, 5, 5));
             let config = DendriteConfig {
                 correlation: CorrelationConfig {
@@ -32,7 +34,8 @@ macro_rules! invariants {
                 lr: 0.02,
                 ..Default::default()
             });
-            let step = |layer: &mut Dendritic<$layer>, opt: &mut DendriticOptimizer<f32, Cpu>| {
+            let step = |layer: &mut Dendritic<$layer>,
+                        opt: &mut DendriticOptimizer<f32, TestDevice>| {
                 let grads = layer.alloc_grads().unwrap();
                 let loss = mse_loss(layer.forward_mut(x.trace(grads)), target.clone());
                 opt.step(layer, loss.backward()).unwrap();
@@ -80,7 +83,7 @@ macro_rules! invariants {
                 .iter()
                 .any(|w| *w != 0.0));
             // perforation: the input gradient of a linear loss ignores the dendrites
-            let g: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+            let g: Tensor<(usize, Const<3>, usize, usize), f32, TestDevice> =
                 dev.sample_normal_like(&(4, Const, 5, 5));
             let input_grad = |layer: &mut Dendritic<$layer>| {
                 let t = x.clone().leaky_traced();
@@ -106,9 +109,9 @@ invariants!(conv_batchnorm_group_keeps_the_invariants, Group);
 
 #[test]
 fn grouped_dendrites_keep_their_own_running_statistics() {
-    let dev = Cpu::seed_from_u64(6);
+    let dev = TestDevice::seed_from_u64(6);
     let x: Img = dev.sample_normal_like(&(4, Const, 5, 5)) * 3.0 + 1.0;
-    let target: Tensor<(usize, Const<3>, usize, usize), f32, Cpu> =
+    let target: Tensor<(usize, Const<3>, usize, usize), f32, TestDevice> =
         dev.sample_normal_like(&(4, Const, 5, 5));
     let config = DendriteConfig {
         correlation: CorrelationConfig {

@@ -1,14 +1,23 @@
 //! Dendrites learn what the layer alone cannot: a product term.
 
+mod common;
+
+use common::TestDevice;
+
 use perforated::prelude::*;
 
 const N: usize = 256;
-type Lin = perforated::dfdx::nn::modules::Linear<2, 1, f32, Cpu>;
+type Lin = perforated::dfdx::nn::modules::Linear<2, 1, f32, TestDevice>;
 
 /// `y = x₀·x₁ + 0.5·x₀` on `[-1, 1]²`: a linear layer fits the linear part and leaves the
 /// product (variance 1/9) as error.
-fn data(dev: &Cpu) -> (Tensor<Rank2<N, 2>, f32, Cpu>, Tensor<Rank2<N, 1>, f32, Cpu>) {
-    let x: Tensor<Rank2<N, 2>, f32, Cpu> = dev.sample_uniform::<Rank2<N, 2>>() * 2.0 - 1.0;
+fn data(
+    dev: &TestDevice,
+) -> (
+    Tensor<Rank2<N, 2>, f32, TestDevice>,
+    Tensor<Rank2<N, 1>, f32, TestDevice>,
+) {
+    let x: Tensor<Rank2<N, 2>, f32, TestDevice> = dev.sample_uniform::<Rank2<N, 2>>() * 2.0 - 1.0;
     let v = x.array();
     let y: Vec<f32> = v.iter().map(|r| r[0] * r[1] + 0.5 * r[0]).collect();
     (x, dev.tensor_from_vec(y, (Const::<N>, Const::<1>)))
@@ -16,9 +25,9 @@ fn data(dev: &Cpu) -> (Tensor<Rank2<N, 2>, f32, Cpu>, Tensor<Rank2<N, 1>, f32, C
 
 fn train(
     layer: &mut Dendritic<Lin>,
-    opt: &mut DendriticOptimizer<f32, Cpu>,
-    x: &Tensor<Rank2<N, 2>, f32, Cpu>,
-    y: &Tensor<Rank2<N, 1>, f32, Cpu>,
+    opt: &mut DendriticOptimizer<f32, TestDevice>,
+    x: &Tensor<Rank2<N, 2>, f32, TestDevice>,
+    y: &Tensor<Rank2<N, 1>, f32, TestDevice>,
     steps: usize,
 ) -> f32 {
     let mut best = f32::INFINITY;
@@ -33,7 +42,7 @@ fn train(
 
 #[test]
 fn dendrites_fit_what_a_linear_layer_cannot() {
-    let dev = Cpu::seed_from_u64(7);
+    let dev = TestDevice::seed_from_u64(7);
     let (x, y) = data(&dev);
     let config = DendriteConfig {
         correlation: CorrelationConfig {

@@ -1,5 +1,9 @@
 //! `#[perforated]` models: what the expansion builds, walks and runs.
 
+mod common;
+
+use common::TestDevice;
+
 use perforated::prelude::*;
 
 /// The DESIGN example.
@@ -57,15 +61,15 @@ struct Recurrent {
 
 #[test]
 fn the_design_example_builds_trains_and_reports() {
-    let dev: Cpu = Default::default();
+    let dev: TestDevice = Default::default();
     let mut model = Mlp::build(&dev).unwrap();
     assert_eq!(model.layers().len(), 2);
     assert_eq!(
         model.param_counts().unwrap().get(Role::Neuron),
         64 * 16 + 16 + 16 * 10 + 10
     );
-    let x: Tensor<Rank2<8, 64>, f32, Cpu> = dev.sample_normal();
-    let y: Tensor<Rank2<8, 10>, f32, Cpu> =
+    let x: Tensor<Rank2<8, 64>, f32, TestDevice> = dev.sample_normal();
+    let y: Tensor<Rank2<8, 10>, f32, TestDevice> =
         dev.sample_normal::<Rank2<8, 10>>().softmax::<Axis<1>>();
     let mut opt = DendriticOptimizer::adam(AdamConfig::default());
     let grads = model.alloc_grads().unwrap();
@@ -73,13 +77,13 @@ fn the_design_example_builds_trains_and_reports() {
     opt.step(&mut model, loss.backward()).unwrap();
     model.start_dendrite_phase().unwrap();
     assert_eq!(model.phase(), Phase::Dendrite);
-    assert!(Mlp::<f32, Cpu>::PERFORATED_SUMMARY.contains("fc1: Linear<64,16> — converted"));
-    assert!(Mlp::<f32, Cpu>::PERFORATED_SUMMARY.contains("act: ReLU — no parameters"));
+    assert!(Mlp::<f32, TestDevice>::PERFORATED_SUMMARY.contains("fc1: Linear<64,16> — converted"));
+    assert!(Mlp::<f32, TestDevice>::PERFORATED_SUMMARY.contains("act: ReLU — no parameters"));
 }
 
 #[test]
 fn nested_networks_are_converted_together() {
-    let dev: Cpu = Default::default();
+    let dev: TestDevice = Default::default();
     let mut pair = Pair::build(&dev).unwrap();
     let paths: Vec<String> = pair.layers().into_iter().map(|l| l.path).collect();
     assert_eq!(
@@ -94,16 +98,16 @@ fn nested_networks_are_converted_together() {
     pair.start_dendrite_phase().unwrap();
     assert_eq!(pair.generator.phase(), Phase::Dendrite);
     assert_eq!(pair.discriminator.phase(), Phase::Dendrite);
-    let z: Tensor<Rank2<3, 4>, f32, Cpu> = dev.sample_normal();
+    let z: Tensor<Rank2<3, 4>, f32, TestDevice> = dev.sample_normal();
     let score = pair.discriminator.forward(pair.generator.forward(z));
     assert_eq!(score.shape(), &(Const::<3>, Const::<1>));
 }
 
 #[test]
 fn conv_groups_pools_and_flatten_compose() {
-    let dev: Cpu = Default::default();
+    let dev: TestDevice = Default::default();
     let mut cnn = Cnn::build(&dev).unwrap();
-    let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
+    let x: Tensor<(usize, Const<1>, usize, usize), f32, TestDevice> =
         dev.sample_normal_like(&(2, Const, 6, 6));
     let grads = cnn.alloc_grads().unwrap();
     let y = cnn.forward_mut(x.trace(grads));
@@ -114,12 +118,12 @@ fn conv_groups_pools_and_flatten_compose() {
 
 #[test]
 fn tracked_layers_train_without_dendrites() {
-    let dev: Cpu = Default::default();
+    let dev: TestDevice = Default::default();
     let mut model = Tracked::build(&dev).unwrap();
     let counts = model.param_counts().unwrap();
     assert_eq!(counts.get(Role::Tracked), 16);
     assert_eq!(model.layers().len(), 2);
-    let x: Tensor<Rank2<4, 8>, f32, Cpu> = dev.sample_normal();
+    let x: Tensor<Rank2<4, 8>, f32, TestDevice> = dev.sample_normal();
     let _ = model.forward(x);
 }
 
@@ -134,10 +138,11 @@ impl<E: perforated::Float, D: Device<E>> Recurrent<E, D> {
 
 #[test]
 fn recurrent_layers_convert_through_their_processor() {
-    let dev: Cpu = Default::default();
-    let mut model = Recurrent::<f64, Cpu>::build(&dev).unwrap();
+    let dev: TestDevice = Default::default();
+    let mut model = Recurrent::<f64, TestDevice>::build(&dev).unwrap();
     model.gru.grow_dendrites(1).unwrap();
-    let x: Tensor<(usize, usize, Const<3>), f64, Cpu> = dev.sample_normal_like(&(2, 4, Const));
+    let x: Tensor<(usize, usize, Const<3>), f64, TestDevice> =
+        dev.sample_normal_like(&(2, 4, Const));
     assert_eq!(model.run(x).shape(), &(2, Const::<2>));
     assert_eq!(model.layers()[0].dendrites, 1);
 }
@@ -152,10 +157,10 @@ struct Sized<const H: usize> {
 
 #[test]
 fn const_generic_models() {
-    let dev: Cpu = Default::default();
-    let mut small = Sized::<3>::build(&dev).unwrap();
-    let mut large = Sized::<30>::build(&dev).unwrap();
-    let x: Tensor<Rank2<2, 4>, f32, Cpu> = dev.zeros();
+    let dev: TestDevice = Default::default();
+    let mut small = Sized::<3, f32, TestDevice>::build(&dev).unwrap();
+    let mut large = Sized::<30, f32, TestDevice>::build(&dev).unwrap();
+    let x: Tensor<Rank2<2, 4>, f32, TestDevice> = dev.zeros();
     let _ = small.forward(x.clone());
     let _ = large.forward(x);
     assert_eq!(

@@ -1,5 +1,9 @@
 //! A plain dfdx model's weights load into a perforated model, which then computes the same.
 
+mod common;
+
+use common::TestDevice;
+
 use perforated::prelude::*;
 
 #[perforated]
@@ -21,11 +25,11 @@ fn dir() -> std::path::PathBuf {
 
 #[test]
 fn plain_weights_load_into_the_neurons_with_identical_outputs() {
-    let dev = Cpu::seed_from_u64(3);
+    let dev = TestDevice::seed_from_u64(3);
     let mut plain = dev.build_module::<Plain, f32>();
     // train it a little so it is not at its initialisation
-    let x: Tensor<Rank2<16, 4>, f32, Cpu> = dev.sample_normal();
-    let y: Tensor<Rank2<16, 3>, f32, Cpu> = dev.sample_normal();
+    let x: Tensor<Rank2<16, 4>, f32, TestDevice> = dev.sample_normal();
+    let y: Tensor<Rank2<16, 3>, f32, TestDevice> = dev.sample_normal();
     let mut opt = perforated::dfdx::optim::Adam::new(&plain, AdamConfig::default());
     for _ in 0..20 {
         let grads = plain.alloc_grads();
@@ -35,7 +39,7 @@ fn plain_weights_load_into_the_neurons_with_identical_outputs() {
     let path = dir().join("plain.safetensors");
     plain.save_safetensors(&path).unwrap();
 
-    let mut net = Net::<f32, Cpu>::build(&Cpu::seed_from_u64(99)).unwrap();
+    let mut net = Net::<f32, TestDevice>::build(&TestDevice::seed_from_u64(99)).unwrap();
     assert_ne!(
         net.forward(x.clone()).array(),
         plain.forward(x.clone()).array()
@@ -59,7 +63,7 @@ fn plain_weights_load_into_the_neurons_with_identical_outputs() {
     );
 
     // a wrong mapping is refused with the tensor named, and nothing is copied
-    let mut other = Net::<f32, Cpu>::build(&dev).unwrap();
+    let mut other = Net::<f32, TestDevice>::build(&dev).unwrap();
     let before = other.forward(x.clone()).array();
     let e = perforated::checkpoint::load_plain(&mut other, &path, &[("fc1", "0")])
         .unwrap_err()
@@ -79,13 +83,13 @@ struct Fused {
 
 #[test]
 fn separate_conv_and_norm_load_into_a_fused_group() {
-    let dev = Cpu::seed_from_u64(4);
+    let dev = TestDevice::seed_from_u64(4);
     type Separate = (
-        Conv2d<1, 4, 3, f32, Cpu, 1, 1>,
-        modules::BatchNorm2D<4, f32, Cpu>,
+        Conv2d<1, 4, 3, f32, TestDevice, 1, 1>,
+        modules::BatchNorm2D<4, f32, TestDevice>,
     );
     let mut plain: Separate = (BuildModule::build(&dev), BuildModule::build(&dev));
-    let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
+    let x: Tensor<(usize, Const<1>, usize, usize), f32, TestDevice> =
         dev.sample_normal_like(&(3, Const, 5, 5));
     // move the running statistics away from their defaults
     for _ in 0..3 {
@@ -95,7 +99,7 @@ fn separate_conv_and_norm_load_into_a_fused_group() {
     plain.save_safetensors(&path).unwrap();
     let want = plain.1.forward(plain.0.forward(x.clone())).relu();
 
-    let mut fused = Fused::<f32, Cpu>::build(&dev).unwrap();
+    let mut fused = Fused::<f32, TestDevice>::build(&dev).unwrap();
     perforated::checkpoint::load_plain(
         &mut fused,
         &path,

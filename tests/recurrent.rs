@@ -2,17 +2,19 @@
 
 mod common;
 
+use common::TestDevice;
+
 use perforated::layers::{Gru, GruCell, Lstm};
 use perforated::params::{Param, ParamVisitor};
 use perforated::prelude::*;
 use perforated::processor::{GruCellState, GruState, LstmLast};
 
-type Cell = GruCell<3, 4, f64, Cpu>;
-type Hidden = Tensor<(usize, Const<4>), f64, Cpu>;
+type Cell = GruCell<3, 4, f64, TestDevice>;
+type Hidden = Tensor<(usize, Const<4>), f64, TestDevice>;
 
 #[test]
 fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
-    let dev = Cpu::seed_from_u64(8);
+    let dev = TestDevice::seed_from_u64(8);
     let config = DendriteConfig {
         init_std: 0.5,
         ..Default::default()
@@ -20,9 +22,9 @@ fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
     let mut layer: StepGru = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
     layer.grow_dendrites(2).unwrap();
     common::set_outputs(&mut layer, |k| 0.25 * (k + 1) as f64);
-    let cascade: Tensor<Rank1<4>, f64, Cpu> =
+    let cascade: Tensor<Rank1<4>, f64, TestDevice> =
         dev.tensor(<[f64; 4]>::try_from(read(&mut layer, "dendrites.1.cascade.0")).unwrap());
-    let xs: Vec<Tensor<(usize, Const<3>), f64, Cpu>> = (0..4)
+    let xs: Vec<Tensor<(usize, Const<3>), f64, TestDevice>> = (0..4)
         .map(|_| dev.sample_normal_like(&(2, Const)))
         .collect();
 
@@ -72,11 +74,11 @@ fn stepped_gru_cell_dendrites_keep_their_own_state_until_reset() {
 /// The values of the tensor at `path`.
 fn read(layer: &mut StepGru, path: &str) -> Vec<f64> {
     struct Find<'a>(&'a str, Option<Vec<f64>>);
-    impl ParamVisitor<f64, Cpu> for Find<'_> {
+    impl ParamVisitor<f64, TestDevice> for Find<'_> {
         fn visit<S: Shape>(
             &mut self,
-            p: Param<'_, f64, Cpu>,
-            t: &mut Tensor<S, f64, Cpu>,
+            p: Param<'_, f64, TestDevice>,
+            t: &mut Tensor<S, f64, TestDevice>,
         ) -> perforated::Result<()> {
             if p.path == self.0 {
                 self.1 = Some(t.as_vec());
@@ -89,15 +91,17 @@ fn read(layer: &mut StepGru, path: &str) -> Vec<f64> {
     find.1.unwrap()
 }
 
-type Seq = Tensor<(usize, usize, Const<3>), f64, Cpu>;
-type SeqGru = Dendritic<Gru<3, 4, f64, Cpu>, (Batch, Time, Neurons), GruState<4, f64, Cpu>>;
-type StepGru = Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, Cpu>>;
+type Seq = Tensor<(usize, usize, Const<3>), f64, TestDevice>;
+type SeqGru =
+    Dendritic<Gru<3, 4, f64, TestDevice>, (Batch, Time, Neurons), GruState<4, f64, TestDevice>>;
+type StepGru = Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, TestDevice>>;
 
 #[test]
 fn gru_over_sequences_keeps_the_invariants() {
-    let dev = Cpu::seed_from_u64(9);
+    let dev = TestDevice::seed_from_u64(9);
     let x: Seq = dev.sample_normal_like(&(2, 5, Const));
-    let target: Tensor<(usize, usize, Const<4>), f64, Cpu> = dev.sample_normal_like(&(2, 5, Const));
+    let target: Tensor<(usize, usize, Const<4>), f64, TestDevice> =
+        dev.sample_normal_like(&(2, 5, Const));
     let config = DendriteConfig {
         correlation: CorrelationConfig {
             warmup_batches: 2,
@@ -142,11 +146,14 @@ fn gru_over_sequences_keeps_the_invariants() {
 
 #[test]
 fn lstm_final_hidden_state_processor_adds_to_the_last_step() {
-    let dev = Cpu::seed_from_u64(10);
+    let dev = TestDevice::seed_from_u64(10);
     let x: Seq = dev.sample_normal_like(&(2, 5, Const));
     let zeros = || -> Hidden { dev.zeros_like(&(2, Const)) };
-    let mut layer: Dendritic<Lstm<3, 4, f64, Cpu>, (Batch, Neurons), LstmLast<4, f64, Cpu>> =
-        Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap();
+    let mut layer: Dendritic<
+        Lstm<3, 4, f64, TestDevice>,
+        (Batch, Neurons),
+        LstmLast<4, f64, TestDevice>,
+    > = Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap();
     let plain = layer.neurons().forward((x.clone(), (zeros(), zeros())));
     let (last, (h, _)) = layer.forward((x.clone(), (zeros(), zeros())));
     assert_eq!(last.shape(), &(2, Const::<4>));
@@ -178,10 +185,10 @@ fn lstm_final_hidden_state_processor_adds_to_the_last_step() {
 
 #[test]
 fn first_output_processor_adds_to_the_first_element_and_passes_the_rest() {
-    let dev = Cpu::seed_from_u64(11);
+    let dev = TestDevice::seed_from_u64(11);
     let x: Seq = dev.sample_normal_like(&(2, 3, Const));
     let mut layer: Dendritic<
-        Gru<3, 4, f64, Cpu>,
+        Gru<3, 4, f64, TestDevice>,
         (Batch, Time, Neurons),
         perforated::processor::FirstOutput,
     > = Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap();

@@ -1,10 +1,14 @@
 //! The tracker's decisions, rollbacks, resume and files, on a small real model.
 
+mod common;
+
+use common::TestDevice;
+
 use perforated::optim::Rule;
 use perforated::prelude::*;
 use perforated::tracker::{LrRestart, Schedule, Step, SwitchMode, Tracker, TrackerConfig};
 
-type Layer = Dendritic<perforated::dfdx::nn::modules::Linear<2, 1, f32, Cpu>>;
+type Layer = Dendritic<perforated::dfdx::nn::modules::Linear<2, 1, f32, TestDevice>>;
 
 fn dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("perforated-tracker-{}-{name}", std::process::id()));
@@ -15,9 +19,9 @@ fn dir(name: &str) -> std::path::PathBuf {
 struct Run {
     tracker: Tracker,
     model: Layer,
-    opt: DendriticOptimizer<f32, Cpu>,
-    x: Tensor<Rank2<16, 2>, f32, Cpu>,
-    y: Tensor<Rank2<16, 1>, f32, Cpu>,
+    opt: DendriticOptimizer<f32, TestDevice>,
+    x: Tensor<Rank2<16, 2>, f32, TestDevice>,
+    y: Tensor<Rank2<16, 1>, f32, TestDevice>,
     /// One character per epoch: neuron phase `i` improved, `c` continue; dendrite phase `d`;
     /// `R` restructured, `X` complete.
     trace: String,
@@ -26,7 +30,7 @@ struct Run {
 }
 
 fn model_seeded(seed: u64) -> Layer {
-    let dev = Cpu::seed_from_u64(seed);
+    let dev = TestDevice::seed_from_u64(seed);
     let config = DendriteConfig {
         correlation: CorrelationConfig {
             warmup_batches: 1,
@@ -39,8 +43,8 @@ fn model_seeded(seed: u64) -> Layer {
 
 impl Run {
     fn new(config: TrackerConfig) -> Self {
-        let dev = Cpu::seed_from_u64(3);
-        let x: Tensor<Rank2<16, 2>, f32, Cpu> = dev.sample_normal();
+        let dev = TestDevice::seed_from_u64(3);
+        let x: Tensor<Rank2<16, 2>, f32, TestDevice> = dev.sample_normal();
         let v = x.array();
         let y = dev.tensor_from_vec(
             v.iter().map(|r| r[0] * r[1]).collect(),
@@ -433,8 +437,8 @@ fn damaged_or_foreign_checkpoints_do_not_resume() {
     assert!(e.to_string().contains("tracker_config"), "{e}");
     // another model type
     std::fs::write(&latest, &bytes).unwrap();
-    let mut other: Dendritic<perforated::dfdx::nn::modules::Linear<3, 1, f32, Cpu>> = {
-        let dev = Cpu::default();
+    let mut other: Dendritic<perforated::dfdx::nn::modules::Linear<3, 1, f32, TestDevice>> = {
+        let dev = TestDevice::default();
         Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap()
     };
     let e = Tracker::resume(&dir, &mut other).unwrap_err();

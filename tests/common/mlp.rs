@@ -114,17 +114,3 @@ pub fn quick_config(learning: DendriteLearning) -> DendriteConfig {
         ..Default::default()
     }
 }
-
-/// One training step of `model` on `(x, y)` with MSE; returns the loss.
-pub fn mse_step<const I: usize, const H: usize, const O: usize, const B: usize>(
-    model: &mut Mlp<I, H, O, f32, Cpu>,
-    opt: &mut DendriticOptimizer<f32, Cpu>,
-    x: &Tensor<Rank2<B, I>, f32, Cpu>,
-    y: &Tensor<Rank2<B, O>, f32, Cpu>,
-) -> f32 {
-    let grads = model.alloc_grads().unwrap();
-    let loss = mse_loss(model.forward_mut(x.trace(grads)), y.clone());
-    let value = loss.array();
-    opt.step(model, loss.backward()).unwrap();
-    value
-}

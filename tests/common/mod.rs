@@ -5,6 +5,15 @@
 mod mlp;
 pub use mlp::*;
 
+/// The device the behaviour tests run on: the CPU, or the GPU with the `cuda` feature (as
+/// dfdx's own tests choose theirs).
+#[cfg(not(feature = "cuda"))]
+pub type TestDevice = perforated::prelude::Cpu;
+/// The device the behaviour tests run on: the CPU, or the GPU with the `cuda` feature (as
+/// dfdx's own tests choose theirs).
+#[cfg(feature = "cuda")]
+pub type TestDevice = perforated::prelude::Cuda;
+
 use perforated::params::{Param, ParamVisitor};
 use perforated::prelude::*;
 
@@ -37,4 +46,18 @@ pub fn values<M: DendriticModel>(
         .into_iter()
         .map(|(p, r, v)| (p, (r, v)))
         .collect()
+}
+
+/// One training step of `model` on `(x, y)` with MSE; returns the loss.
+pub fn mse_step<const I: usize, const H: usize, const O: usize, const B: usize>(
+    model: &mut Mlp<I, H, O, f32, TestDevice>,
+    opt: &mut DendriticOptimizer<f32, TestDevice>,
+    x: &Tensor<Rank2<B, I>, f32, TestDevice>,
+    y: &Tensor<Rank2<B, O>, f32, TestDevice>,
+) -> f32 {
+    let grads = model.alloc_grads().unwrap();
+    let loss = mse_loss(model.forward_mut(x.trace(grads)), y.clone());
+    let value = loss.array();
+    opt.step(model, loss.backward()).unwrap();
+    value
 }
