@@ -20,9 +20,9 @@ const BATCH: usize = 32;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let digits = Digits::load()?;
-    let dev = Cpu::seed_from_u64(0);
+    let dev = AutoDevice::seed_from_u64(0);
     let mut rng = StdRng::seed_from_u64(0);
-    let mut model = Mlp::<8, f32, Cpu>::build(&dev)?;
+    let mut model = Mlp::<8, f32, AutoDevice>::build(&dev)?;
     let mut opt = DendriticOptimizer::adam(AdamConfig {
         lr: 3e-3,
         ..Default::default()

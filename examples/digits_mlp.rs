@@ -35,9 +35,9 @@ struct Outcome {
 }
 
 fn loss_and_accuracy<const H: usize>(
-    model: &Mlp<H, f32, Cpu>,
+    model: &Mlp<H, f32, AutoDevice>,
     split: &Split,
-    dev: &Cpu,
+    dev: &AutoDevice,
 ) -> (f64, f64) {
     let (x, y) = split.all::<f32, _>(dev);
     let logits = model.forward(x);
@@ -52,9 +52,9 @@ fn run<const H: usize>(
     args: &Args,
     name: &str,
 ) -> Result<Outcome, perforated::Error> {
-    let dev = Cpu::seed_from_u64(seed);
+    let dev = AutoDevice::seed_from_u64(seed);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut model = Mlp::<H, f32, Cpu>::build(&dev)?;
+    let mut model = Mlp::<H, f32, AutoDevice>::build(&dev)?;
     let config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
         .maximize()
         .switch(match dendrites {

@@ -66,7 +66,7 @@ fn real_points(n: usize, rng: &mut StdRng) -> Vec<[f32; 2]> {
         .collect()
 }
 
-fn tensor(dev: &Cpu, points: &[[f32; 2]]) -> Tensor<(usize, Const<2>), f32, Cpu> {
+fn tensor(dev: &AutoDevice, points: &[[f32; 2]]) -> Tensor<(usize, Const<2>), f32, AutoDevice> {
     dev.tensor_from_vec(
         points.iter().flatten().copied().collect(),
         (points.len(), Const),
@@ -89,12 +89,12 @@ fn energy_distance(a: &[[f32; 2]], b: &[[f32; 2]]) -> f64 {
 }
 
 fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::error::Error>> {
-    let dev = Cpu::seed_from_u64(seed);
+    let dev = AutoDevice::seed_from_u64(seed);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut pair = Pair::<f32, Cpu>::build(&dev)?;
+    let mut pair = Pair::<f32, AutoDevice>::build(&dev)?;
     let validation = real_points(1000, &mut StdRng::seed_from_u64(1_000 + seed));
     // the same noise every epoch: in a dendrite phase the score must not move at all
-    let z_validation: Tensor<(usize, Const<NOISE>), f32, Cpu> =
+    let z_validation: Tensor<(usize, Const<NOISE>), f32, AutoDevice> =
         dev.sample_normal_like(&(1000, Const));
     let config = TrackerConfig::new(args.out.join(format!("seed{seed}")))
         .minimize()
@@ -108,8 +108,8 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
         betas: [0.5, 0.999],
         ..Default::default()
     }));
-    let ones: Tensor<(usize, Const<1>), f32, Cpu> = dev.ones_like(&(BATCH, Const));
-    let zeros: Tensor<(usize, Const<1>), f32, Cpu> = dev.zeros_like(&(BATCH, Const));
+    let ones: Tensor<(usize, Const<1>), f32, AutoDevice> = dev.ones_like(&(BATCH, Const));
+    let zeros: Tensor<(usize, Const<1>), f32, AutoDevice> = dev.zeros_like(&(BATCH, Const));
     let labels = (ones.clone(), zeros).concat_along(Axis::<0>);
     let start = std::time::Instant::now();
     println!("| epoch | phase | dendrites | energy distance | best |");
@@ -118,7 +118,7 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
         let mut d_loss = 0.0;
         for _ in 0..STEPS {
             // discriminator: real points are 1, generated ones 0; the generator runs frozen
-            let z: Tensor<(usize, Const<NOISE>), f32, Cpu> =
+            let z: Tensor<(usize, Const<NOISE>), f32, AutoDevice> =
                 dev.sample_normal_like(&(BATCH, Const));
             let fake = pair.generator.forward(z);
             let real = tensor(&dev, &real_points(BATCH, &mut rng));
@@ -131,7 +131,7 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
             opt.step_at(&mut pair.discriminator, "discriminator", loss.backward())?;
 
             // generator: make the (frozen) discriminator say 1
-            let z: Tensor<(usize, Const<NOISE>), f32, Cpu> =
+            let z: Tensor<(usize, Const<NOISE>), f32, AutoDevice> =
                 dev.sample_normal_like(&(BATCH, Const));
             let grads = pair.generator.alloc_grads()?;
             let fake = pair.generator.forward_mut(z.traced(grads));
