@@ -4,3 +4,4 @@
 pub mod args;
 pub mod digits;
 pub mod mlp;
+pub mod run;

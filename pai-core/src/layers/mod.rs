@@ -10,5 +10,5 @@ pub mod unfold;
 pub use conv::{Conv1d, Conv2d, Conv3d};
 pub use pool::{AvgPool2d, Flatten, MaxPool2d};
 pub(crate) use recurrent::at_time;
-pub use recurrent::{Gru, GruCell, Lstm, LstmCell};
+pub use recurrent::{last_step, Gru, GruCell, Lstm, LstmCell};
 pub use sequential::{Norm, PaiSequential};

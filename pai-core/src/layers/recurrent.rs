@@ -274,6 +274,18 @@ pub(crate) fn at_time<B: Dim, S: Dim, const N: usize, E: Float, D: Device<E>, T:
     seq.try_select(idx)
 }
 
+/// The last time step of every sequence in `seq` (`(B, S, H) -> (B, H)`), on `seq`'s tape: what
+/// a classifier reads from a recurrent layer's outputs.
+///
+/// # Errors
+/// Backend errors.
+pub fn last_step<B: Dim, S: Dim, const N: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    seq: Tensor<(B, S, Const<N>), E, D, T>,
+) -> Result<Tensor<(B, Const<N>), E, D, T>, D::Err> {
+    let last = seq.shape().1.size().saturating_sub(1);
+    at_time(seq, last)
+}
+
 /// Takes the tape of a projection on the last step that uses it, an empty one before.
 fn use_at<S: dfdx::shapes::Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
     slot: &mut Option<Tensor<S, E, D, T>>,

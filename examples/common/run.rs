@@ -1,0 +1,148 @@
+//! The training loop the digits examples share: the tracker deciding on validation loss, test
+//! accuracy read at the best validation epoch, one table row per model.
+
+use std::time::Instant;
+
+use perforated::optim::Rule;
+use perforated::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::args::Args;
+use super::digits::{Digits, Split, CLASSES, PIXELS};
+
+/// Images as the loader gives them, and the logits the models return.
+pub type Images<T = NoneTape> = Tensor<(usize, Const<PIXELS>), f32, AutoDevice, T>;
+pub type Logits<T = NoneTape> = Tensor<(usize, Const<CLASSES>), f32, AutoDevice, T>;
+
+/// One finished run.
+pub struct Outcome {
+    pub test: f64,
+    pub params: usize,
+    pub dendrites: usize,
+    pub epochs: usize,
+    pub seconds: f64,
+}
+
+const BATCH: usize = 32;
+
+/// What one run trains on and how.
+pub struct Setup<'a> {
+    pub digits: &'a Digits,
+    pub dev: &'a AutoDevice,
+    pub seed: u64,
+    pub args: &'a Args,
+    /// Name of the run's tracker directory (the seed is appended).
+    pub name: &'a str,
+    /// `None`: the tracker only records (no switching) and the run stops after 40 epochs
+    /// without a better validation loss; `Some(n)`: up to `n` dendrites per layer.
+    pub dendrites: Option<usize>,
+}
+
+/// The function each model's rows are built with.
+pub type RowFn<'a> = &'a dyn Fn(u64) -> Result<Outcome, perforated::Error>;
+
+/// Trains `model` on the digits with the tracker (see [`Setup`]).
+pub fn run<M>(
+    setup: &Setup<'_>,
+    model: &mut M,
+    train: impl Fn(&mut M, Images<OwnedTape<f32, AutoDevice>>) -> Logits<OwnedTape<f32, AutoDevice>>,
+    infer: impl Fn(&M, Images) -> Logits,
+) -> Result<Outcome, perforated::Error>
+where
+    M: DendriticModel<Dtype = f32, Device = AutoDevice>,
+{
+    let Setup {
+        digits,
+        dev,
+        seed,
+        args,
+        name,
+        dendrites,
+    } = *setup;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
+        // the validation loss is smoother than the accuracy of 360 images
+        .minimize()
+        .switch(match dendrites {
+            Some(_) => SwitchMode::Plateau { patience: 15 },
+            None => SwitchMode::Never,
+        })
+        .dendrite_patience(10)
+        .max_dendrites(dendrites.unwrap_or(0))
+        .graph_every(10);
+    let mut tracker = Tracker::new(config)?;
+    let mut opt = tracker.optimizer(Rule::Adam(AdamConfig {
+        lr: 1e-2,
+        ..Default::default()
+    }));
+    let start = Instant::now();
+    let mut since_best = 0;
+    let evaluate = |model: &M, split: &Split| {
+        let (x, y) = split.all::<f32, _>(dev);
+        let logits = infer(model, x);
+        let loss = cross_entropy_with_logits_loss(logits.clone(), y).array() as f64;
+        (loss, split.accuracy(&logits))
+    };
+    for _ in 0..args.epochs {
+        let mut loss_sum = 0.0;
+        let batches = digits.train.batches(BATCH, &mut rng);
+        for rows in &batches {
+            let (x, y) = digits.train.tensors::<f32, _>(dev, rows);
+            let grads = model.alloc_grads()?;
+            let loss = cross_entropy_with_logits_loss(train(model, x.traced(grads)), y);
+            loss_sum += loss.array() as f64;
+            opt.step(model, loss.backward())?;
+        }
+        let (val_loss, _) = evaluate(model, &digits.val);
+        let (_, test) = evaluate(model, &digits.test);
+        tracker.add_test_score(test);
+        tracker.add_train_loss(loss_sum / batches.len() as f64);
+        match tracker.add_validation_score(val_loss, model, &mut opt)? {
+            Step::Complete => break,
+            Step::Continue { improved: true } | Step::Restructured => since_best = 0,
+            Step::Continue { improved: false } => since_best += 1,
+        }
+        if dendrites.is_none() && since_best >= 40 {
+            break;
+        }
+    }
+    let state = tracker.state();
+    let best = state.best.clone().expect("at least one epoch");
+    let at_best = &state.history[best.epoch];
+    Ok(Outcome {
+        test: at_best.test.unwrap_or(f64::NAN),
+        params: at_best.params,
+        dendrites: at_best.dendrites,
+        epochs: state.history.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Prints the table header.
+pub fn header() {
+    println!("| model | test accuracy % (mean ± sd) | params | dendrites | epochs | seconds |");
+    println!("|---|---:|---:|---:|---:|---:|");
+}
+
+/// Prints one row: mean and spread over seeds.
+pub fn row(name: &str, outcomes: &[Outcome]) {
+    let n = outcomes.len() as f64;
+    let mean = outcomes.iter().map(|o| o.test).sum::<f64>() / n;
+    let spread = (outcomes
+        .iter()
+        .map(|o| (o.test - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    let avg = |f: &dyn Fn(&Outcome) -> f64| outcomes.iter().map(f).sum::<f64>() / n;
+    println!(
+        "| {name} | {:.2} ± {:.2} | {:.0} | {:.1} | {:.0} | {:.1} |",
+        100.0 * mean,
+        100.0 * spread,
+        avg(&|o| o.params as f64),
+        avg(&|o| o.dendrites as f64),
+        avg(&|o| o.epochs as f64),
+        avg(&|o| o.seconds),
+    );
+}
