@@ -9,7 +9,7 @@ mod common;
 
 use common::args::Args;
 use common::digits::Digits;
-use common::run::{header, row, run, Images, Logits, Outcome, Setup};
+use common::run::{run, table, Images, Logits, Outcome, Setup};
 use perforated::prelude::*;
 
 /// 8x8 -> 4 channels -> pool to 4x4 -> 8 channels -> pool to 2x2 -> 10 classes.
@@ -64,30 +64,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "digits CNN (conv+batchnorm groups); {} seeds; test accuracy at the best validation epoch",
         args.seeds
     );
-    header();
-    let seeds: Vec<u64> = (0..args.seeds as u64).collect();
-    for (name, dendrites) in [
-        ("cnn 4-8 channels", None),
-        ("cnn 4-8 channels + dendrites", Some(2)),
-    ] {
-        let outcomes = seeds
-            .iter()
-            .map(|s| {
-                cnn(
-                    &digits,
-                    *s,
-                    dendrites,
-                    &args,
-                    if dendrites.is_some() {
-                        "cnn-dendrites"
-                    } else {
-                        "cnn"
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        row(name, &outcomes);
-    }
+    table(
+        &args,
+        &[
+            ("cnn 4-8 channels", &|s| cnn(&digits, s, None, &args, "cnn")),
+            ("cnn 4-8 channels + dendrites", &|s| {
+                cnn(&digits, s, Some(2), &args, "cnn-dendrites")
+            }),
+        ],
+    )?;
     println!("tracker output under {}", args.out.display());
     Ok(())
 }

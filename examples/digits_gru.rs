@@ -9,7 +9,7 @@ mod common;
 
 use common::args::Args;
 use common::digits::Digits;
-use common::run::{header, row, run, Images, Logits, Outcome, Setup};
+use common::run::{run, table, Images, Logits, Outcome, Setup};
 use perforated::layers::last_step;
 use perforated::prelude::*;
 
@@ -74,27 +74,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "digits read row by row by a GRU; {} seeds; test accuracy at the best validation epoch",
         args.seeds
     );
-    header();
-    let seeds: Vec<u64> = (0..args.seeds as u64).collect();
-    for (name, dendrites) in [("gru 16", None), ("gru 16 + dendrites", Some(2))] {
-        let outcomes = seeds
-            .iter()
-            .map(|s| {
-                gru(
-                    &digits,
-                    *s,
-                    dendrites,
-                    &args,
-                    if dendrites.is_some() {
-                        "gru-dendrites"
-                    } else {
-                        "gru"
-                    },
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        row(name, &outcomes);
-    }
+    table(
+        &args,
+        &[
+            ("gru 16", &|s| gru(&digits, s, None, &args, "gru")),
+            ("gru 16 + dendrites", &|s| {
+                gru(&digits, s, Some(2), &args, "gru-dendrites")
+            }),
+        ],
+    )?;
     println!("tracker output under {}", args.out.display());
     Ok(())
 }

@@ -15,7 +15,7 @@ mod common;
 use common::args::Args;
 use common::digits::Digits;
 use common::mlp::Mlp;
-use common::run::{header, row, run, Outcome, RowFn, Setup};
+use common::run::{run, table, Outcome, Setup};
 use perforated::prelude::*;
 
 fn mlp<const H: usize>(
@@ -53,25 +53,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         digits.test.len(),
         args.seeds
     );
-    header();
-    let seeds: Vec<u64> = (0..args.seeds as u64).collect();
-    let rows: [(&str, RowFn<'_>); 5] = [
-        ("64-4-10", &|s| mlp::<4>(&digits, s, None, &args, "h4")),
-        ("64-4-10 + dendrites", &|s| {
-            mlp::<4>(&digits, s, Some(4), &args, "h4-dendrites")
-        }),
-        ("64-8-10", &|s| mlp::<8>(&digits, s, None, &args, "h8")),
-        ("64-8-10 + dendrites (at most 2)", &|s| {
-            mlp::<8>(&digits, s, Some(2), &args, "h8-dendrites")
-        }),
-        ("64-32-10", &|s| mlp::<32>(&digits, s, None, &args, "h32")),
-    ];
-    for (name, f) in rows {
-        row(
-            name,
-            &seeds.iter().map(|s| f(*s)).collect::<Result<Vec<_>, _>>()?,
-        );
-    }
+    table(
+        &args,
+        &[
+            ("64-4-10", &|s| mlp::<4>(&digits, s, None, &args, "h4")),
+            ("64-4-10 + dendrites", &|s| {
+                mlp::<4>(&digits, s, Some(4), &args, "h4-dendrites")
+            }),
+            ("64-8-10", &|s| mlp::<8>(&digits, s, None, &args, "h8")),
+            ("64-8-10 + dendrites (at most 2)", &|s| {
+                mlp::<8>(&digits, s, Some(2), &args, "h8-dendrites")
+            }),
+            ("64-32-10", &|s| mlp::<32>(&digits, s, None, &args, "h32")),
+        ],
+    )?;
     println!(
         "tracker output (CSV files, graph.png, checkpoints) under {}",
         args.out.display()

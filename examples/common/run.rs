@@ -120,13 +120,13 @@ where
 }
 
 /// Prints the table header.
-pub fn header() {
+fn header() {
     println!("| model | test accuracy % (mean ± sd) | params | dendrites | epochs | seconds |");
     println!("|---|---:|---:|---:|---:|---:|");
 }
 
 /// Prints one row: mean and spread over seeds.
-pub fn row(name: &str, outcomes: &[Outcome]) {
+fn row(name: &str, outcomes: &[Outcome]) {
     let n = outcomes.len() as f64;
     let mean = outcomes.iter().map(|o| o.test).sum::<f64>() / n;
     let spread = (outcomes
@@ -145,4 +145,19 @@ pub fn row(name: &str, outcomes: &[Outcome]) {
         avg(&|o| o.epochs as f64),
         avg(&|o| o.seconds),
     );
+}
+
+/// Runs every row over `args.seeds` seeds and prints the table.
+///
+/// # Errors
+/// The first run's error.
+pub fn table(args: &Args, rows: &[(&str, RowFn<'_>)]) -> Result<(), perforated::Error> {
+    header();
+    for (name, run_seed) in rows {
+        let outcomes = (0..args.seeds as u64)
+            .map(run_seed)
+            .collect::<Result<Vec<_>, _>>()?;
+        row(name, &outcomes);
+    }
+    Ok(())
 }

@@ -247,7 +247,7 @@ state_processor!(
     LstmLast, (StoredHidden<H, E, D>, StoredHidden<H, E, D>)
 );
 
-type Hid<B, const H: usize, E, D, T> = Tensor<(B, Const<H>), E, D, T>;
+use crate::layers::Hidden as Hid;
 
 impl<
         M,

@@ -152,7 +152,8 @@ impl<const I: usize, const H: usize, E: Dtype, D: dfdx::tensor::Storage<E>> NonM
 }
 collection!(Lstm { cell });
 
-type Hidden<B, const H: usize, E, D, T> = Tensor<(B, Const<H>), E, D, T>;
+/// A `(batch, hidden)` state tensor.
+pub(crate) type Hidden<B, const H: usize, E, D, T> = Tensor<(B, Const<H>), E, D, T>;
 
 impl<const I: usize, const H: usize, E: Float, D: Device<E>> GruCell<I, H, E, D> {
     /// One step from the input projections `(x_r(x), x_z(x), x_n(x))` and the state `h`.

@@ -45,6 +45,20 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
+/// A panel's chart builder: caption, margins and label areas as every panel has them.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70);
+    builder
+}
+
 /// Draws the graph to a temporary file and renames it over `graph.png`.
 pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
     register_font();
@@ -87,18 +101,14 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
         } else {
             "lower is better"
         };
-        let mut chart = ChartBuilder::on(&panels[0])
-            .caption(
-                format!(
-                    "validation score ({direction}); red: to dendrite phase, blue: to neuron phase"
-                ),
-                ("sans-serif", 20),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x.clone(), lo..hi)
-            .map_err(plot_error)?;
+        let mut chart = panel(
+            &panels[0],
+            &format!(
+                "validation score ({direction}); red: to dendrite phase, blue: to neuron phase"
+            ),
+        )
+        .build_cartesian_2d(x.clone(), lo..hi)
+        .map_err(plot_error)?;
         chart
             .configure_mesh()
             .x_desc("epoch")
@@ -156,11 +166,7 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
         } else {
             (1e-4, 1.0)
         };
-        let mut chart = ChartBuilder::on(&panels[1])
-            .caption("learning rate", ("sans-serif", 20))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
+        let mut chart = panel(&panels[1], "learning rate")
             .build_cartesian_2d(x.clone(), (lr_lo..lr_hi).log_scale())
             .map_err(plot_error)?;
         chart
@@ -189,16 +195,12 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
                 .iter()
                 .flat_map(|r| r.correlations.iter().map(|(_, c)| *c)),
         );
-        let mut chart = ChartBuilder::on(&panels[2])
-            .caption(
-                "candidate correlation (best snapshot) per layer",
-                ("sans-serif", 20),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x.clone(), 0f64..c_hi.max(0.01))
-            .map_err(plot_error)?;
+        let mut chart = panel(
+            &panels[2],
+            "candidate correlation (best snapshot) per layer",
+        )
+        .build_cartesian_2d(x.clone(), 0f64..c_hi.max(0.01))
+        .map_err(plot_error)?;
         chart
             .configure_mesh()
             .x_desc("epoch")
@@ -235,16 +237,12 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
 
         // 4. epoch times
         let (_, t_hi) = range(state.history.iter().map(|r| r.seconds));
-        let mut chart = ChartBuilder::on(&panels[3])
-            .caption(
-                "epoch time, seconds (green: neuron phase, red: dendrite phase)",
-                ("sans-serif", 20),
-            )
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x, 0f64..t_hi.max(1e-3))
-            .map_err(plot_error)?;
+        let mut chart = panel(
+            &panels[3],
+            "epoch time, seconds (green: neuron phase, red: dendrite phase)",
+        )
+        .build_cartesian_2d(x, 0f64..t_hi.max(1e-3))
+        .map_err(plot_error)?;
         chart
             .configure_mesh()
             .x_desc("epoch")
