@@ -508,3 +508,32 @@ fn inference_export_loads_into_the_same_model_type() {
     run.model.start_dendrite_phase().unwrap();
     assert!(Tracker::export_inference(&mut run.model, &path).is_err());
 }
+
+#[test]
+fn a_best_epoch_that_ends_a_trial_stage_is_saved_before_the_stage_switch() {
+    let config = base("trial-best").maximize().lr_restart(LrRestart::Trial {
+        epochs: 2,
+        decays: 1,
+    });
+    let mut run = Run::new(config);
+    run.feed(&[0.5, 0.5, 0.5]);
+    while run.model.phase() == Phase::Dendrite {
+        run.epoch(0.5);
+    }
+    run.epoch(0.9);
+    // the stage's last epoch is a new best, and the stage switch then loads the trial start
+    assert_eq!(run.epoch(0.95), Step::Restructured);
+    let best = run.tracker.state().best.clone().unwrap();
+    assert_eq!(best.score, 0.95);
+    let mut saved = model_seeded(5);
+    perforated::checkpoint::load(
+        &mut saved,
+        run.tracker.config().dir.join("best.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(
+        saved.forward(run.x.clone()).as_vec(),
+        run.outputs[best.epoch],
+        "best holds the best epoch's weights"
+    );
+}

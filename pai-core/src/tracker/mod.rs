@@ -456,19 +456,19 @@ impl Tracker {
             self.state.retries = 0;
             self.state.last_improvement = epoch;
         }
-        if let Some(trial) = self.state.trial.clone() {
-            let step = self.trial_epoch(trial, running, improved, model, opt)?;
-            if improved {
-                self.save_point(model, opt, "best")?;
+        // the plateau schedule rests while a learning-rate trial decides the rate
+        if self.state.trial.is_none() {
+            if let (Some(config), Some(lr)) = (&self.config.lr, &mut self.state.lr) {
+                lr.step(config, self.config.maximize, running);
+                opt.set_lr(lr.lr);
             }
-            return Ok(step);
         }
-        if let (Some(config), Some(lr)) = (&self.config.lr, &mut self.state.lr) {
-            lr.step(config, self.config.maximize, running);
-            opt.set_lr(lr.lr);
-        }
+        // saved before a trial may load another checkpoint
         if improved {
             self.save_point(model, opt, "best")?;
+        }
+        if let Some(trial) = self.state.trial.clone() {
+            return self.trial_epoch(trial, running, improved, model, opt);
         }
 
         let in_phase = epoch + 1 - self.state.phase_start;
