@@ -39,25 +39,8 @@ where
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
         let detached = x.detached();
         let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
-        let shape = *y.shape();
         let chain = self.output_chain();
-        let accepted = self.dendrites.len();
-        let mut states = lock(&self.states);
-        let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
-        for (k, d) in chain.iter().enumerate() {
-            let input = <P as Route<M, X::Detached, E, D>>::dendrite_input(
-                detached.clone(),
-                states.get(k, accepted),
-            )?;
-            let out = d.module.try_forward(input)?;
-            states.set(
-                k,
-                accepted,
-                <P as Route<M, X::Detached, E, D>>::state_of(&out),
-            );
-            let (pre, _) = <P as Route<M, X::Detached, E, D>>::split(out);
-            acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
-        }
+        let acts = self.frozen_activations::<X::Detached, So>(&chain, &detached, y.shape())?;
         let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts)?;
         Ok(<P as Route<M, X, E, D>>::join(y, rest))
     }
@@ -165,6 +148,37 @@ where
         }
     }
 
+    /// Activations of frozen dendrites (`chain`, in cascade order) on the detached input,
+    /// each from and to its own recurrent state.
+    fn frozen_activations<X, So>(
+        &self,
+        chain: &[&Dendrite<M>],
+        detached: &X,
+        shape: &So,
+    ) -> Result<Vec<Tensor<So, E, D>>, D::Err>
+    where
+        X: Clone,
+        So: Shape,
+        M: Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>,
+        P: Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>,
+        Tags: NeuronAxis<So, Neurons = M::Neurons>,
+    {
+        let accepted = self.dendrites.len();
+        let mut states = lock(&self.states);
+        let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
+        for (k, d) in chain.iter().enumerate() {
+            let input = <P as Route<M, X, E, D>>::dendrite_input(
+                detached.clone(),
+                states.get(k, accepted),
+            )?;
+            let out = d.module.try_forward(input)?;
+            states.set(k, accepted, <P as Route<M, X, E, D>>::state_of(&out));
+            let (pre, _) = <P as Route<M, X, E, D>>::split(out);
+            acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, shape)?);
+        }
+        Ok(acts)
+    }
+
     /// Correlation mode: accepted dendrites see the detached input and are frozen; in the
     /// dendrite phase the candidate runs on its own tape and learns from the captured error.
     fn correlation_dendrites<X, XO, So, T>(
@@ -184,22 +198,8 @@ where
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
         let shape = *y.shape();
-        let accepted = self.dendrites.len();
-        let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(accepted);
-        {
-            let mut states = lock(&self.states);
-            for (k, d) in self.dendrites.iter().enumerate() {
-                let input = <P as Route<M, X, E, D>>::dendrite_input(
-                    detached.clone(),
-                    states.get(k, accepted),
-                )?;
-                let out = d.module.try_forward(input)?;
-                states.set(k, accepted, <P as Route<M, X, E, D>>::state_of(&out));
-                let (pre, _) = <P as Route<M, X, E, D>>::split(out);
-                acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
-            }
-        }
         let chain: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
+        let acts = self.frozen_activations::<X, So>(&chain, &detached, &shape)?;
         let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts.clone())?;
         let (Some(input), Some(candidate)) = (candidate_input, &mut self.candidate) else {
             return Ok(y);
@@ -210,22 +210,21 @@ where
         let input = <P as Route<M, XO, E, D>>::dendrite_input(input, state.as_ref())?;
         let out = candidate.dendrite.module.try_forward_mut(input)?;
         lock(&self.states).candidate = <P as Route<M, XO, E, D>>::state_of(&out);
-        let (mut pre, _) = <P as Route<M, XO, E, D>>::split(out);
-        for (c, a) in candidate.dendrite.cascade.iter().zip(&acts) {
-            let term = Tags::broadcast(c.clone().retaped::<OwnedTape<E, D>>(), &shape)?
-                .try_mul(a.clone())?;
-            pre = pre.try_add(term)?;
-        }
-        let act = match self.config.activation {
-            Activation::Sigmoid => pre.try_sigmoid()?,
-            Activation::Tanh => pre.try_tanh()?,
-            Activation::Relu => pre.try_relu()?,
+        let (pre, _) = <P as Route<M, XO, E, D>>::split(out);
+        let Some(candidate) = &self.candidate else {
+            unreachable!("matched above")
         };
+        let act = self.dendrite_activation::<So, OwnedTape<E, D>>(
+            pre,
+            &candidate.dendrite,
+            &acts,
+            &shape,
+        )?;
+        let training = candidate.training.clone();
 
         // Once the task loss's backward pass reaches this layer's output, its gradient there
         // (the neuron error) is complete: fold it into the statistics and backpropagate the
         // correlation objective through the candidate.
-        let training = candidate.training.clone();
         let config = self.config.correlation.clone();
         let (y, mut tape) = y.split_tape();
         let handle = y.clone();
