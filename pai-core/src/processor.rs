@@ -183,40 +183,13 @@ impl<M: Module<X, Output = (A, R)>, X, A, R, E: Dtype, D: Device<E>> Route<M, X,
     }
 }
 
-/// A hidden state stored with a run-time batch size.
-pub type StoredHidden<const H: usize, E, D> = Tensor<(usize, Const<H>), E, D>;
-
-/// `state` as a `(B, H)` tensor on tape `T`, or zeros when there is none or its batch size
-/// differs from `like`'s.
-fn hidden_like<B: Dim, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
-    state: Option<&StoredHidden<H, E, D>>,
-    like: &Tensor<(B, Const<H>), E, D, T>,
-) -> Result<Tensor<(B, Const<H>), E, D, T>, D::Err> {
-    let shape = *like.shape();
-    match state {
-        Some(s) if s.shape().0 == shape.0.size() => {
-            Ok(s.clone().try_reshape_like(&shape)?.retaped::<T>())
-        }
-        _ => Ok(like.device().try_zeros_like(&shape)?.retaped::<T>()),
-    }
-}
-
-fn store<B: Dim, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
-    h: &Tensor<(B, Const<H>), E, D, T>,
-) -> StoredHidden<H, E, D> {
-    let b = h.shape().0.size();
-    h.retaped::<NoneTape>()
-        .try_reshape_like(&(b, Const::<H>))
-        .expect("same number of elements")
-}
-
 macro_rules! state_processor {
-    ($(#[$doc:meta])* $name:ident, $state:ty) => {
+    ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default)]
         pub struct $name<const H: usize, E, D>(std::marker::PhantomData<(E, D)>);
         impl<const H: usize, E: Float, D: Device<E>> Processor for $name<H, E, D> {
-            type State = $state;
+            type State = Stored<E, D>;
         }
     };
 }
@@ -224,27 +197,27 @@ macro_rules! state_processor {
 state_processor!(
     /// [`GruCell`](crate::layers::GruCell) stepped by the caller: `(x, h) -> h'`. Dendrites add
     /// to `h'`; each dendrite steps from its own previous `h'`.
-    GruCellState, StoredHidden<H, E, D>
+    GruCellState
 );
 state_processor!(
     /// [`Gru`](crate::layers::Gru) on `(x, h0)`: dendrites add to the output sequence; each
     /// dendrite starts from its own last state.
-    GruState, StoredHidden<H, E, D>
+    GruState
 );
 state_processor!(
     /// [`LstmCell`](crate::layers::LstmCell) stepped by the caller: `(x, (h, c)) -> (h', c')`.
     /// Dendrites add to `h'`; `c'` passes through; each dendrite keeps its own `(h, c)`.
-    LstmCellState, (StoredHidden<H, E, D>, StoredHidden<H, E, D>)
+    LstmCellState
 );
 state_processor!(
     /// [`Lstm`](crate::layers::Lstm) on `(x, (h0, c0))`: dendrites add to the output sequence;
     /// each dendrite starts from its own last `(h, c)`.
-    LstmState, (StoredHidden<H, E, D>, StoredHidden<H, E, D>)
+    LstmState
 );
 state_processor!(
     /// [`Lstm`](crate::layers::Lstm) on `(x, (h0, c0))`, adding to the *final* hidden state:
     /// the layer returns `(h_last, (h, c))` with `h_last` on the tape.
-    LstmLast, (StoredHidden<H, E, D>, StoredHidden<H, E, D>)
+    LstmLast
 );
 
 use crate::layers::Hidden as Hid;
@@ -277,10 +250,10 @@ where
         (x, h): (Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>),
         state: Option<&Self::State>,
     ) -> Result<(Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>), D::Err> {
-        Ok((x, hidden_like(state, &h)?))
+        Ok((x, restore_state(&h, state)?))
     }
     fn state_of(output: &Self::Output) -> Option<Self::State> {
-        Some(store(output))
+        Some(store_state(output))
     }
 }
 
@@ -309,24 +282,14 @@ where
         (x, h0): (SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>),
         state: Option<&Self::State>,
     ) -> Result<(SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>), D::Err> {
-        Ok((x, hidden_like(state, &h0)?))
+        Ok((x, restore_state(&h0, state)?))
     }
     fn state_of(output: &Self::Output) -> Option<Self::State> {
-        Some(store(&output.1))
+        Some(store_state(&output.1))
     }
 }
 
 type Pair<B, const H: usize, E, D, T> = (Hid<B, H, E, D, T>, Hid<B, H, E, D, T>);
-
-fn pair_like<B: Dim, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
-    state: Option<&(StoredHidden<H, E, D>, StoredHidden<H, E, D>)>,
-    (h, c): &Pair<B, H, E, D, T>,
-) -> Result<Pair<B, H, E, D, T>, D::Err> {
-    Ok((
-        hidden_like(state.map(|s| &s.0), h)?,
-        hidden_like(state.map(|s| &s.1), c)?,
-    ))
-}
 
 impl<
         M,
@@ -356,10 +319,10 @@ where
         (x, state_in): (Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>),
         state: Option<&Self::State>,
     ) -> Result<(Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>), D::Err> {
-        Ok((x, pair_like(state, &state_in)?))
+        Ok((x, restore_state(&state_in, state)?))
     }
-    fn state_of((h, c): &Self::Output) -> Option<Self::State> {
-        Some((store(h), store(c)))
+    fn state_of(output: &Self::Output) -> Option<Self::State> {
+        Some(store_state(output))
     }
 }
 
@@ -387,10 +350,10 @@ where
         (x, state_in): (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
         state: Option<&Self::State>,
     ) -> Result<(SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), D::Err> {
-        Ok((x, pair_like(state, &state_in)?))
+        Ok((x, restore_state(&state_in, state)?))
     }
-    fn state_of((_, (h, c)): &Self::Output) -> Option<Self::State> {
-        Some((store(h), store(c)))
+    fn state_of(output: &Self::Output) -> Option<Self::State> {
+        Some(store_state(&output.1))
     }
 }
 
@@ -420,10 +383,10 @@ where
         (x, state_in): (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
         state: Option<&Self::State>,
     ) -> Result<(SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), D::Err> {
-        Ok((x, pair_like(state, &state_in)?))
+        Ok((x, restore_state(&state_in, state)?))
     }
-    fn state_of((_, (h, c)): &Self::Output) -> Option<Self::State> {
-        Some((store(h), store(c)))
+    fn state_of(output: &Self::Output) -> Option<Self::State> {
+        Some(store_state(&output.1))
     }
 }
 
