@@ -168,19 +168,50 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Tensors of a file by name: shape and values.
+type Values<E> = HashMap<String, (Vec<usize>, Vec<E>)>;
+
 /// A file read and checked, ready to be copied into the model.
-struct Loaded {
-    tensors: HashMap<String, (Vec<usize>, Vec<u8>)>,
+struct Loaded<E> {
+    tensors: Values<E>,
     structure: Vec<LayerStructure>,
     metadata: HashMap<String, String>,
 }
 
-fn read(path: &Path, dtype: safetensors::Dtype) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
         action: "reading",
         path: path.to_path_buf(),
         source,
+    })
+}
+
+/// Every tensor of a safetensors file, in dtype `E`. Rank-0 entries (module scalars such as a
+/// norm's epsilon, which dfdx saves as f64) are configuration, not weights, and are skipped.
+fn tensors_of<E: Float>(bytes: &[u8], path: &Path) -> Result<Values<E>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("unreadable tensors ({e:?})"),
     })?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.shape().is_empty() {
+            continue;
+        }
+        if view.dtype() != E::SAFETENSORS {
+            return Err(Error::Mismatch {
+                path: name,
+                expected: format!("{:?}", E::SAFETENSORS),
+                found: format!("{:?}", view.dtype()),
+            });
+        }
+        tensors.insert(name, (view.shape().to_vec(), E::read_le(view.data())));
+    }
+    Ok(tensors)
+}
+
+fn read<E: Float>(path: &Path) -> Result<Loaded<E>> {
+    let bytes = read_bytes(path)?;
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         reason,
@@ -195,29 +226,16 @@ fn read(path: &Path, dtype: safetensors::Dtype) -> Result<Loaded> {
         )));
     }
     let file_dtype = metadata.get(DTYPE_KEY).cloned().unwrap_or_default();
-    if file_dtype != format!("{dtype:?}") {
+    if file_dtype != format!("{:?}", E::SAFETENSORS) {
         return Err(Error::Mismatch {
             path: "dtype".into(),
-            expected: format!("{dtype:?}"),
+            expected: format!("{:?}", E::SAFETENSORS),
             found: file_dtype,
         });
     }
     let structure = decode(metadata.get(STRUCTURE_KEY).map_or("", String::as_str), path)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| corrupt(format!("unreadable tensors ({e:?})")))?;
-    let mut tensors = HashMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != dtype {
-            return Err(Error::Mismatch {
-                path: name,
-                expected: format!("{dtype:?}"),
-                found: format!("{:?}", view.dtype()),
-            });
-        }
-        tensors.insert(name, (view.shape().to_vec(), view.data().to_vec()));
-    }
     Ok(Loaded {
-        tensors,
+        tensors: tensors_of(&bytes, path)?,
         structure,
         metadata,
     })
@@ -242,7 +260,7 @@ pub struct Extras<E> {
 /// applied: the model then keeps the file's structure with fresh dendrite weights).
 pub fn load<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<Extras<M::Dtype>> {
     let path = path.as_ref();
-    let loaded = read(path, M::Dtype::SAFETENSORS)?;
+    let loaded = read::<M::Dtype>(path)?;
     let ours = structure_of(model);
     if ours.len() != loaded.structure.len()
         || ours
@@ -262,37 +280,15 @@ pub fn load<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<
             found: format!("[{}]", names(&loaded.structure)),
         });
     }
-    let mut check = Check { loaded: &loaded };
-    // Shapes can only be checked against the file's structure; apply it, check, copy.
+    // Shapes can only be checked against the file's structure: apply it, then match.
     apply_structure(model, &loaded.structure)?;
-    model.visit_params("", &mut check)?;
-    let mut seen = 0usize;
-    let mut copy = CopyInto {
-        loaded: &loaded,
-        seen: &mut seen,
-    };
-    model.visit_params("", &mut copy)?;
-    let extra_count = loaded.tensors.keys().filter(|k| k.contains('/')).count();
-    if seen + extra_count != loaded.tensors.len() {
-        let mut names = Names(Vec::new());
-        model.visit_params("", &mut names)?;
-        let extra = loaded
-            .tensors
-            .keys()
-            .find(|k| !k.contains('/') && !names.0.contains(k))
-            .cloned()
-            .unwrap_or_default();
-        return Err(Error::Mismatch {
-            path: extra,
-            expected: "no such tensor".into(),
-            found: "a tensor".into(),
-        });
-    }
+    let ours = |path: &str| Some(path.to_string());
+    let for_model = loaded.tensors.keys().filter(|k| !k.contains('/')).count();
+    copy_matching(model, &loaded.tensors, &ours, for_model)?;
     let tensors = loaded
         .tensors
-        .iter()
+        .into_iter()
         .filter(|(k, _)| k.contains('/'))
-        .map(|(k, (dims, bytes))| (k.clone(), (dims.clone(), M::Dtype::read_le(bytes))))
         .collect();
     Ok(Extras {
         metadata: loaded.metadata,
@@ -323,50 +319,91 @@ fn apply_structure<M: DendriticModel>(model: &mut M, structure: &[LayerStructure
     })
 }
 
-struct Check<'a> {
-    loaded: &'a Loaded,
+/// Checks (with `copy` false) or copies (true) every tensor of the model that `key` maps to
+/// a file entry.
+struct Match<'a, E> {
+    tensors: &'a Values<E>,
+    key: &'a dyn Fn(&str) -> Option<String>,
+    copy: bool,
+    used: usize,
 }
 
-impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Check<'_> {
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Match<'_, E> {
     fn visit<S: Shape>(
         &mut self,
         param: Param<'_, E, D>,
         tensor: &mut Tensor<S, E, D>,
     ) -> Result<()> {
+        let Some(key) = (self.key)(param.path) else {
+            return Ok(());
+        };
+        let named = if key == param.path {
+            key.clone()
+        } else {
+            format!("{} (`{key}` in the file)", param.path)
+        };
         let dims: Vec<usize> = tensor.shape().concrete().into_iter().collect();
-        match self.loaded.tensors.get(param.path) {
+        match self.tensors.get(&key) {
             None => Err(Error::Mismatch {
-                path: param.path.to_string(),
+                path: named,
                 expected: format!("a tensor of shape {dims:?}"),
                 found: "no such tensor".into(),
             }),
             Some((file_dims, _)) if *file_dims != dims => Err(Error::Mismatch {
-                path: param.path.to_string(),
+                path: named,
                 expected: format!("shape {dims:?}"),
                 found: format!("shape {file_dims:?}"),
             }),
-            Some(_) => Ok(()),
+            Some((_, values)) => {
+                if self.copy {
+                    tensor.copy_from(values);
+                }
+                self.used += 1;
+                Ok(())
+            }
         }
     }
 }
 
-struct CopyInto<'a> {
-    loaded: &'a Loaded,
-    seen: &'a mut usize,
-}
-
-impl<E: Float, D: Device<E>> ParamVisitor<E, D> for CopyInto<'_> {
-    fn visit<S: Shape>(
-        &mut self,
-        param: Param<'_, E, D>,
-        tensor: &mut Tensor<S, E, D>,
-    ) -> Result<()> {
-        if let Some((_, bytes)) = self.loaded.tensors.get(param.path) {
-            tensor.copy_from(&E::read_le(bytes));
-            *self.seen += 1;
-        }
-        Ok(())
+/// Checks every model tensor `key` maps to against `tensors`, and that the file has no other
+/// entry for the model (`for_model` of them), then copies: all or nothing.
+fn copy_matching<M: DendriticModel>(
+    model: &mut M,
+    tensors: &Values<M::Dtype>,
+    key: &dyn Fn(&str) -> Option<String>,
+    for_model: usize,
+) -> Result<()> {
+    let mut check = Match {
+        tensors,
+        key,
+        copy: false,
+        used: 0,
+    };
+    model.visit_params("", &mut check)?;
+    if check.used != for_model {
+        let mut names = Names(Vec::new());
+        model.visit_params("", &mut names)?;
+        let ours: Vec<String> = names.0.iter().filter_map(|p| key(p)).collect();
+        let extra = tensors
+            .keys()
+            .find(|k| !k.contains('/') && !ours.contains(k))
+            .cloned()
+            .unwrap_or_default();
+        return Err(Error::Mismatch {
+            path: extra,
+            expected: "no such tensor in the model".into(),
+            found: "a tensor in the file".into(),
+        });
     }
+    model.visit_params(
+        "",
+        &mut Match {
+            tensors,
+            key,
+            copy: true,
+            used: 0,
+        },
+    )
 }
 
 struct Names(Vec<String>);
@@ -399,45 +436,6 @@ fn plain_path(path: &str, renames: &[(&str, &str)]) -> Option<String> {
     Some(plain)
 }
 
-struct Plain<'a, E> {
-    tensors: &'a HashMap<String, (Vec<usize>, Vec<E>)>,
-    renames: &'a [(&'a str, &'a str)],
-    copy: bool,
-    used: usize,
-}
-
-impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Plain<'_, E> {
-    fn visit<S: Shape>(
-        &mut self,
-        param: Param<'_, E, D>,
-        tensor: &mut Tensor<S, E, D>,
-    ) -> Result<()> {
-        let Some(key) = plain_path(param.path, self.renames) else {
-            return Ok(());
-        };
-        let dims: Vec<usize> = tensor.shape().concrete().into_iter().collect();
-        match self.tensors.get(&key) {
-            None => Err(Error::Mismatch {
-                path: format!("{} (looked up as `{key}`)", param.path),
-                expected: format!("a tensor of shape {dims:?}"),
-                found: "no such tensor in the plain model".into(),
-            }),
-            Some((file_dims, _)) if *file_dims != dims => Err(Error::Mismatch {
-                path: format!("{} (`{key}` in the plain model)", param.path),
-                expected: format!("shape {dims:?}"),
-                found: format!("shape {file_dims:?}"),
-            }),
-            Some((_, values)) => {
-                if self.copy {
-                    tensor.copy_from(values);
-                }
-                self.used += 1;
-                Ok(())
-            }
-        }
-    }
-}
-
 /// Loads the weights of a plain model, saved by dfdx's `save_safetensors` (or any safetensors
 /// file keyed by field path), into the neurons and tracked layers of `model`. Paths match
 /// once `.neurons` is dropped from ours; `renames` maps prefixes of ours to theirs (e.g.
@@ -455,65 +453,8 @@ pub fn load_plain<M: DendriticModel>(
     renames: &[(&str, &str)],
 ) -> Result<()> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        action: "reading",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("unreadable safetensors ({e:?})"),
-    })?;
-    let mut tensors = HashMap::new();
-    for (name, view) in st.tensors() {
-        // dfdx saves module scalars (a norm's epsilon, momentum) as rank-0 f64 entries:
-        // configuration, not weights
-        if view.shape().is_empty() {
-            continue;
-        }
-        if view.dtype() != M::Dtype::SAFETENSORS {
-            return Err(Error::Mismatch {
-                path: name,
-                expected: format!("{:?}", M::Dtype::SAFETENSORS),
-                found: format!("{:?}", view.dtype()),
-            });
-        }
-        tensors.insert(
-            name,
-            (view.shape().to_vec(), M::Dtype::read_le(view.data())),
-        );
-    }
-    let mut check = Plain {
-        tensors: &tensors,
-        renames,
-        copy: false,
-        used: 0,
-    };
-    model.visit_params("", &mut check)?;
-    if check.used != tensors.len() {
-        let mut names = Names(Vec::new());
-        model.visit_params("", &mut names)?;
-        let ours: Vec<String> = names
-            .0
-            .iter()
-            .filter_map(|p| plain_path(p, renames))
-            .collect();
-        let extra = tensors
-            .keys()
-            .find(|k| !ours.contains(k))
-            .cloned()
-            .unwrap_or_default();
-        return Err(Error::Mismatch {
-            path: extra,
-            expected: "no such tensor in the model".into(),
-            found: "a tensor in the plain model".into(),
-        });
-    }
-    let mut copy = Plain {
-        tensors: &tensors,
-        renames,
-        copy: true,
-        used: 0,
-    };
-    model.visit_params("", &mut copy)
+    let tensors = tensors_of::<M::Dtype>(&read_bytes(path)?, path)?;
+    let key = |ours: &str| plain_path(ours, renames);
+    let for_model = tensors.keys().filter(|k| !k.contains('/')).count();
+    copy_matching(model, &tensors, &key, for_model)
 }
