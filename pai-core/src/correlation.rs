@@ -141,7 +141,7 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
     pub fn restore_scalars(&mut self, batches: usize, best_score: f64) {
         self.batches = batches;
         self.best_score = best_score;
-        self.refresh_scores();
+        let _ = self.refresh_scores();
     }
 
     /// Visits the running statistics (saved, never trained).
@@ -169,8 +169,9 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         Ok(())
     }
 
-    /// Recomputes the host copy of the per-neuron scores from the running moments.
-    fn refresh_scores(&mut self) {
+    /// Recomputes the host copy of the per-neuron scores from the running moments; returns
+    /// the host copy of the covariance it read.
+    fn refresh_scores(&mut self) -> Vec<E> {
         let cov = self.covariance.as_vec();
         let var_v = self.activation_var.as_vec();
         let var_e = self.error_var.as_vec();
@@ -184,6 +185,7 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
                 }
             })
             .collect();
+        cov
     }
 
     pub fn report(&self) -> CorrelationReport {
@@ -248,16 +250,14 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         self.error_var = fold(&self.error_var, moment(&centred_error, &centred_error)?)?;
         self.batches += 1;
 
-        self.refresh_scores();
+        let cov = self.refresh_scores();
         let score = mean(&self.per_neuron);
         let improved = self.batches > config.warmup_batches && config.beats(score, self.best_score);
         if improved {
             self.best_score = score;
         }
         // minus: the optimiser descends, the candidate must climb |cov|.
-        let sign: Vec<E> = self
-            .covariance
-            .as_vec()
+        let sign: Vec<E> = cov
             .iter()
             .map(|v| E::of_f64(if v.as_f64() >= 0.0 { -1.0 } else { 1.0 }))
             .collect();

@@ -11,7 +11,7 @@
 //! state of tensors that no longer exist is dropped and the candidate's state starts over;
 //! everything else keeps its state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
 use dfdx::shapes::{HasShape, Shape};
@@ -40,6 +40,8 @@ struct Slot<E, D: Storage<E>> {
     steps: i32,
     first: D::Vec,
     second: Option<D::Vec>,
+    /// The walk that last visited the tensor (state of tensors no walk visits is dropped).
+    visited: u64,
 }
 
 /// The [`DendriticOptimizer`] of model type `M`.
@@ -76,6 +78,8 @@ pub struct DendriticOptimizer<E: Float, D: Device<E>> {
     device: Option<D>,
     /// `(path, generation)` of every layer at the last step.
     structure: Vec<(String, u64)>,
+    /// Parameter walks so far (marks which slots the last walk visited).
+    walks: u64,
 }
 
 impl<E: Float, D: Device<E>> std::fmt::Debug for DendriticOptimizer<E, D> {
@@ -95,6 +99,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
             slots: HashMap::new(),
             device: None,
             structure: Vec::new(),
+            walks: 0,
         }
     }
 
@@ -209,6 +214,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
                     steps: s.steps,
                     first: moment("first")?,
                     second,
+                    visited: 0,
                 },
             );
         }
@@ -216,7 +222,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         self.slots = slots;
         self.device = Some(dev.clone());
         // generation counters are local history; the loaded model's are the ones that count.
-        self.structure = structure_of(model);
+        self.structure = structure_at(model, "");
         Ok(())
     }
 
@@ -258,10 +264,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         M: DendriticModel<Dtype = E, Device = D>,
     {
         let within = |p: &str| path.is_empty() || p == path || p.starts_with(&format!("{path}."));
-        let mut structure = Vec::new();
-        model.visit_layers(path, &mut |p, l| {
-            structure.push((p.to_string(), l.generation()))
-        });
+        let structure = structure_at(model, path);
         let before: Vec<(String, u64)> = self
             .structure
             .iter()
@@ -286,16 +289,17 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         if let Some(e) = first_error {
             return Err(e);
         }
+        self.walks += 1;
+        let walk = self.walks;
         let mut updater = Updater {
             rule: self.rule,
             slots: &mut self.slots,
             device: &mut self.device,
             task_grads: &mut grads,
-            seen: HashSet::new(),
+            walk,
         };
         model.visit_params(path, &mut updater)?;
-        let seen = updater.seen;
-        self.slots.retain(|p, _| !within(p) || seen.contains(p));
+        self.slots.retain(|p, s| !within(p) || s.visited == walk);
         Ok(())
     }
 }
@@ -305,7 +309,8 @@ struct Updater<'a, E: Float, D: Device<E>> {
     slots: &'a mut HashMap<String, Slot<E, D>>,
     device: &'a mut Option<D>,
     task_grads: &'a mut Gradients<E, D>,
-    seen: HashSet<String>,
+    /// This walk's number: slots it visits are marked with it.
+    walk: u64,
 }
 
 impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
@@ -314,7 +319,9 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
         param: Param<'_, E, D>,
         tensor: &mut Tensor<S, E, D>,
     ) -> Result<()> {
-        self.seen.insert(param.path.to_string());
+        if let Some(slot) = self.slots.get_mut(param.path) {
+            slot.visited = self.walk;
+        }
         if !param.trainable {
             return Ok(());
         }
@@ -335,6 +342,7 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
                 let slot = Slot {
                     role: param.role,
                     steps: 0,
+                    visited: self.walk,
                     first: alloc()?,
                     second: match self.rule {
                         Rule::Adam(_) => Some(alloc()?),
@@ -396,12 +404,11 @@ pub struct OptimizerState {
     pub slots: Vec<SlotState>,
 }
 
-fn structure_of<M: DendriticModel>(model: &M) -> Vec<(String, u64)> {
-    model
-        .layers()
-        .into_iter()
-        .map(|l| (l.path, l.generation))
-        .collect()
+/// `(path, generation)` of every layer under `path`: what tells a restructure.
+fn structure_at<M: DendriticModel>(model: &M, path: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    model.visit_layers(path, &mut |p, l| out.push((p.to_string(), l.generation())));
+    out
 }
 
 /// One tensor's optimizer state, without its moments.
