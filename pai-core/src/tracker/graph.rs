@@ -172,6 +172,7 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("epoch")
+            .y_label_formatter(&|v| format!("{v:.1e}"))
             .draw()
             .map_err(plot_error)?;
         chart

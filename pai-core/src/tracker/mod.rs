@@ -760,7 +760,6 @@ impl Tracker {
         name: &str,
     ) -> Result<()> {
         let (opt_state, tensors) = opt.export()?;
-        let json = |v: &dyn erased::Json| v.to_json();
         let mut metadata = HashMap::new();
         metadata.insert(CONFIG_KEY.to_string(), json(&self.config));
         metadata.insert(STATE_KEY.to_string(), json(&self.state));
@@ -816,16 +815,9 @@ enum LoadTracker {
     LearningRate,
 }
 
-mod erased {
-    /// Object-safe JSON encoding of the metadata types.
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("plain data serialises")
-        }
-    }
+/// Plain data as JSON metadata.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
 }
 
 fn metadata<T: serde::de::DeserializeOwned>(
