@@ -476,6 +476,25 @@ mod tests {
 
     type Seq = Tensor<(usize, usize, Const<3>), f64, Cpu>;
 
+    /// Checks the gradient of the weight `pick` selects against central differences of `loss`.
+    fn check_weight<M: Clone, S: dfdx::shapes::Shape>(
+        name: &str,
+        model: &M,
+        pick: fn(&mut M) -> &mut Tensor<S, f64, Cpu>,
+        grads: &dfdx::tensor::Gradients<f64, Cpu>,
+        loss: impl Fn(&M) -> f64,
+    ) {
+        let mut copy = model.clone();
+        let analytic = grads.get(pick(&mut copy)).as_vec();
+        let w0 = pick(&mut copy).as_vec();
+        let at = |v: &[f64]| {
+            let mut m = model.clone();
+            pick(&mut m).copy_from(v);
+            loss(&m)
+        };
+        check_gradient(name, at, &w0, &analytic, 1e-6);
+    }
+
     #[test]
     fn sequence_layers_equal_stepping_their_cells() {
         let dev: Cpu = Default::default();
@@ -531,56 +550,35 @@ mod tests {
             &grads.get(&h).as_vec(),
             1e-6,
         );
-        for (name, pick) in [
-            (
-                "x_r.weight",
-                (|c: &mut GruCell<3, 4, f64, Cpu>| &mut c.x_r.weight)
-                    as fn(
-                        &mut GruCell<3, 4, f64, Cpu>,
-                    ) -> &mut Tensor<dfdx::shapes::Rank2<4, 3>, f64, Cpu>,
-            ),
-            ("x_n.weight", |c| &mut c.x_n.weight),
-        ] {
-            let mut copy = gru.clone();
-            let analytic = grads.get(pick(&mut copy.cell)).as_vec();
-            let w0 = pick(&mut copy.cell).as_vec();
-            check_gradient(
-                name,
-                |v| {
-                    let mut m = gru.clone();
-                    pick(&mut m.cell).copy_from(v);
-                    loss(&m, x.clone())
-                },
-                &w0,
-                &analytic,
-                1e-6,
-            );
-        }
-        for (name, pick) in [
-            (
-                "h_z.weight",
-                (|c: &mut GruCell<3, 4, f64, Cpu>| &mut c.h_z.weight)
-                    as fn(
-                        &mut GruCell<3, 4, f64, Cpu>,
-                    ) -> &mut Tensor<dfdx::shapes::Rank2<4, 4>, f64, Cpu>,
-            ),
-            ("h_n.weight", |c| &mut c.h_n.weight),
-        ] {
-            let mut copy = gru.clone();
-            let analytic = grads.get(pick(&mut copy.cell)).as_vec();
-            let w0 = pick(&mut copy.cell).as_vec();
-            check_gradient(
-                name,
-                |v| {
-                    let mut m = gru.clone();
-                    pick(&mut m.cell).copy_from(v);
-                    loss(&m, x.clone())
-                },
-                &w0,
-                &analytic,
-                1e-6,
-            );
-        }
+        let loss_of = |m: &Gru<3, 4, f64, Cpu>| loss(m, x.clone());
+        check_weight(
+            "x_r.weight",
+            &gru,
+            |m| &mut m.cell.x_r.weight,
+            &grads,
+            loss_of,
+        );
+        check_weight(
+            "x_n.weight",
+            &gru,
+            |m| &mut m.cell.x_n.weight,
+            &grads,
+            loss_of,
+        );
+        check_weight(
+            "h_z.weight",
+            &gru,
+            |m| &mut m.cell.h_z.weight,
+            &grads,
+            loss_of,
+        );
+        check_weight(
+            "h_n.weight",
+            &gru,
+            |m| &mut m.cell.h_n.weight,
+            &grads,
+            loss_of,
+        );
     }
 
     #[test]
@@ -603,31 +601,27 @@ mod tests {
             &grads.get(&h).as_vec(),
             1e-6,
         );
-        for (name, pick) in [
-            (
-                "h_f.weight",
-                (|c: &mut LstmCell<3, 4, f64, Cpu>| &mut c.h_f.weight)
-                    as fn(
-                        &mut LstmCell<3, 4, f64, Cpu>,
-                    ) -> &mut Tensor<dfdx::shapes::Rank2<4, 4>, f64, Cpu>,
-            ),
-            ("h_g.weight", |c| &mut c.h_g.weight),
-            ("h_o.weight", |c| &mut c.h_o.weight),
-        ] {
-            let mut copy = lstm.clone();
-            let analytic = grads.get(pick(&mut copy.cell)).as_vec();
-            let w0 = pick(&mut copy.cell).as_vec();
-            check_gradient(
-                name,
-                |v| {
-                    let mut m = lstm.clone();
-                    pick(&mut m.cell).copy_from(v);
-                    loss(&m, x.clone())
-                },
-                &w0,
-                &analytic,
-                1e-6,
-            );
-        }
+        let loss_of = |m: &Lstm<3, 4, f64, Cpu>| loss(m, x.clone());
+        check_weight(
+            "h_f.weight",
+            &lstm,
+            |m| &mut m.cell.h_f.weight,
+            &grads,
+            loss_of,
+        );
+        check_weight(
+            "h_g.weight",
+            &lstm,
+            |m| &mut m.cell.h_g.weight,
+            &grads,
+            loss_of,
+        );
+        check_weight(
+            "h_o.weight",
+            &lstm,
+            |m| &mut m.cell.h_o.weight,
+            &grads,
+            loss_of,
+        );
     }
 }
