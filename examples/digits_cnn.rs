@@ -48,6 +48,7 @@ fn cnn(
         args,
         name,
         dendrites,
+        candidate_patience: 10,
     };
     run(
         &setup,

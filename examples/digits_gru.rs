@@ -47,6 +47,7 @@ fn gru(
         args,
         name,
         dendrites,
+        candidate_patience: 10,
     };
     run(
         &setup,

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 /// The same network as `Mlp<8>`, in plain dfdx.
-type Plain = (Linear<64, 8>, ReLU, Linear<8, 10>);
+type Plain = (Linear<64, 8>, LeakyReLU<f32>, Linear<8, 10>);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse("pretrained", 1, 300)?;
@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args: &args,
         name: "dendrites",
         dendrites: Some(2),
+        candidate_patience: 10,
     };
     let outcome = run(
         &setup,

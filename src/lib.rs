@@ -42,7 +42,7 @@
 //! |---|---|
 //! | `Linear`, `Conv1d`, `Conv2d`, `Conv3d`, `PaiSequential<..>` | converted: [`Dendritic`] |
 //! | `GruCell`, `Gru`, `LstmCell`, `Lstm` with `#[pai(processor = ..)]` | converted through the processor |
-//! | `ReLU`, `Tanh`, `Sigmoid`, `GeLU`, `Dropout`, `Flatten`, `MaxPool2d`, `AvgPool2d`, ... | kept as written (no parameters) |
+//! | `ReLU`, `LeakyReLU<E>`, `Tanh`, `Sigmoid`, `GeLU`, `Dropout`, `Flatten`, `MaxPool2d`, `AvgPool2d`, ... | kept as written (no parameters; built with `Default`) |
 //! | a type that is itself `#[perforated]` | a nested model, converted with the rest |
 //! | `#[pai(track)]` | trains normally, no dendrites |
 //! | `#[pai(skip)]` | left out of the registry and the generated forward |

@@ -37,6 +37,8 @@ pub struct Setup<'a> {
     /// `None`: the tracker only records (no switching) and the run stops after 40 epochs
     /// without a better validation loss; `Some(n)`: up to `n` dendrites per layer.
     pub dendrites: Option<usize>,
+    /// Epochs a dendrite phase waits for a candidate to improve before accepting it.
+    pub candidate_patience: usize,
 }
 
 /// The function each model's rows are built with.
@@ -59,6 +61,7 @@ where
         args,
         name,
         dendrites,
+        candidate_patience,
     } = *setup;
     let mut rng = StdRng::seed_from_u64(seed);
     let config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
@@ -68,7 +71,7 @@ where
             Some(_) => SwitchMode::Plateau { patience: 15 },
             None => SwitchMode::Never,
         })
-        .dendrite_patience(10)
+        .dendrite_patience(candidate_patience)
         .max_dendrites(dendrites.unwrap_or(0))
         .graph_every(10);
     let mut tracker = Tracker::new(config)?;

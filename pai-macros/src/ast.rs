@@ -34,9 +34,9 @@ pub fn known(name: &str) -> Option<Known> {
         "Conv1d" | "Conv2d" | "Conv3d" => Known::Core { consts: 3 },
         "GruCell" | "Gru" | "LstmCell" | "Lstm" => Known::Core { consts: 2 },
         "PaiSequential" => Known::Sequential,
-        "ReLU" | "GeLU" | "FastGeLU" | "AccurateGeLU" | "Sigmoid" | "Tanh" | "Softmax"
-        | "Square" | "Sqrt" | "Abs" | "Exp" | "Ln" | "Sin" | "Cos" | "Dropout" | "DropoutOneIn"
-        | "Flatten" | "MaxPool2d" | "AvgPool2d" => Known::Free,
+        "ReLU" | "LeakyReLU" | "GeLU" | "FastGeLU" | "AccurateGeLU" | "Sigmoid" | "Tanh"
+        | "Softmax" | "Square" | "Sqrt" | "Abs" | "Exp" | "Ln" | "Sin" | "Cos" | "Dropout"
+        | "DropoutOneIn" | "Flatten" | "MaxPool2d" | "AvgPool2d" => Known::Free,
         _ => return None,
     })
 }

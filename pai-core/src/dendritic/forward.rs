@@ -7,6 +7,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Backward, Device, SumTo, TryAdd, TryMul};
 
+use super::fused::{act_tensors, dendrite_sum, on_host, Term};
 use super::{lock, Activation, Convertible, Dendrite, DendriteLearning, Dendritic, Training};
 use crate::axis::NeuronAxis;
 use crate::correlation::CorrelationConfig;
@@ -40,8 +41,18 @@ where
         let detached = x.detached();
         let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let chain = self.output_chain();
-        let acts = self.frozen_activations::<X::Detached, So>(&chain, &detached, y.shape())?;
-        let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts)?;
+        let y = if on_host::<E, D>() {
+            let pres = self.frozen_pres::<X::Detached, So>(&chain, &detached)?;
+            dendrite_sum::<Tags, So, E, D, T, NoneTape>(
+                y,
+                terms(&chain, pres),
+                self.config.activation,
+            )?
+            .0
+        } else {
+            let acts = self.frozen_activations::<X::Detached, So>(&chain, &detached, y.shape())?;
+            add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts)?
+        };
         Ok(<P as Route<M, X, E, D>>::join(y, rest))
     }
 }
@@ -163,9 +174,30 @@ where
         P: Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>,
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
+        let pres = self.frozen_pres::<X, So>(chain, detached)?;
+        let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
+        for (d, pre) in chain.iter().zip(pres) {
+            acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, shape)?);
+        }
+        Ok(acts)
+    }
+
+    /// Outputs of frozen dendrites' modules (`chain`, in cascade order) on the detached input,
+    /// each from and to its own recurrent state.
+    fn frozen_pres<X, So>(
+        &self,
+        chain: &[&Dendrite<M>],
+        detached: &X,
+    ) -> Result<Vec<Tensor<So, E, D>>, D::Err>
+    where
+        X: Clone,
+        So: Shape,
+        M: Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>,
+        P: Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>,
+    {
         let accepted = self.dendrites.len();
         let mut states = lock(&self.states);
-        let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
+        let mut pres = Vec::with_capacity(chain.len());
         for (k, d) in chain.iter().enumerate() {
             let input = <P as Route<M, X, E, D>>::dendrite_input(
                 detached.clone(),
@@ -173,10 +205,9 @@ where
             )?;
             let out = d.module.try_forward(input)?;
             states.set(k, accepted, <P as Route<M, X, E, D>>::state_of(&out));
-            let (pre, _) = <P as Route<M, X, E, D>>::split(out);
-            acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, shape)?);
+            pres.push(<P as Route<M, X, E, D>>::split(out).0);
         }
-        Ok(acts)
+        Ok(pres)
     }
 
     /// Correlation mode: accepted dendrites see the detached input and are frozen; in the
@@ -199,8 +230,25 @@ where
     {
         let shape = *y.shape();
         let chain: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
-        let acts = self.frozen_activations::<X, So>(&chain, &detached, &shape)?;
-        let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts.clone())?;
+        let wants_acts = candidate_input.is_some() && self.candidate.is_some();
+        let (y, acts) = if on_host::<E, D>() {
+            let pres = self.frozen_pres::<X, So>(&chain, &detached)?;
+            let dev = y.device().clone();
+            let (y, acts) = dendrite_sum::<Tags, So, E, D, T, NoneTape>(
+                y,
+                terms(&chain, pres),
+                self.config.activation,
+            )?;
+            let acts = match wants_acts {
+                true => act_tensors(&dev, &acts, shape)?,
+                false => Vec::new(),
+            };
+            (y, acts)
+        } else {
+            let acts = self.frozen_activations::<X, So>(&chain, &detached, &shape)?;
+            let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts.clone())?;
+            (y, acts)
+        };
         let (Some(input), Some(candidate)) = (candidate_input, &mut self.candidate) else {
             return Ok(y);
         };
@@ -254,6 +302,8 @@ where
         let neuron_phase = self.candidate.is_none();
         let shape = *y.shape();
         let accepted = self.dendrites.len();
+        let fused = on_host::<E, D>();
+        let mut pres: Vec<Tensor<So, E, D, T>> = Vec::with_capacity(accepted + 1);
         let mut acts: Vec<Tensor<So, E, D, T>> = Vec::with_capacity(accepted + 1);
         // accepted dendrites train in the neuron phase; the candidate in the dendrite phase.
         for (k, input) in inputs.into_iter().enumerate() {
@@ -274,6 +324,10 @@ where
             };
             lock(&self.states).set(k, accepted, <P as Route<M, X, E, D>>::state_of(&out));
             let (pre, _) = <P as Route<M, X, E, D>>::split(out);
+            if fused {
+                pres.push(pre);
+                continue;
+            }
             let d: &Dendrite<M> = if k < accepted {
                 &self.dendrites[k]
             } else {
@@ -287,8 +341,34 @@ where
             acts.push(act);
         }
         let chain = self.output_chain();
+        if fused {
+            let terms = terms(&chain, pres);
+            return Ok(dendrite_sum::<Tags, So, E, D, T, T>(y, terms, self.config.activation)?.0);
+        }
         add_outputs::<M, Tags, So, T, T, E, D>(y, &chain, acts)
     }
+}
+
+/// The fused sum's terms: each dendrite of `chain` with its module's output.
+fn terms<'a, M, So, P>(
+    chain: &[&'a Dendrite<M>],
+    pres: Vec<Tensor<So, M::Dtype, M::Device, P>>,
+) -> Vec<Term<'a, So, M::Neurons, M::Dtype, M::Device, P>>
+where
+    M: Convertible,
+    M::Dtype: Float,
+    M::Device: Device<M::Dtype>,
+    So: Shape,
+{
+    chain
+        .iter()
+        .zip(pres)
+        .map(|(d, pre)| Term {
+            pre,
+            cascade: &d.cascade,
+            output: &d.output,
+        })
+        .collect()
 }
 
 /// `y + Σᵢ wᵢ ⊙ aᵢ`, the output weights on `y`'s tape.

@@ -23,6 +23,7 @@
 
 mod convertible;
 mod forward;
+mod fused;
 
 pub use convertible::{copy_module, reinit_module, Convertible};
 

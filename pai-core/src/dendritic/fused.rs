@@ -1,0 +1,379 @@
+//! The dendrite sum in one pass on the CPU.
+//!
+//! After the dendrite modules have run, a layer's output is
+//! `y + Σⱼ wⱼ ⊙ aⱼ` with `aⱼ = f(preⱼ + Σᵢ<ⱼ cⱼᵢ ⊙ aᵢ)`: per dendrite, one or more broadcast
+//! multiplies, adds and a squash. dfdx 0.13 runs each as its own CPU kernel that allocates
+//! its output and walks every operand through a strided index, forward and backward; on the
+//! 64-128-10 benchmark that chain cost more than the dendrite's own matrix product. On
+//! [`Cpu`] the whole chain runs here as one forward loop and one backward op; on other devices
+//! `forward.rs` builds it from dfdx ops.
+//!
+//! Every operand is made contiguous first (`reshape_like` to its own shape is free when it
+//! already is), so host copies and gradient buffers are in logical order.
+
+use std::any::{Any, TypeId};
+
+use dfdx::shapes::{ConstDim, HasShape, Shape};
+use dfdx::tensor::{Cpu, Gradients, Merge, PutTape, SplitTape, Storage, Tape, Tensor};
+use dfdx::tensor_ops::{Device, ReshapeTo};
+
+use super::Activation;
+use crate::axis::NeuronAxis;
+use crate::Float;
+
+/// Whether `D` is the CPU, where [`dendrite_sum`] applies.
+pub(crate) fn on_host<E: Float, D: Device<E>>() -> bool {
+    TypeId::of::<D>() == TypeId::of::<Cpu>()
+}
+
+/// A per-neuron vector of a layer whose neuron axis has `N` entries.
+pub(crate) type PerNeuron<N, E, D> = Tensor<(N,), E, D>;
+
+/// What one dendrite contributes: its pre-activation (the module's output), its cascade
+/// weights (one per earlier dendrite) and its output weights.
+pub(crate) struct Term<'a, So: Shape, N: ConstDim, E: Float, D: Device<E>, P> {
+    pub pre: Tensor<So, E, D, P>,
+    pub cascade: &'a [PerNeuron<N, E, D>],
+    pub output: &'a PerNeuron<N, E, D>,
+}
+
+/// Where the neuron of each element is: row-major, `inner` consecutive elements per neuron,
+/// `neurons` such runs per block, blocks repeated to the end.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    neurons: usize,
+    inner: usize,
+    len: usize,
+}
+
+impl Layout {
+    fn of<So: Shape, Tags: NeuronAxis<So>>(shape: &So) -> Self {
+        let dims = shape.concrete();
+        let inner = (Tags::AXIS + 1..So::NUM_DIMS)
+            .map(|i| dims[i])
+            .product::<usize>();
+        Self {
+            neurons: Tags::NEURONS,
+            inner,
+            len: shape.num_elements(),
+        }
+    }
+
+    /// `dst[i] += w[n(i)] * a[i]`.
+    fn axpy<E: Float>(&self, dst: &mut [E], w: &[E], a: &[E]) {
+        let block = self.neurons * self.inner;
+        for (dst, a) in dst.chunks_exact_mut(block).zip(a.chunks_exact(block)) {
+            if self.inner == 1 {
+                for ((d, a), w) in dst.iter_mut().zip(a).zip(w) {
+                    *d += *w * *a;
+                }
+                continue;
+            }
+            let runs = dst
+                .chunks_exact_mut(self.inner)
+                .zip(a.chunks_exact(self.inner));
+            for ((dst, a), w) in runs.zip(w) {
+                for (d, a) in dst.iter_mut().zip(a) {
+                    *d += *w * *a;
+                }
+            }
+        }
+    }
+
+    /// `Σ a[i] * g[i]` per neuron.
+    fn dot<E: Float>(&self, a: &[E], g: &[E]) -> Vec<E> {
+        let mut s = vec![E::default(); self.neurons];
+        let block = self.neurons * self.inner;
+        for (a, g) in a.chunks_exact(block).zip(g.chunks_exact(block)) {
+            if self.inner == 1 {
+                for ((s, a), g) in s.iter_mut().zip(a).zip(g) {
+                    *s += *a * *g;
+                }
+                continue;
+            }
+            let runs = a.chunks_exact(self.inner).zip(g.chunks_exact(self.inner));
+            for ((a, g), s) in runs.zip(s.iter_mut()) {
+                *s = a.iter().zip(g).fold(*s, |acc, (a, g)| acc + *a * *g);
+            }
+        }
+        s
+    }
+}
+
+/// Contiguous host copy of `t`.
+fn host<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
+    t: Tensor<S, E, D, T>,
+) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
+    let shape = *t.shape();
+    let t = t.try_reshape_like(&shape)?;
+    let mut v = vec![E::default(); shape.num_elements()];
+    t.copy_into(&mut v);
+    Ok((t, v))
+}
+
+/// The gradient buffer of `t` as a host slice (allocated if absent).
+fn grad_mut<'g, S: Shape, E: Float, D: Device<E>>(
+    grads: &'g mut Gradients<E, D>,
+    t: &Tensor<S, E, D>,
+) -> Result<&'g mut [E], D::Err> {
+    let buf = grads.get_or_alloc_mut(t)?;
+    let cpu = (buf as &mut dyn Any)
+        .downcast_mut::<<Cpu as Storage<E>>::Vec>()
+        .expect("dendrite_sum runs on the CPU only (checked by on_host)");
+    Ok(&mut cpu[..])
+}
+
+/// `y + Σⱼ wⱼ ⊙ aⱼ` and the activations `aⱼ` (host copies, in cascade order), as one op on
+/// `y`'s tape. With tapes on the pre-activations (the gradient mode) they and the cascade
+/// weights get gradients too; without (frozen, detached dendrites) only `y` and the output
+/// weights do. Call only where [`on_host`] holds.
+#[allow(clippy::type_complexity)]
+pub(crate) fn dendrite_sum<Tags, So, E, D, T, P>(
+    y: Tensor<So, E, D, T>,
+    terms: Vec<Term<'_, So, Tags::Neurons, E, D, P>>,
+    activation: Activation,
+) -> Result<(Tensor<So, E, D, T>, Vec<Vec<E>>), D::Err>
+where
+    Tags: NeuronAxis<So>,
+    So: Shape,
+    E: Float,
+    D: Device<E>,
+    T: Tape<E, D> + Merge<P>,
+    P: Tape<E, D>,
+{
+    debug_assert!(on_host::<E, D>());
+    if terms.is_empty() {
+        return Ok((y, Vec::new()));
+    }
+    let shape = *y.shape();
+    let layout = Layout::of::<So, Tags>(&shape);
+    let (y, mut out) = host(y)?;
+    let (y, mut tape) = y.split_tape();
+
+    let trains_terms = P::OWNS_TAPE && T::OWNS_TAPE;
+    let mut acts: Vec<Vec<E>> = Vec::with_capacity(terms.len());
+    let mut pres = Vec::with_capacity(terms.len());
+    let mut cascades = Vec::with_capacity(terms.len());
+    let mut outputs = Vec::with_capacity(terms.len());
+    for term in terms {
+        let (pre, mut z) = host(term.pre)?;
+        let (pre, pre_tape) = pre.split_tape();
+        tape = tape.merge(pre_tape);
+        let cascade: Vec<Vec<E>> = term.cascade.iter().map(per_neuron).collect();
+        for (c, a) in cascade.iter().zip(&acts) {
+            layout.axpy(&mut z, c, a);
+        }
+        let a = squash(z, activation);
+        let w = per_neuron(term.output);
+        layout.axpy(&mut out, &w, &a);
+        acts.push(a);
+        pres.push(pre);
+        cascades.push((term.cascade.to_vec(), cascade));
+        outputs.push((term.output.clone(), w));
+    }
+    let dev = y.device().clone();
+    let out: Tensor<So, E, D> = dev.try_tensor_from_vec(out, shape)?;
+    if !T::OWNS_TAPE {
+        return Ok((out.put_tape(tape), acts));
+    }
+
+    let handle = out.clone();
+    let saved = acts.clone();
+    tape.add_backward_op(move |grads| {
+        let g: Vec<E> = grad_mut(grads, &handle)?.to_vec();
+        for (dy, g) in grad_mut(grads, &y)?.iter_mut().zip(&g) {
+            *dy += *g;
+        }
+        // dL/daⱼ, filled from the output weights and from the cascade of later dendrites
+        let mut da: Vec<Vec<E>> = vec![Vec::new(); saved.len()];
+        for j in (0..saved.len()).rev() {
+            let (w_tensor, w) = &outputs[j];
+            let dw = layout.dot(&saved[j], &g);
+            add_into(grad_mut(grads, w_tensor)?, &dw);
+            if !trains_terms {
+                continue;
+            }
+            let mut d = std::mem::take(&mut da[j]);
+            if d.is_empty() {
+                d = vec![E::default(); layout.len];
+            }
+            layout.axpy(&mut d, w, &g);
+            // through the squash: dL/dzⱼ
+            squash_grad(&mut d, &saved[j], activation);
+            add_into(grad_mut(grads, &pres[j])?, &d);
+            let (c_tensors, c) = &cascades[j];
+            for (i, (c_tensor, c)) in c_tensors.iter().zip(c).enumerate() {
+                let dc = layout.dot(&saved[i], &d);
+                add_into(grad_mut(grads, c_tensor)?, &dc);
+                let earlier = &mut da[i];
+                if earlier.is_empty() {
+                    *earlier = vec![E::default(); layout.len];
+                }
+                layout.axpy(earlier, c, &d);
+            }
+        }
+        Ok(())
+    });
+    Ok((out.put_tape(tape), acts))
+}
+
+/// The activations as tensors (for a candidate's cascade inputs).
+pub(crate) fn act_tensors<So: Shape, E: Float, D: Device<E>>(
+    dev: &D,
+    acts: &[Vec<E>],
+    shape: So,
+) -> Result<Vec<Tensor<So, E, D>>, D::Err> {
+    acts.iter()
+        .map(|a| dev.try_tensor_from_vec(a.clone(), shape))
+        .collect()
+}
+
+fn per_neuron<N: ConstDim, E: Float, D: Device<E>>(t: &PerNeuron<N, E, D>) -> Vec<E> {
+    let mut v = vec![E::default(); N::SIZE];
+    t.copy_into(&mut v);
+    v
+}
+
+fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
+fn squash<E: Float>(mut z: Vec<E>, activation: Activation) -> Vec<E> {
+    let one = E::one();
+    for v in &mut z {
+        *v = match activation {
+            Activation::Sigmoid => one / (one + (-*v).exp()),
+            Activation::Tanh => v.tanh(),
+            Activation::Relu => v.max(E::zero()),
+        };
+    }
+    z
+}
+
+/// Multiplies `d` by the squash's derivative, written in terms of its output `a`.
+fn squash_grad<E: Float>(d: &mut [E], a: &[E], activation: Activation) {
+    let one = E::one();
+    for (d, a) in d.iter_mut().zip(a) {
+        *d *= match activation {
+            Activation::Sigmoid => *a * (one - *a),
+            Activation::Tanh => one - *a * *a,
+            Activation::Relu => {
+                if *a > E::zero() {
+                    one
+                } else {
+                    E::zero()
+                }
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dfdx::shapes::{Rank1, Rank4};
+    use dfdx::tensor::{Cpu, NoneTape, OwnedTape, SampleTensor, Tensor, WithEmptyTape};
+    use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul};
+
+    use super::*;
+    use crate::axis::{Any, Batch, Neurons};
+
+    type Tags = (Batch, Neurons, Any, Any);
+    type Out = Rank4<2, 3, 2, 2>;
+    type Vec3 = Tensor<Rank1<3>, f64, Cpu>;
+
+    /// The same chain from dfdx ops, as `forward.rs` builds it on other devices.
+    fn reference(
+        y: Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>>,
+        pres: Vec<Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>>>,
+        cascades: &[Vec<Vec3>],
+        outputs: &[Vec3],
+        activation: Activation,
+    ) -> Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>> {
+        let shape = *y.shape();
+        let mut acts: Vec<Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>>> = Vec::new();
+        for (j, pre) in pres.into_iter().enumerate() {
+            let mut z = pre;
+            for (c, a) in cascades[j].iter().zip(&acts) {
+                let c =
+                    Tags::broadcast(c.clone().retaped::<OwnedTape<f64, Cpu>>(), &shape).unwrap();
+                z = z.try_add(c.try_mul(a.with_empty_tape()).unwrap()).unwrap();
+            }
+            let a = match activation {
+                Activation::Sigmoid => z.sigmoid(),
+                Activation::Tanh => z.tanh(),
+                Activation::Relu => z.relu(),
+            };
+            acts.push(a);
+        }
+        let mut y = y;
+        for (w, a) in outputs.iter().zip(acts) {
+            let w = Tags::broadcast(w.clone().retaped::<OwnedTape<f64, Cpu>>(), &shape).unwrap();
+            y = y.try_add(w.try_mul(a).unwrap()).unwrap();
+        }
+        y
+    }
+
+    #[test]
+    fn fused_sum_matches_dfdx_ops_in_value_and_every_gradient() {
+        for activation in [Activation::Sigmoid, Activation::Tanh, Activation::Relu] {
+            let dev = Cpu::seed_from_u64(3);
+            let y: Tensor<Out, f64, Cpu> = dev.sample_normal();
+            let pres: Vec<Tensor<Out, f64, Cpu>> = (0..3).map(|_| dev.sample_normal()).collect();
+            let outputs: Vec<Vec3> = (0..3).map(|_| dev.sample_normal()).collect();
+            let cascades: Vec<Vec<Vec3>> = (0..3)
+                .map(|j| (0..j).map(|_| dev.sample_normal()).collect())
+                .collect();
+            let target: Tensor<Out, f64, Cpu> = dev.sample_normal();
+            // one tape for the whole step, as in the gradient mode
+            let run = |fused: bool| {
+                let taped_y = y.clone().put_tape(OwnedTape::<f64, Cpu>::default());
+                let taped_pres: Vec<_> = pres
+                    .iter()
+                    .map(|p| p.clone().put_tape(OwnedTape::default()))
+                    .collect();
+                let out = if fused {
+                    let terms = taped_pres
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, pre)| Term {
+                            pre,
+                            cascade: &cascades[j],
+                            output: &outputs[j],
+                        })
+                        .collect();
+                    dendrite_sum::<Tags, _, _, _, _, _>(taped_y, terms, activation)
+                        .unwrap()
+                        .0
+                } else {
+                    reference(taped_y, taped_pres, &cascades, &outputs, activation)
+                };
+                let value = out.retaped::<NoneTape>().as_vec();
+                let loss = (out - target.clone()).square().sum::<(), _>();
+                let grads = loss.backward();
+                let mut all = vec![grads.get(&y).as_vec()];
+
+                all.extend(pres.iter().map(|p| grads.get(p).as_vec()));
+                all.extend(outputs.iter().map(|w| grads.get(w).as_vec()));
+                all.extend(cascades.iter().flatten().map(|c| grads.get(c).as_vec()));
+                (value, all)
+            };
+            let (value, grads) = run(true);
+            let (want_value, want_grads) = run(false);
+            let close = |a: &[f64], b: &[f64]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(a, b)| (a - b).abs() <= 1e-12 * (1.0 + b.abs()))
+            };
+            assert!(close(&value, &want_value), "{activation:?}: forward values");
+            assert_eq!(grads.len(), 1 + 3 + 3 + 3);
+            for (k, (g, want)) in grads.iter().zip(&want_grads).enumerate() {
+                assert!(
+                    close(g, want),
+                    "{activation:?}: gradient {k}: {g:?} vs {want:?}"
+                );
+            }
+        }
+    }
+}
