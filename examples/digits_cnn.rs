@@ -48,7 +48,7 @@ fn cnn(
         args,
         name,
         dendrites,
-        candidate_patience: 10,
+        candidate_patience: 20,
     };
     run(
         &setup,
