@@ -7,7 +7,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Backward, Device, SumTo, TryAdd, TryMul};
 
-use super::fused::{act_tensors, dendrite_sum, on_host, Term};
+use super::fused::{dendrite_sum, on_host, Term};
 use super::{lock, Activation, Convertible, Dendrite, DendriteLearning, Dendritic, Training};
 use crate::axis::NeuronAxis;
 use crate::correlation::CorrelationConfig;
@@ -41,18 +41,7 @@ where
         let detached = x.detached();
         let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let chain = self.output_chain();
-        let y = if on_host::<E, D>() {
-            let pres = self.frozen_pres::<X::Detached, So>(&chain, &detached)?;
-            dendrite_sum::<Tags, So, E, D, T, NoneTape>(
-                y,
-                terms(&chain, pres),
-                self.config.activation,
-            )?
-            .0
-        } else {
-            let acts = self.frozen_activations::<X::Detached, So>(&chain, &detached, y.shape())?;
-            add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts)?
-        };
+        let (y, _) = self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, false)?;
         Ok(<P as Route<M, X, E, D>>::join(y, rest))
     }
 }
@@ -159,27 +148,41 @@ where
         }
     }
 
-    /// Activations of frozen dendrites (`chain`, in cascade order) on the detached input,
-    /// each from and to its own recurrent state.
-    fn frozen_activations<X, So>(
+    /// `y` plus the terms of the frozen dendrites `chain` (in cascade order) on the detached
+    /// input, and, when `keep_acts`, their activations (a candidate's cascade inputs).
+    #[allow(clippy::type_complexity)]
+    fn frozen_sum<X, So, T>(
         &self,
+        y: Tensor<So, E, D, T>,
         chain: &[&Dendrite<M>],
         detached: &X,
-        shape: &So,
-    ) -> Result<Vec<Tensor<So, E, D>>, D::Err>
+        keep_acts: bool,
+    ) -> Result<(Tensor<So, E, D, T>, Vec<Tensor<So, E, D>>), D::Err>
     where
         X: Clone,
         So: Shape,
+        T: Tape<E, D>,
         M: Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>,
         P: Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>,
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
         let pres = self.frozen_pres::<X, So>(chain, detached)?;
+        if on_host::<E, D>() {
+            let terms = terms(chain, pres);
+            return dendrite_sum::<Tags, So, E, D, T, NoneTape>(
+                y,
+                terms,
+                self.config.activation,
+                keep_acts,
+            );
+        }
+        let shape = *y.shape();
         let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
         for (d, pre) in chain.iter().zip(pres) {
-            acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, shape)?);
+            acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
         }
-        Ok(acts)
+        let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, chain, acts.clone())?;
+        Ok((y, acts))
     }
 
     /// Outputs of frozen dendrites' modules (`chain`, in cascade order) on the detached input,
@@ -230,25 +233,8 @@ where
     {
         let shape = *y.shape();
         let chain: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
-        let wants_acts = candidate_input.is_some() && self.candidate.is_some();
-        let (y, acts) = if on_host::<E, D>() {
-            let pres = self.frozen_pres::<X, So>(&chain, &detached)?;
-            let dev = y.device().clone();
-            let (y, acts) = dendrite_sum::<Tags, So, E, D, T, NoneTape>(
-                y,
-                terms(&chain, pres),
-                self.config.activation,
-            )?;
-            let acts = match wants_acts {
-                true => act_tensors(&dev, &acts, shape)?,
-                false => Vec::new(),
-            };
-            (y, acts)
-        } else {
-            let acts = self.frozen_activations::<X, So>(&chain, &detached, &shape)?;
-            let y = add_outputs::<M, Tags, So, T, NoneTape, E, D>(y, &chain, acts.clone())?;
-            (y, acts)
-        };
+        let keep_acts = candidate_input.is_some() && self.candidate.is_some();
+        let (y, acts) = self.frozen_sum::<X, So, T>(y, &chain, &detached, keep_acts)?;
         let (Some(input), Some(candidate)) = (candidate_input, &mut self.candidate) else {
             return Ok(y);
         };
@@ -343,7 +329,13 @@ where
         let chain = self.output_chain();
         if fused {
             let terms = terms(&chain, pres);
-            return Ok(dendrite_sum::<Tags, So, E, D, T, T>(y, terms, self.config.activation)?.0);
+            return Ok(dendrite_sum::<Tags, So, E, D, T, T>(
+                y,
+                terms,
+                self.config.activation,
+                false,
+            )?
+            .0);
         }
         add_outputs::<M, Tags, So, T, T, E, D>(y, &chain, acts)
     }

@@ -123,8 +123,8 @@ fn grad_mut<'g, S: Shape, E: Float, D: Device<E>>(
     Ok(&mut cpu[..])
 }
 
-/// `y + Σⱼ wⱼ ⊙ aⱼ` and the activations `aⱼ` (host copies, in cascade order), as one op on
-/// `y`'s tape. With tapes on the pre-activations (the gradient mode) they and the cascade
+/// `y + Σⱼ wⱼ ⊙ aⱼ` as one op on `y`'s tape, and, when `keep_acts`, the activations `aⱼ` as
+/// tensors (in cascade order). With tapes on the pre-activations (the gradient mode) they and the cascade
 /// weights get gradients too; without (frozen, detached dendrites) only `y` and the output
 /// weights do. Call only where [`on_host`] holds.
 #[allow(clippy::type_complexity)]
@@ -132,7 +132,8 @@ pub(crate) fn dendrite_sum<Tags, So, E, D, T, P>(
     y: Tensor<So, E, D, T>,
     terms: Vec<Term<'_, So, Tags::Neurons, E, D, P>>,
     activation: Activation,
-) -> Result<(Tensor<So, E, D, T>, Vec<Vec<E>>), D::Err>
+    keep_acts: bool,
+) -> Result<(Tensor<So, E, D, T>, Vec<Tensor<So, E, D>>), D::Err>
 where
     Tags: NeuronAxis<So>,
     So: Shape,
@@ -173,12 +174,19 @@ where
     }
     let dev = y.device().clone();
     let out: Tensor<So, E, D> = dev.try_tensor_from_vec(out, shape)?;
+    let kept = match keep_acts {
+        true => acts
+            .iter()
+            .map(|a| dev.try_tensor_from_vec(a.clone(), shape))
+            .collect::<Result<Vec<_>, _>>()?,
+        false => Vec::new(),
+    };
     if !T::OWNS_TAPE {
-        return Ok((out.put_tape(tape), acts));
+        return Ok((out.put_tape(tape), kept));
     }
 
     let handle = out.clone();
-    let saved = acts.clone();
+    let saved = acts;
     tape.add_backward_op(move |grads| {
         let g: Vec<E> = grad_mut(grads, &handle)?.to_vec();
         for (dy, g) in grad_mut(grads, &y)?.iter_mut().zip(&g) {
@@ -214,18 +222,7 @@ where
         }
         Ok(())
     });
-    Ok((out.put_tape(tape), acts))
-}
-
-/// The activations as tensors (for a candidate's cascade inputs).
-pub(crate) fn act_tensors<So: Shape, E: Float, D: Device<E>>(
-    dev: &D,
-    acts: &[Vec<E>],
-    shape: So,
-) -> Result<Vec<Tensor<So, E, D>>, D::Err> {
-    acts.iter()
-        .map(|a| dev.try_tensor_from_vec(a.clone(), shape))
-        .collect()
+    Ok((out.put_tape(tape), kept))
 }
 
 fn per_neuron<N: ConstDim, E: Float, D: Device<E>>(t: &PerNeuron<N, E, D>) -> Vec<E> {
@@ -343,7 +340,7 @@ mod tests {
                             output: &outputs[j],
                         })
                         .collect();
-                    dendrite_sum::<Tags, _, _, _, _, _>(taped_y, terms, activation)
+                    dendrite_sum::<Tags, _, _, _, _, _>(taped_y, terms, activation, false)
                         .unwrap()
                         .0
                 } else {
