@@ -238,13 +238,10 @@ fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
 }
 
 fn squash<E: Float>(mut z: Vec<E>, activation: Activation) -> Vec<E> {
-    let one = E::one();
-    for v in &mut z {
-        *v = match activation {
-            Activation::Sigmoid => one / (one + (-*v).exp()),
-            Activation::Tanh => v.tanh(),
-            Activation::Relu => v.max(E::zero()),
-        };
+    match activation {
+        Activation::Sigmoid => E::sigmoid_in_place(&mut z),
+        Activation::Tanh => z.iter_mut().for_each(|v| *v = v.tanh()),
+        Activation::Relu => z.iter_mut().for_each(|v| *v = v.max(E::zero())),
     }
     z
 }
