@@ -42,13 +42,8 @@ fn cnn(
     let dev = AutoDevice::seed_from_u64(seed);
     let mut model = Cnn::<f32, AutoDevice>::build(&dev)?;
     let setup = Setup {
-        digits,
-        dev: &dev,
-        seed,
-        args,
-        name,
-        dendrites,
         candidate_patience: 20,
+        ..Setup::new(digits, &dev, seed, args, name, dendrites)
     };
     run(
         &setup,

@@ -40,15 +40,7 @@ fn gru(
 ) -> Result<Outcome, perforated::Error> {
     let dev = AutoDevice::seed_from_u64(seed);
     let mut model = Reader::<f32, AutoDevice>::build(&dev)?;
-    let setup = Setup {
-        digits,
-        dev: &dev,
-        seed,
-        args,
-        name,
-        dendrites,
-        candidate_patience: 10,
-    };
+    let setup = Setup::new(digits, &dev, seed, args, name, dendrites);
     run(
         &setup,
         &mut model,

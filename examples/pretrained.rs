@@ -59,15 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 3. dendrites grow from there, the tracker deciding on validation loss
-    let setup = Setup {
-        digits: &digits,
-        dev: &dev,
-        seed: 0,
-        args: &args,
-        name: "dendrites",
-        dendrites: Some(2),
-        candidate_patience: 10,
-    };
+    let setup = Setup::new(&digits, &dev, 0, &args, "dendrites", Some(2));
     let outcome = run(
         &setup,
         &mut model,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use perforated::optim::Rule;
 use perforated::prelude::*;
+use perforated::tracker::LrRestart;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -39,6 +40,32 @@ pub struct Setup<'a> {
     pub dendrites: Option<usize>,
     /// Epochs a dendrite phase waits for a candidate to improve before accepting it.
     pub candidate_patience: usize,
+    /// The learning rate a neuron phase starts from after dendrites were added.
+    pub lr_restart: LrRestart,
+}
+
+impl<'a> Setup<'a> {
+    /// A run with the tracker's defaults: candidates wait 10 epochs, and the learning rate
+    /// restarts from its initial value after each restructure.
+    pub fn new(
+        digits: &'a Digits,
+        dev: &'a AutoDevice,
+        seed: u64,
+        args: &'a Args,
+        name: &'a str,
+        dendrites: Option<usize>,
+    ) -> Self {
+        Self {
+            digits,
+            dev,
+            seed,
+            args,
+            name,
+            dendrites,
+            candidate_patience: 10,
+            lr_restart: LrRestart::Initial,
+        }
+    }
 }
 
 /// The function each model's rows are built with.
@@ -62,6 +89,7 @@ where
         name,
         dendrites,
         candidate_patience,
+        ref lr_restart,
     } = *setup;
     let mut rng = StdRng::seed_from_u64(seed);
     let config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
@@ -72,6 +100,7 @@ where
             None => SwitchMode::Never,
         })
         .dendrite_patience(candidate_patience)
+        .lr_restart(lr_restart.clone())
         .max_dendrites(dendrites.unwrap_or(0))
         .graph_every(10);
     let mut tracker = Tracker::new(config)?;
