@@ -217,3 +217,77 @@ fn captured_neuron_error_matches_finite_differences() {
         );
     }
 }
+
+/// `y = Wx + b + Σⱼ wⱼ ⊙ tanh(Wⱼx + bⱼ + Σₖ<ⱼ cⱼₖ ⊙ aₖ)` computed by hand from the layer's
+/// tensors, per row of `x` (every axis but the last flattened).
+fn by_definition(layer: &mut Dendritic<Lin>, x: &[f64], dendrites: usize) -> Vec<f64> {
+    let mut read = Read(Vec::new());
+    layer.visit_params("", &mut read).unwrap();
+    let get = |path: &str| {
+        read.0
+            .iter()
+            .find(|(p, ..)| p == path)
+            .unwrap_or_else(|| panic!("no tensor at {path}"))
+            .3
+            .clone()
+    };
+    // (weight (2, 3), bias (2)) of a Linear<3, 2>
+    let affine = |w: &[f64], b: &[f64], row: &[f64]| -> Vec<f64> {
+        (0..2)
+            .map(|n| b[n] + (0..3).map(|i| w[n * 3 + i] * row[i]).sum::<f64>())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for row in x.chunks(3) {
+        let mut y = affine(&get("neurons.weight"), &get("neurons.bias"), row);
+        let mut acts: Vec<Vec<f64>> = Vec::new();
+        for j in 0..dendrites {
+            let d = format!("dendrites.{j}");
+            let mut z = affine(
+                &get(&format!("{d}.module.weight")),
+                &get(&format!("{d}.module.bias")),
+                row,
+            );
+            for (k, a) in acts.iter().enumerate() {
+                let c = get(&format!("{d}.cascade.{k}"));
+                (0..2).for_each(|n| z[n] += c[n] * a[n]);
+            }
+            let a: Vec<f64> = z.iter().map(|z| z.tanh()).collect();
+            let w = get(&format!("{d}.output"));
+            (0..2).for_each(|n| y[n] += w[n] * a[n]);
+            acts.push(a);
+        }
+        out.extend(y);
+    }
+    out
+}
+
+#[test]
+fn forward_matches_its_definition_for_inputs_of_rank_1_to_3() {
+    // frozen Linear dendrites take a fused path on the CPU (one matrix product, the bias added
+    // in the dendrite sum); inference and training must both equal the definition
+    let dev = TestDevice::seed_from_u64(13);
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-12)
+    };
+    for dendrites in [1, 3] {
+        let mut layer = layer(DendriteLearning::Correlation, dendrites);
+        let x1: Tensor<Rank1<3>, f64, TestDevice> = dev.sample_normal();
+        let x2: Tensor<Rank2<4, 3>, f64, TestDevice> = dev.sample_normal();
+        let x3: Tensor<(usize, Const<5>, Const<3>), f64, TestDevice> =
+            dev.sample_normal_like(&(2, Const, Const));
+        let want1 = by_definition(&mut layer, &x1.as_vec(), dendrites);
+        let want2 = by_definition(&mut layer, &x2.as_vec(), dendrites);
+        let want3 = by_definition(&mut layer, &x3.as_vec(), dendrites);
+        assert!(close(&layer.forward(x1.clone()).as_vec(), &want1));
+        assert!(close(&layer.forward(x2.clone()).as_vec(), &want2));
+        assert!(close(&layer.forward(x3.clone()).as_vec(), &want3));
+        let trained = layer.forward_mut(x2.clone().leaky_traced());
+        assert!(close(&trained.retaped::<NoneTape>().as_vec(), &want2));
+        // a transposed (non-contiguous) input
+        let xt: Tensor<Rank2<3, 4>, f64, TestDevice> = dev.sample_normal();
+        let xt = xt.permute::<Rank2<4, 3>, _>();
+        let want = by_definition(&mut layer, &xt.as_vec(), dendrites);
+        assert!(close(&layer.forward(xt).as_vec(), &want));
+    }
+}

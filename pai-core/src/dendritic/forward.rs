@@ -4,14 +4,18 @@
 
 use dfdx::nn::{Module, ModuleMut};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
-use dfdx::tensor_ops::{Backward, Device, SumTo, TryAdd, TryMul};
+use std::any::TypeId;
+
+use dfdx::tensor::{HasErr, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor_ops::{Backward, Device, PermuteTo, ReshapeTo, SumTo, TryAdd, TryMatMul, TryMul};
 
 use super::fused::{dendrite_sum, on_host, Term};
-use super::{lock, Activation, Convertible, Dendrite, DendriteLearning, Dendritic, Training};
+use super::{
+    lock, Activation, Affine, Convertible, Dendrite, DendriteLearning, Dendritic, Training,
+};
 use crate::axis::NeuronAxis;
 use crate::correlation::CorrelationConfig;
-use crate::processor::{Inputs, Processor, Route};
+use crate::processor::{Inputs, Plain, Processor, Route};
 use crate::Float;
 
 impl<M, Tags, P, X, So, E, D, T> Module<X> for Dendritic<M, Tags, P>
@@ -39,9 +43,10 @@ where
     /// neurons (and the output weights) only, as through any frozen layer.
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
         let detached = x.detached();
+        let matrix = self.affine_input::<X, So>(&x)?;
         let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let chain = self.output_chain();
-        let (y, _) = self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, false)?;
+        let (y, _) = self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, matrix, false)?;
         Ok(<P as Route<M, X, E, D>>::join(y, rest))
     }
 }
@@ -79,6 +84,7 @@ where
         match self.config.learning {
             DendriteLearning::Correlation => {
                 let detached = x.detached();
+                let matrix = self.affine_input::<X, So>(&x)?;
                 let candidate_input =
                     (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
                 let out = if neuron_phase {
@@ -87,7 +93,7 @@ where
                     self.neurons.try_forward(x)?
                 };
                 let (y, rest) = <P as Route<M, X, E, D>>::split(out);
-                let y = self.correlation_dendrites(y, detached, candidate_input)?;
+                let y = self.correlation_dendrites(y, detached, matrix, candidate_input)?;
                 Ok(<P as Route<M, X, E, D>>::join(y, rest))
             }
             DendriteLearning::Gradient => {
@@ -148,14 +154,35 @@ where
         }
     }
 
+    /// The input as a matrix where frozen dendrites may take the affine path (see
+    /// [`Convertible::affine`]): on the CPU, for a layer without a processor whose neurons are
+    /// its output's last axis, with dendrites to run. `None` elsewhere.
+    fn affine_input<X, So>(&self, x: &X) -> Result<Option<Matrix<E, D>>, D::Err>
+    where
+        X: Inputs<E, D>,
+        So: Shape,
+        Tags: NeuronAxis<So>,
+    {
+        let applies = on_host::<E, D>()
+            && TypeId::of::<P>() == TypeId::of::<Plain>()
+            && Tags::AXIS + 1 == So::NUM_DIMS
+            && !self.dendrites.is_empty();
+        match applies {
+            true => x.matrix(),
+            false => Ok(None),
+        }
+    }
+
     /// `y` plus the terms of the frozen dendrites `chain` (in cascade order) on the detached
     /// input, and, when `keep_acts`, their activations (a candidate's cascade inputs).
+    /// `matrix` is the input for the affine path ([`Self::affine_input`]).
     #[allow(clippy::type_complexity)]
     fn frozen_sum<X, So, T>(
         &self,
         y: Tensor<So, E, D, T>,
         chain: &[&Dendrite<M>],
         detached: &X,
+        matrix: Option<Matrix<E, D>>,
         keep_acts: bool,
     ) -> Result<(Tensor<So, E, D, T>, Vec<Tensor<So, E, D>>), D::Err>
     where
@@ -166,6 +193,17 @@ where
         P: Route<M, X, E, D, Main = Tensor<So, E, D, NoneTape>>,
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
+        let shape = *y.shape();
+        if let Some(matrix) = matrix {
+            if let Some(terms) = affine_terms(chain, matrix, &shape)? {
+                return dendrite_sum::<Tags, So, E, D, T, NoneTape>(
+                    y,
+                    terms,
+                    self.config.activation,
+                    keep_acts,
+                );
+            }
+        }
         let pres = self.frozen_pres::<X, So>(chain, detached)?;
         if on_host::<E, D>() {
             let terms = terms(chain, pres);
@@ -176,7 +214,6 @@ where
                 keep_acts,
             );
         }
-        let shape = *y.shape();
         let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
         for (d, pre) in chain.iter().zip(pres) {
             acts.push(self.dendrite_activation::<So, NoneTape>(pre, d, &acts, &shape)?);
@@ -219,6 +256,7 @@ where
         &mut self,
         y: Tensor<So, E, D, T>,
         detached: X,
+        matrix: Option<Matrix<E, D>>,
         candidate_input: Option<XO>,
     ) -> Result<Tensor<So, E, D, T>, D::Err>
     where
@@ -234,7 +272,7 @@ where
         let shape = *y.shape();
         let chain: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
         let keep_acts = candidate_input.is_some() && self.candidate.is_some();
-        let (y, acts) = self.frozen_sum::<X, So, T>(y, &chain, &detached, keep_acts)?;
+        let (y, acts) = self.frozen_sum::<X, So, T>(y, &chain, &detached, matrix, keep_acts)?;
         let (Some(input), Some(candidate)) = (candidate_input, &mut self.candidate) else {
             return Ok(y);
         };
@@ -342,6 +380,56 @@ where
 }
 
 /// The fused sum's terms: each dendrite of `chain` with its module's output.
+/// The input of the affine path: `(rows, features)`, no tape.
+type Matrix<E, D> = Tensor<(usize, usize), E, D>;
+
+type AffineTerms<'a, M, So> = Result<
+    Option<
+        Vec<
+            Term<
+                'a,
+                So,
+                <M as Convertible>::Neurons,
+                <M as Convertible>::Dtype,
+                <M as Convertible>::Device,
+                NoneTape,
+            >,
+        >,
+    >,
+    <<M as Convertible>::Device as HasErr>::Err,
+>;
+
+/// Terms of the frozen dendrites `chain` by the affine path: `matrix · Wᵀ` per dendrite, laid
+/// out as the layer's output `shape`, with the bias left to the fused sum. `None` when a
+/// dendrite's module is not affine.
+fn affine_terms<'a, M, So>(
+    chain: &[&'a Dendrite<M>],
+    matrix: Matrix<M::Dtype, M::Device>,
+    shape: &So,
+) -> AffineTerms<'a, M, So>
+where
+    M: Convertible,
+    So: Shape,
+{
+    let mut terms = Vec::with_capacity(chain.len());
+    for d in chain {
+        let Some(Affine { weight, bias }) = d.module.affine()? else {
+            return Ok(None);
+        };
+        let pre = matrix
+            .clone()
+            .try_matmul(weight.try_permute()?)?
+            .try_reshape_like(shape)?;
+        terms.push(Term {
+            pre,
+            bias: Some(bias),
+            cascade: &d.cascade,
+            output: &d.output,
+        });
+    }
+    Ok(Some(terms))
+}
+
 fn terms<'a, M, So, P>(
     chain: &[&'a Dendrite<M>],
     pres: Vec<Tensor<So, M::Dtype, M::Device, P>>,
@@ -357,6 +445,7 @@ where
         .zip(pres)
         .map(|(d, pre)| Term {
             pre,
+            bias: None,
             cascade: &d.cascade,
             output: &d.output,
         })

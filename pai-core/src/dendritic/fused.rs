@@ -29,10 +29,13 @@ pub(crate) fn on_host<E: Float, D: Device<E>>() -> bool {
 /// A per-neuron vector of a layer whose neuron axis has `N` entries.
 pub(crate) type PerNeuron<N, E, D> = Tensor<(N,), E, D>;
 
-/// What one dendrite contributes: its pre-activation (the module's output), its cascade
-/// weights (one per earlier dendrite) and its output weights.
+/// What one dendrite contributes: its pre-activation (the module's output, or for an affine
+/// layer the output without its bias, which is then given here), its cascade weights (one per
+/// earlier dendrite) and its output weights.
 pub(crate) struct Term<'a, So: Shape, N: ConstDim, E: Float, D: Device<E>, P> {
     pub pre: Tensor<So, E, D, P>,
+    /// Added as a constant: it gets no gradient (frozen dendrites only).
+    pub bias: Option<&'a PerNeuron<N, E, D>>,
     pub cascade: &'a [PerNeuron<N, E, D>],
     pub output: &'a PerNeuron<N, E, D>,
 }
@@ -80,6 +83,16 @@ impl Layout {
         }
     }
 
+    /// `dst[i] += b[n(i)]`.
+    fn add<E: Float>(&self, dst: &mut [E], b: &[E]) {
+        let block = self.neurons * self.inner;
+        for dst in dst.chunks_exact_mut(block) {
+            for (dst, b) in dst.chunks_exact_mut(self.inner).zip(b) {
+                dst.iter_mut().for_each(|d| *d += *b);
+            }
+        }
+    }
+
     /// `Σ a[i] * g[i]` per neuron.
     fn dot<E: Float>(&self, a: &[E], g: &[E]) -> Vec<E> {
         let mut s = vec![E::default(); self.neurons];
@@ -111,16 +124,32 @@ fn host<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
     Ok((t, v))
 }
 
+/// The gradient buffer of `t` (allocated if absent) as the CPU's vector type.
+fn grad_buffer<'g, S: Shape, E: Float, D: Device<E>>(
+    grads: &'g mut Gradients<E, D>,
+    t: &Tensor<S, E, D>,
+) -> Result<&'g mut <Cpu as Storage<E>>::Vec, D::Err> {
+    let buf = grads.get_or_alloc_mut(t)?;
+    Ok((buf as &mut dyn Any)
+        .downcast_mut::<<Cpu as Storage<E>>::Vec>()
+        .expect("dendrite_sum runs on the CPU only (checked by on_host)"))
+}
+
 /// The gradient buffer of `t` as a host slice (allocated if absent).
 fn grad_mut<'g, S: Shape, E: Float, D: Device<E>>(
     grads: &'g mut Gradients<E, D>,
     t: &Tensor<S, E, D>,
 ) -> Result<&'g mut [E], D::Err> {
-    let buf = grads.get_or_alloc_mut(t)?;
-    let cpu = (buf as &mut dyn Any)
-        .downcast_mut::<<Cpu as Storage<E>>::Vec>()
-        .expect("dendrite_sum runs on the CPU only (checked by on_host)");
-    Ok(&mut cpu[..])
+    Ok(&mut grad_buffer(grads, t)?[..])
+}
+
+/// An empty CPU vector (no allocation), to stand in for a lent gradient buffer.
+fn empty<E: Float, D: Device<E>>(dev: &D) -> Result<<Cpu as Storage<E>>::Vec, D::Err> {
+    let mut v = Some(<D as Storage<E>>::try_alloc_len(dev, 0)?);
+    Ok((&mut v as &mut dyn Any)
+        .downcast_mut::<Option<<Cpu as Storage<E>>::Vec>>()
+        .and_then(Option::take)
+        .expect("dendrite_sum runs on the CPU only (checked by on_host)"))
 }
 
 /// `y + Σⱼ wⱼ ⊙ aⱼ` as one op on `y`'s tape, and, when `keep_acts`, the activations `aⱼ` as
@@ -160,6 +189,9 @@ where
         let (pre, mut z) = host(term.pre)?;
         let (pre, pre_tape) = pre.split_tape();
         tape = tape.merge(pre_tape);
+        if let Some(bias) = term.bias {
+            layout.add(&mut z, &per_neuron(bias));
+        }
         let cascade: Vec<Vec<E>> = term.cascade.iter().map(per_neuron).collect();
         for (c, a) in cascade.iter().zip(&acts) {
             layout.axpy(&mut z, c, a);
@@ -168,7 +200,10 @@ where
         let w = per_neuron(term.output);
         layout.axpy(&mut out, &w, &a);
         acts.push(a);
-        pres.push(pre);
+        // kept for their gradients only: frozen, detached pre-activations are freed here
+        if trains_terms {
+            pres.push(pre);
+        }
         cascades.push((term.cascade.to_vec(), cascade));
         outputs.push((term.output.clone(), w));
     }
@@ -188,15 +223,16 @@ where
     let handle = out.clone();
     let saved = acts;
     tape.add_backward_op(move |grads| {
-        let g: Vec<E> = grad_mut(grads, &handle)?.to_vec();
-        for (dy, g) in grad_mut(grads, &y)?.iter_mut().zip(&g) {
-            *dy += *g;
-        }
+        // the output's gradient, lent out of `grads` (and returned below) so that other
+        // entries can be written while it is read, without copying it
+        let lent = std::mem::replace(grad_buffer(grads, &handle)?, empty(&dev)?);
+        let g: &[E] = &lent;
+        add_into(grad_mut(grads, &y)?, g);
         // dL/daⱼ, filled from the output weights and from the cascade of later dendrites
         let mut da: Vec<Vec<E>> = vec![Vec::new(); saved.len()];
         for j in (0..saved.len()).rev() {
             let (w_tensor, w) = &outputs[j];
-            let dw = layout.dot(&saved[j], &g);
+            let dw = layout.dot(&saved[j], g);
             add_into(grad_mut(grads, w_tensor)?, &dw);
             if !trains_terms {
                 continue;
@@ -205,7 +241,7 @@ where
             if d.is_empty() {
                 d = vec![E::default(); layout.len];
             }
-            layout.axpy(&mut d, w, &g);
+            layout.axpy(&mut d, w, g);
             // through the squash: dL/dzⱼ
             squash_grad(&mut d, &saved[j], activation);
             add_into(grad_mut(grads, &pres[j])?, &d);
@@ -220,6 +256,7 @@ where
                 layout.axpy(earlier, c, &d);
             }
         }
+        *grad_buffer(grads, &handle)? = lent;
         Ok(())
     });
     Ok((out.put_tape(tape), kept))
@@ -281,6 +318,7 @@ mod tests {
     fn reference(
         y: Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>>,
         pres: Vec<Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>>>,
+        biases: &[Vec3],
         cascades: &[Vec<Vec3>],
         outputs: &[Vec3],
         activation: Activation,
@@ -288,7 +326,9 @@ mod tests {
         let shape = *y.shape();
         let mut acts: Vec<Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>>> = Vec::new();
         for (j, pre) in pres.into_iter().enumerate() {
-            let mut z = pre;
+            let mut z = pre
+                .try_add(Tags::broadcast(biases[j].clone(), &shape).unwrap())
+                .unwrap();
             for (c, a) in cascades[j].iter().zip(&acts) {
                 let c =
                     Tags::broadcast(c.clone().retaped::<OwnedTape<f64, Cpu>>(), &shape).unwrap();
@@ -316,6 +356,7 @@ mod tests {
             let y: Tensor<Out, f64, Cpu> = dev.sample_normal();
             let pres: Vec<Tensor<Out, f64, Cpu>> = (0..3).map(|_| dev.sample_normal()).collect();
             let outputs: Vec<Vec3> = (0..3).map(|_| dev.sample_normal()).collect();
+            let biases: Vec<Vec3> = (0..3).map(|_| dev.sample_normal()).collect();
             let cascades: Vec<Vec<Vec3>> = (0..3)
                 .map(|j| (0..j).map(|_| dev.sample_normal()).collect())
                 .collect();
@@ -333,6 +374,7 @@ mod tests {
                         .enumerate()
                         .map(|(j, pre)| Term {
                             pre,
+                            bias: Some(&biases[j]),
                             cascade: &cascades[j],
                             output: &outputs[j],
                         })
@@ -341,7 +383,9 @@ mod tests {
                         .unwrap()
                         .0
                 } else {
-                    reference(taped_y, taped_pres, &cascades, &outputs, activation)
+                    reference(
+                        taped_y, taped_pres, &biases, &cascades, &outputs, activation,
+                    )
                 };
                 let value = out.retaped::<NoneTape>().as_vec();
                 let loss = (out - target.clone()).square().sum::<(), _>();

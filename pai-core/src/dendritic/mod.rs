@@ -25,7 +25,7 @@ mod convertible;
 mod forward;
 mod fused;
 
-pub use convertible::{copy_module, reinit_module, Convertible};
+pub use convertible::{copy_module, reinit_module, Affine, Convertible};
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
