@@ -166,8 +166,19 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
         } else {
             (1e-4, 1.0)
         };
+        // ticks at the rates used (a log axis alone labels only powers of ten, often one)
+        let mut rates: Vec<f64> = state
+            .history
+            .iter()
+            .map(|r| r.lr)
+            .filter(|v| *v > 0.0)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates.dedup_by(|a, b| (*a - *b).abs() <= 1e-9 * b.abs());
+        let step = rates.len().div_ceil(8).max(1);
+        let ticks: Vec<f64> = rates.into_iter().step_by(step).collect();
         let mut chart = panel(&panels[1], "learning rate")
-            .build_cartesian_2d(x.clone(), (lr_lo..lr_hi).log_scale())
+            .build_cartesian_2d(x.clone(), (lr_lo..lr_hi).log_scale().with_key_points(ticks))
             .map_err(plot_error)?;
         chart
             .configure_mesh()
