@@ -155,8 +155,9 @@ where
     }
 
     /// The input as a matrix where frozen dendrites may take the affine path (see
-    /// [`Convertible::affine`]): on the CPU, for a layer without a processor whose neurons are
-    /// its output's last axis, with dendrites to run. `None` elsewhere.
+    /// [`Convertible::affine`]): on the CPU, for an affine layer without a processor whose
+    /// neurons are its output's last axis, with dendrites to run. `None` elsewhere, without
+    /// touching the input (a non-contiguous one would be copied for nothing).
     fn affine_input<X, So>(&self, x: &X) -> Result<Option<Matrix<E, D>>, D::Err>
     where
         X: Inputs<E, D>,
@@ -166,7 +167,10 @@ where
         let applies = on_host::<E, D>()
             && TypeId::of::<P>() == TypeId::of::<Plain>()
             && Tags::AXIS + 1 == So::NUM_DIMS
-            && !self.dendrites.is_empty();
+            && match self.dendrites.first() {
+                Some(d) => d.module.affine()?.is_some(),
+                None => false,
+            };
         match applies {
             true => x.matrix(),
             false => Ok(None),

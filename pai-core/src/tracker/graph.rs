@@ -155,18 +155,6 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
             .map_err(plot_error)?;
 
         // 2. learning rate
-        let (lr_lo, lr_hi) = state
-            .history
-            .iter()
-            .map(|r| r.lr)
-            .filter(|v| *v > 0.0)
-            .fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let (lr_lo, lr_hi) = if lr_lo.is_finite() {
-            (lr_lo * 0.8, lr_hi * 1.25)
-        } else {
-            (1e-4, 1.0)
-        };
-        // ticks at the rates used (a log axis alone labels only powers of ten, often one)
         let mut rates: Vec<f64> = state
             .history
             .iter()
@@ -175,6 +163,11 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
             .collect();
         rates.sort_by(f64::total_cmp);
         rates.dedup_by(|a, b| (*a - *b).abs() <= 1e-9 * b.abs());
+        let (lr_lo, lr_hi) = match (rates.first(), rates.last()) {
+            (Some(lo), Some(hi)) => (lo * 0.8, hi * 1.25),
+            _ => (1e-4, 1.0),
+        };
+        // ticks at the rates used (a log axis alone labels only powers of ten, often one)
         let step = rates.len().div_ceil(8).max(1);
         let ticks: Vec<f64> = rates.into_iter().step_by(step).collect();
         let mut chart = panel(&panels[1], "learning rate")
