@@ -165,25 +165,32 @@ fn correlation_mode_gradients_of_neurons_and_output_weights_match_finite_differe
 fn gradient_mode_input_gradient_matches_finite_differences() {
     let mut layer = layer(DendriteLearning::Gradient, 2);
     let (x, t) = inputs();
-    let traced = x.clone().leaky_traced();
-    let handle = traced.retaped::<NoneTape>();
-    let y = layer.forward_mut(traced);
-    let grads = ((y - t.clone()).square().sum::<Rank0, _>() * 0.5).backward();
-    let analytic = grads.get(&handle).as_vec();
-    let base = x.as_vec();
-    let dev = TestDevice::default();
-    for i in 0..base.len() {
-        let mut v = base.clone();
-        v[i] += 1e-6;
-        let up = loss_value(&layer, &dev.tensor_from_vec(v.clone(), *x.shape()), &t);
-        v[i] -= 2e-6;
-        let down = loss_value(&layer, &dev.tensor_from_vec(v, *x.shape()), &t);
-        let numeric = (up - down) / 2e-6;
-        assert!(
-            (numeric - analytic[i]).abs() < 1e-6 * (1.0 + numeric.abs()),
-            "x[{i}]: {} vs {numeric}",
-            analytic[i]
-        );
+    // contiguous, and transposed (non-contiguous: the dendrites' input matrix is a copy whose
+    // gradient must flow back)
+    let dev = TestDevice::seed_from_u64(13);
+    let transposed = dev
+        .sample_normal::<Rank2<3, 4>>()
+        .permute::<Rank2<4, 3>, _>();
+    for x in [x, transposed] {
+        let traced = x.clone().leaky_traced();
+        let handle = traced.retaped::<NoneTape>();
+        let y = layer.forward_mut(traced);
+        let grads = ((y - t.clone()).square().sum::<Rank0, _>() * 0.5).backward();
+        let analytic = grads.get(&handle).as_vec();
+        let base = x.as_vec();
+        for i in 0..base.len() {
+            let mut v = base.clone();
+            v[i] += 1e-6;
+            let up = loss_value(&layer, &dev.tensor_from_vec(v.clone(), *x.shape()), &t);
+            v[i] -= 2e-6;
+            let down = loss_value(&layer, &dev.tensor_from_vec(v, *x.shape()), &t);
+            let numeric = (up - down) / 2e-6;
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                "x[{i}]: {} vs {numeric}",
+                analytic[i]
+            );
+        }
     }
 }
 

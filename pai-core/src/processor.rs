@@ -36,16 +36,17 @@ pub trait Inputs<E: Dtype, D: Device<E>>: Sized {
     /// A copy of the same type sharing values and ids, with empty tapes (another use of the
     /// same input on the same tape).
     fn fresh(&self) -> Self;
-    /// The data as a `(rows, features)` matrix with no tape, its last axis the features,
-    /// when it is one tensor of rank 1 or more (the input of [`Convertible::affine`]
-    /// layers); `None` otherwise.
+    /// The data as a `(rows, features)` matrix on an empty tape `T`, its last axis the
+    /// features, when it is one tensor of rank 1 or more (the input of
+    /// [`Convertible::affine`] layers); `None` otherwise. Its gradient is the data's: the
+    /// same id when the data is contiguous, a copy whose gradient flows back otherwise.
     ///
     /// # Errors
     /// Backend errors.
     ///
     /// [`Convertible::affine`]: crate::Convertible::affine
     #[allow(clippy::type_complexity)]
-    fn matrix(&self) -> Result<Option<Tensor<(usize, usize), E, D>>, D::Err>;
+    fn matrix<T: Tape<E, D>>(&self) -> Result<Option<Tensor<(usize, usize), E, D, T>>, D::Err>;
 }
 
 impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>> Inputs<E, D> for Tensor<S, E, D, T1> {
@@ -60,13 +61,13 @@ impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>> Inputs<E, D> for Tensor<S
     fn fresh(&self) -> Self {
         self.retaped::<T1>()
     }
-    fn matrix(&self) -> Result<Option<Tensor<(usize, usize), E, D>>, D::Err> {
+    fn matrix<T: Tape<E, D>>(&self) -> Result<Option<Tensor<(usize, usize), E, D, T>>, D::Err> {
         let dims = self.shape().concrete();
         let Some(&features) = dims.as_ref().last() else {
             return Ok(None);
         };
         let rows = self.shape().num_elements() / features.max(1);
-        self.retaped::<NoneTape>()
+        self.retaped::<T>()
             .try_reshape_like(&(rows, features))
             .map(Some)
     }
@@ -116,7 +117,7 @@ impl<S: Shape, E: Dtype, D: Device<E>, T1: Tape<E, D>, B: State<E, D>> Inputs<E,
     fn fresh(&self) -> Self {
         (self.0.retaped::<T1>(), self.1.fresh())
     }
-    fn matrix(&self) -> Result<Option<Tensor<(usize, usize), E, D>>, D::Err> {
+    fn matrix<T: Tape<E, D>>(&self) -> Result<Option<Tensor<(usize, usize), E, D, T>>, D::Err> {
         Ok(None)
     }
 }

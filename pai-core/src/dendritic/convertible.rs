@@ -63,10 +63,11 @@ pub trait Convertible: Sized + 'static {
     ) -> Result<()>;
 
     /// For a layer whose output is `x Wᵀ + b` over the last axis of its one input (`Linear`):
-    /// `W` as a `(neurons, inputs)` matrix and `b`. Frozen dendrites of such a layer skip the
-    /// module on the CPU: one matrix product, with the bias added inside the fused dendrite
-    /// sum (dfdx's broadcast add is a third of a `Linear<64, 128>` forward at batch 32).
-    /// The default, `None`, runs the module.
+    /// `W` as a `(neurons, inputs)` matrix sharing the layer's tensor id, and `b`. Dendrites
+    /// of such a layer skip the module on the CPU (frozen ones, and in the gradient mode
+    /// trained ones too): one matrix product, with the bias added inside the fused dendrite
+    /// sum, which also gives the bias its gradient (dfdx's broadcast add is a third of a
+    /// `Linear<64, 128>` forward at batch 32). The default, `None`, runs the module.
     ///
     /// # Errors
     /// Backend errors.
@@ -84,7 +85,8 @@ pub trait Convertible: Sized + 'static {
 /// A layer's weight matrix `(neurons, inputs)` and its per-neuron bias (see
 /// [`Convertible::affine`]).
 pub struct Affine<'a, N: ConstDim, E: Float, D: Device<E>> {
-    /// `(neurons, inputs)`, sharing the layer's values.
+    /// `(neurons, inputs)`, sharing the layer's values and tensor id (a reshape of a
+    /// contiguous tensor does), so that its gradient is the layer's weight's.
     pub weight: Tensor<(usize, usize), E, D>,
     /// One value per neuron.
     pub bias: &'a Tensor<(N,), E, D>,

@@ -43,7 +43,7 @@ where
     /// neurons (and the output weights) only, as through any frozen layer.
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
         let detached = x.detached();
-        let matrix = self.affine_input::<X, So>(&x)?;
+        let matrix = self.affine_input::<X, So, NoneTape>(&x, &self.output_chain())?;
         let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let chain = self.output_chain();
         let (y, _) = self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, matrix, false)?;
@@ -84,7 +84,8 @@ where
         match self.config.learning {
             DendriteLearning::Correlation => {
                 let detached = x.detached();
-                let matrix = self.affine_input::<X, So>(&x)?;
+                let accepted: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
+                let matrix = self.affine_input::<X, So, NoneTape>(&x, &accepted)?;
                 let candidate_input =
                     (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
                 let out = if neuron_phase {
@@ -97,6 +98,13 @@ where
                 Ok(<P as Route<M, X, E, D>>::join(y, rest))
             }
             DendriteLearning::Gradient => {
+                let chain = self.output_chain();
+                let matrices = match self.affine_input::<X, So, T>(&x, &chain)? {
+                    Some(first) => std::iter::once(Ok(Some(first)))
+                        .chain((1..chain.len()).map(|_| x.matrix::<T>()))
+                        .collect::<Result<Option<Vec<_>>, _>>()?,
+                    None => None,
+                };
                 let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.fresh()).collect();
                 let out = if neuron_phase {
                     self.neurons.try_forward_mut(x)?
@@ -104,7 +112,7 @@ where
                     self.neurons.try_forward(x)?
                 };
                 let (y, rest) = <P as Route<M, X, E, D>>::split(out);
-                let y = self.gradient_dendrites(y, inputs)?;
+                let y = self.gradient_dendrites(y, inputs, matrices)?;
                 Ok(<P as Route<M, X, E, D>>::join(y, rest))
             }
         }
@@ -154,25 +162,30 @@ where
         }
     }
 
-    /// The input as a matrix where frozen dendrites may take the affine path (see
-    /// [`Convertible::affine`]): on the CPU, for an affine layer without a processor whose
-    /// neurons are its output's last axis, with dendrites to run. `None` elsewhere, without
-    /// touching the input (a non-contiguous one would be copied for nothing).
-    fn affine_input<X, So>(&self, x: &X) -> Result<Option<Matrix<E, D>>, D::Err>
+    /// The input as a matrix on tape `T` where dendrites `chain` may take the affine path
+    /// (see [`Convertible::affine`]): on the CPU, for an affine layer without a processor
+    /// whose neurons are its output's last axis, with dendrites to run. `None` elsewhere,
+    /// without touching the input (a non-contiguous one would be copied for nothing).
+    fn affine_input<X, So, T>(
+        &self,
+        x: &X,
+        chain: &[&Dendrite<M>],
+    ) -> Result<Option<Matrix<E, D, T>>, D::Err>
     where
         X: Inputs<E, D>,
         So: Shape,
+        T: Tape<E, D>,
         Tags: NeuronAxis<So>,
     {
-        let applies = on_host::<E, D>()
+        let mut applies = on_host::<E, D>()
             && TypeId::of::<P>() == TypeId::of::<Plain>()
             && Tags::AXIS + 1 == So::NUM_DIMS
-            && match self.dendrites.first() {
-                Some(d) => d.module.affine()?.is_some(),
-                None => false,
-            };
+            && !chain.is_empty();
+        for d in chain {
+            applies = applies && d.module.affine()?.is_some();
+        }
         match applies {
-            true => x.matrix(),
+            true => x.matrix::<T>(),
             false => Ok(None),
         }
     }
@@ -199,7 +212,7 @@ where
     {
         let shape = *y.shape();
         if let Some(matrix) = matrix {
-            if let Some(terms) = affine_terms(chain, matrix, &shape)? {
+            if let Some(terms) = affine_terms(chain, || Ok(Some(matrix.clone())), &shape)? {
                 return dendrite_sum::<Tags, So, E, D, T, NoneTape>(
                     y,
                     terms,
@@ -313,11 +326,14 @@ where
     }
 
     /// Gradient mode: nothing detached, every dendrite that trains runs on the task tape.
-    /// `inputs` holds one tape-free copy of the input per accepted dendrite plus one.
+    /// `inputs` holds one tape-free copy of the input per accepted dendrite plus one;
+    /// `matrices`, where the affine path applies ([`Self::affine_input`]), the input as a
+    /// matrix once per dendrite of the output chain.
     fn gradient_dendrites<X, So, T>(
         &mut self,
         y: Tensor<So, E, D, T>,
         inputs: Vec<X>,
+        matrices: Option<Vec<Matrix<E, D, T>>>,
     ) -> Result<Tensor<So, E, D, T>, D::Err>
     where
         So: Shape,
@@ -327,8 +343,16 @@ where
         P: Route<M, X, E, D, Main = Tensor<So, E, D, T>>,
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
-        let neuron_phase = self.candidate.is_none();
         let shape = *y.shape();
+        if let Some(matrices) = matrices {
+            let chain = self.output_chain();
+            let mut matrices = matrices.into_iter();
+            if let Some(terms) = affine_terms(&chain, || Ok(matrices.next()), &shape)? {
+                let activation = self.config.activation;
+                return Ok(dendrite_sum::<Tags, So, E, D, T, T>(y, terms, activation, false)?.0);
+            }
+        }
+        let neuron_phase = self.candidate.is_none();
         let accepted = self.dendrites.len();
         let fused = on_host::<E, D>();
         let mut pres: Vec<Tensor<So, E, D, T>> = Vec::with_capacity(accepted + 1);
@@ -383,11 +407,10 @@ where
     }
 }
 
-/// The fused sum's terms: each dendrite of `chain` with its module's output.
-/// The input of the affine path: `(rows, features)`, no tape.
-type Matrix<E, D> = Tensor<(usize, usize), E, D>;
+/// The input of the affine path: `(rows, features)`, on tape `T`.
+type Matrix<E, D, T = NoneTape> = Tensor<(usize, usize), E, D, T>;
 
-type AffineTerms<'a, M, So> = Result<
+type AffineTerms<'a, M, So, T> = Result<
     Option<
         Vec<
             Term<
@@ -396,33 +419,43 @@ type AffineTerms<'a, M, So> = Result<
                 <M as Convertible>::Neurons,
                 <M as Convertible>::Dtype,
                 <M as Convertible>::Device,
-                NoneTape,
+                T,
             >,
         >,
     >,
     <<M as Convertible>::Device as HasErr>::Err,
 >;
 
-/// Terms of the frozen dendrites `chain` by the affine path: `matrix · Wᵀ` per dendrite, laid
-/// out as the layer's output `shape`, with the bias left to the fused sum. `None` when a
-/// dendrite's module is not affine.
-fn affine_terms<'a, M, So>(
+/// Terms of dendrites `chain` by the affine path: `matrix · Wᵀ` per dendrite (`matrix()` gives
+/// the input for each in turn), laid out as the layer's output `shape`, with the bias left to
+/// the fused sum. With tapes, `W` gets its gradient from the product and `b` from the fused
+/// sum. `None`, before any input is taken, when a dendrite's module is not affine; `None` when
+/// `matrix()` gives none.
+fn affine_terms<'a, M, So, T>(
     chain: &[&'a Dendrite<M>],
-    matrix: Matrix<M::Dtype, M::Device>,
+    mut matrix: impl FnMut()
+        -> Result<Option<Matrix<M::Dtype, M::Device, T>>, <M::Device as HasErr>::Err>,
     shape: &So,
-) -> AffineTerms<'a, M, So>
+) -> AffineTerms<'a, M, So, T>
 where
     M: Convertible,
     So: Shape,
+    T: Tape<M::Dtype, M::Device>,
 {
-    let mut terms = Vec::with_capacity(chain.len());
+    let mut affines = Vec::with_capacity(chain.len());
     for d in chain {
-        let Some(Affine { weight, bias }) = d.module.affine()? else {
+        let Some(affine) = d.module.affine()? else {
+            return Ok(None);
+        };
+        affines.push(affine);
+    }
+    let mut terms = Vec::with_capacity(chain.len());
+    for (d, Affine { weight, bias }) in chain.iter().zip(affines) {
+        let Some(matrix) = matrix()? else {
             return Ok(None);
         };
         let pre = matrix
-            .clone()
-            .try_matmul(weight.try_permute()?)?
+            .try_matmul(weight.retaped::<T>().try_permute()?)?
             .try_reshape_like(shape)?;
         terms.push(Term {
             pre,
@@ -434,6 +467,7 @@ where
     Ok(Some(terms))
 }
 
+/// The fused sum's terms: each dendrite of `chain` with its module's output.
 fn terms<'a, M, So, P>(
     chain: &[&'a Dendrite<M>],
     pres: Vec<Tensor<So, M::Dtype, M::Device, P>>,

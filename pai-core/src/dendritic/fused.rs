@@ -34,7 +34,7 @@ pub(crate) type PerNeuron<N, E, D> = Tensor<(N,), E, D>;
 /// earlier dendrite) and its output weights.
 pub(crate) struct Term<'a, So: Shape, N: ConstDim, E: Float, D: Device<E>, P> {
     pub pre: Tensor<So, E, D, P>,
-    /// Added as a constant: it gets no gradient (frozen dendrites only).
+    /// Added per neuron; it gets a gradient when the terms train.
     pub bias: Option<&'a PerNeuron<N, E, D>>,
     pub cascade: &'a [PerNeuron<N, E, D>],
     pub output: &'a PerNeuron<N, E, D>,
@@ -91,6 +91,17 @@ impl Layout {
                 dst.iter_mut().for_each(|d| *d += *b);
             }
         }
+    }
+
+    /// `Σ g[i]` per neuron.
+    fn sum<E: Float>(&self, g: &[E]) -> Vec<E> {
+        let mut s = vec![E::default(); self.neurons];
+        for g in g.chunks_exact(self.neurons * self.inner) {
+            for (g, s) in g.chunks_exact(self.inner).zip(s.iter_mut()) {
+                *s = g.iter().fold(*s, |acc, g| acc + *g);
+            }
+        }
+        s
     }
 
     /// `Σ a[i] * g[i]` per neuron.
@@ -177,20 +188,26 @@ where
     }
     let shape = *y.shape();
     let layout = Layout::of::<So, Tags>(&shape);
-    let (y, mut out) = host(y)?;
-    let (y, mut tape) = y.split_tape();
+    // The terms are summed apart and added to `y` in place: the output keeps `y`'s id, so its
+    // gradient is `y`'s, with no new tensor, gradient buffer or copy of `y` or of its gradient.
+    let (mut y, mut tape) = y.try_reshape_like(&shape)?.split_tape();
+    let mut out = vec![E::default(); layout.len];
 
     let trains_terms = P::OWNS_TAPE && T::OWNS_TAPE;
     let mut acts: Vec<Vec<E>> = Vec::with_capacity(terms.len());
     let mut pres = Vec::with_capacity(terms.len());
     let mut cascades = Vec::with_capacity(terms.len());
     let mut outputs = Vec::with_capacity(terms.len());
+    let mut biases = Vec::with_capacity(terms.len());
     for term in terms {
         let (pre, mut z) = host(term.pre)?;
         let (pre, pre_tape) = pre.split_tape();
         tape = tape.merge(pre_tape);
         if let Some(bias) = term.bias {
             layout.add(&mut z, &per_neuron(bias));
+        }
+        if trains_terms {
+            biases.push(term.bias.cloned());
         }
         let cascade: Vec<Vec<E>> = term.cascade.iter().map(per_neuron).collect();
         for (c, a) in cascade.iter().zip(&acts) {
@@ -208,7 +225,7 @@ where
         outputs.push((term.output.clone(), w));
     }
     let dev = y.device().clone();
-    let out: Tensor<So, E, D> = dev.try_tensor_from_vec(out, shape)?;
+    y.try_axpy(1.0, &dev.try_tensor_from_vec(out, shape)?, 1.0)?;
     let kept = match keep_acts {
         true => acts
             .iter()
@@ -217,17 +234,16 @@ where
         false => Vec::new(),
     };
     if !T::OWNS_TAPE {
-        return Ok((out.put_tape(tape), kept));
+        return Ok((y.put_tape(tape), kept));
     }
 
-    let handle = out.clone();
+    let handle = y.clone();
     let saved = acts;
     tape.add_backward_op(move |grads| {
-        // the output's gradient, lent out of `grads` (and returned below) so that other
-        // entries can be written while it is read, without copying it
+        // the output's gradient (which is `y`'s), lent out of `grads` (and returned below) so
+        // that other entries can be written while it is read, without copying it
         let lent = std::mem::replace(grad_buffer(grads, &handle)?, empty(&dev)?);
         let g: &[E] = &lent;
-        add_into(grad_mut(grads, &y)?, g);
         // dL/daⱼ, filled from the output weights and from the cascade of later dendrites
         let mut da: Vec<Vec<E>> = vec![Vec::new(); saved.len()];
         for j in (0..saved.len()).rev() {
@@ -245,6 +261,9 @@ where
             // through the squash: dL/dzⱼ
             squash_grad(&mut d, &saved[j], activation);
             add_into(grad_mut(grads, &pres[j])?, &d);
+            if let Some(bias) = &biases[j] {
+                add_into(grad_mut(grads, bias)?, &layout.sum(&d));
+            }
             let (c_tensors, c) = &cascades[j];
             for (i, (c_tensor, c)) in c_tensors.iter().zip(c).enumerate() {
                 let dc = layout.dot(&saved[i], &d);
@@ -259,7 +278,7 @@ where
         *grad_buffer(grads, &handle)? = lent;
         Ok(())
     });
-    Ok((out.put_tape(tape), kept))
+    Ok((y.put_tape(tape), kept))
 }
 
 fn per_neuron<N: ConstDim, E: Float, D: Device<E>>(t: &PerNeuron<N, E, D>) -> Vec<E> {
@@ -326,9 +345,8 @@ mod tests {
         let shape = *y.shape();
         let mut acts: Vec<Tensor<Out, f64, Cpu, OwnedTape<f64, Cpu>>> = Vec::new();
         for (j, pre) in pres.into_iter().enumerate() {
-            let mut z = pre
-                .try_add(Tags::broadcast(biases[j].clone(), &shape).unwrap())
-                .unwrap();
+            let b = biases[j].clone().retaped::<OwnedTape<f64, Cpu>>();
+            let mut z = pre.try_add(Tags::broadcast(b, &shape).unwrap()).unwrap();
             for (c, a) in cascades[j].iter().zip(&acts) {
                 let c =
                     Tags::broadcast(c.clone().retaped::<OwnedTape<f64, Cpu>>(), &shape).unwrap();
@@ -395,6 +413,7 @@ mod tests {
                 all.extend(pres.iter().map(|p| grads.get(p).as_vec()));
                 all.extend(outputs.iter().map(|w| grads.get(w).as_vec()));
                 all.extend(cascades.iter().flatten().map(|c| grads.get(c).as_vec()));
+                all.extend(biases.iter().map(|b| grads.get(b).as_vec()));
                 (value, all)
             };
             let (value, grads) = run(true);
@@ -405,7 +424,7 @@ mod tests {
                     .all(|(a, b)| (a - b).abs() <= 1e-12 * (1.0 + b.abs()))
             };
             assert!(close(&value, &want_value), "{activation:?}: forward values");
-            assert_eq!(grads.len(), 1 + 3 + 3 + 3);
+            assert_eq!(grads.len(), 1 + 3 + 3 + 3 + 3);
             for (k, (g, want)) in grads.iter().zip(&want_grads).enumerate() {
                 assert!(
                     close(g, want),
