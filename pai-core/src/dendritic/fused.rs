@@ -244,36 +244,28 @@ where
         // that other entries can be written while it is read, without copying it
         let lent = std::mem::replace(grad_buffer(grads, &handle)?, empty(&dev)?);
         let g: &[E] = &lent;
-        // dL/daⱼ, filled from the output weights and from the cascade of later dendrites
-        let mut da: Vec<Vec<E>> = vec![Vec::new(); saved.len()];
+        // dL/dzⱼ is built in preⱼ's own gradient buffer, lent out like the output's: preⱼ
+        // feeds only this sum, so when j is reached the buffer holds exactly the cascade
+        // terms of the later dendrites.
         for j in (0..saved.len()).rev() {
             let (w_tensor, w) = &outputs[j];
-            let dw = layout.dot(&saved[j], g);
-            add_into(grad_mut(grads, w_tensor)?, &dw);
+            add_into(grad_mut(grads, w_tensor)?, &layout.dot(&saved[j], g));
             if !trains_terms {
                 continue;
             }
-            let mut d = std::mem::take(&mut da[j]);
-            if d.is_empty() {
-                d = vec![E::default(); layout.len];
-            }
+            let mut d = std::mem::replace(grad_buffer(grads, &pres[j])?, empty(&dev)?);
             layout.axpy(&mut d, w, g);
-            // through the squash: dL/dzⱼ
+            // through the squash
             squash_grad(&mut d, &saved[j], activation);
-            add_into(grad_mut(grads, &pres[j])?, &d);
             if let Some(bias) = &biases[j] {
                 add_into(grad_mut(grads, bias)?, &layout.sum(&d));
             }
             let (c_tensors, c) = &cascades[j];
             for (i, (c_tensor, c)) in c_tensors.iter().zip(c).enumerate() {
-                let dc = layout.dot(&saved[i], &d);
-                add_into(grad_mut(grads, c_tensor)?, &dc);
-                let earlier = &mut da[i];
-                if earlier.is_empty() {
-                    *earlier = vec![E::default(); layout.len];
-                }
-                layout.axpy(earlier, c, &d);
+                add_into(grad_mut(grads, c_tensor)?, &layout.dot(&saved[i], &d));
+                layout.axpy(grad_mut(grads, &pres[i])?, c, &d);
             }
+            *grad_buffer(grads, &pres[j])? = d;
         }
         *grad_buffer(grads, &handle)? = lent;
         Ok(())
