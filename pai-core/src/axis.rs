@@ -28,6 +28,8 @@ use dfdx::shapes::{Axes2, Axes3, Axes4, Axis, ConstDim, Dim, Dtype, Shape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{BroadcastTo, Device, SumTo};
 
+use crate::Float;
+
 /// Marks the axis that holds the neurons (exactly one per tag tuple).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Neurons;
@@ -87,6 +89,91 @@ pub trait NeuronAxis<S: Shape>: 'static {
     fn sum_others<E: Dtype, D: Device<E>, T: Tape<E, D>>(
         t: Tensor<S, E, D, T>,
     ) -> Result<Tensor<(Self::Neurons,), E, D, T>, D::Err>;
+}
+
+/// Where the neuron of each element is: row-major, `inner` consecutive elements per neuron,
+/// `neurons` such runs per block, blocks repeated to the end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    neurons: usize,
+    inner: usize,
+    /// Elements in all.
+    pub(crate) len: usize,
+}
+
+impl Layout {
+    pub(crate) fn of<So: Shape, Tags: NeuronAxis<So>>(shape: &So) -> Self {
+        let dims = shape.concrete();
+        let inner = (Tags::AXIS + 1..So::NUM_DIMS)
+            .map(|i| dims[i])
+            .product::<usize>();
+        Self {
+            neurons: Tags::NEURONS,
+            inner,
+            len: shape.num_elements(),
+        }
+    }
+
+    /// `dst[i] += w[n(i)] * a[i]`.
+    pub(crate) fn axpy<E: Float>(&self, dst: &mut [E], w: &[E], a: &[E]) {
+        let block = self.neurons * self.inner;
+        for (dst, a) in dst.chunks_exact_mut(block).zip(a.chunks_exact(block)) {
+            if self.inner == 1 {
+                for ((d, a), w) in dst.iter_mut().zip(a).zip(w) {
+                    *d += *w * *a;
+                }
+                continue;
+            }
+            let runs = dst
+                .chunks_exact_mut(self.inner)
+                .zip(a.chunks_exact(self.inner));
+            for ((dst, a), w) in runs.zip(w) {
+                for (d, a) in dst.iter_mut().zip(a) {
+                    *d += *w * *a;
+                }
+            }
+        }
+    }
+
+    /// `dst[i] += b[n(i)]`.
+    pub(crate) fn add<E: Float>(&self, dst: &mut [E], b: &[E]) {
+        let block = self.neurons * self.inner;
+        for dst in dst.chunks_exact_mut(block) {
+            for (dst, b) in dst.chunks_exact_mut(self.inner).zip(b) {
+                dst.iter_mut().for_each(|d| *d += *b);
+            }
+        }
+    }
+
+    /// `Σ g[i]` per neuron.
+    pub(crate) fn sum<E: Float>(&self, g: &[E]) -> Vec<E> {
+        let mut s = vec![E::default(); self.neurons];
+        for g in g.chunks_exact(self.neurons * self.inner) {
+            for (g, s) in g.chunks_exact(self.inner).zip(s.iter_mut()) {
+                *s = g.iter().fold(*s, |acc, g| acc + *g);
+            }
+        }
+        s
+    }
+
+    /// `Σ a[i] * g[i]` per neuron.
+    pub(crate) fn dot<E: Float>(&self, a: &[E], g: &[E]) -> Vec<E> {
+        let mut s = vec![E::default(); self.neurons];
+        let block = self.neurons * self.inner;
+        for (a, g) in a.chunks_exact(block).zip(g.chunks_exact(block)) {
+            if self.inner == 1 {
+                for ((s, a), g) in s.iter_mut().zip(a).zip(g) {
+                    *s += *a * *g;
+                }
+                continue;
+            }
+            let runs = a.chunks_exact(self.inner).zip(g.chunks_exact(self.inner));
+            for ((a, g), s) in runs.zip(s.iter_mut()) {
+                *s = a.iter().zip(g).fold(*s, |acc, (a, g)| acc + *a * *g);
+            }
+        }
+        s
+    }
 }
 
 /// Number of output elements per neuron (the product of the other axes).

@@ -22,9 +22,10 @@
 use dfdx::shapes::HasShape;
 use dfdx::shapes::Shape;
 use dfdx::tensor::Tensor;
-use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul};
+use dfdx::tensor_ops::{Device, ReshapeTo, TryAdd, TryDiv, TryMul};
 
-use crate::axis::{elements_per_neuron, NeuronAxis};
+use crate::axis::{elements_per_neuron, Layout, NeuronAxis};
+use crate::dendritic::on_host;
 use crate::params::{join, Param, ParamVisitor, Role};
 use crate::{Error, Float, Result};
 
@@ -213,14 +214,110 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         error: &Tensor<S, E, D>,
         config: &CorrelationConfig,
     ) -> Result<Option<Update<S, E, D>>, D::Err> {
-        let shape = *activation.shape();
-        let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
-        // the first batch always starts the averages, whatever the warm-up length.
-        let alpha = E::of_f64(if self.batches < config.warmup_batches.max(1) {
+        match on_host::<E, D>() {
+            true => self.update_on_host::<S, Tags>(activation, error, config),
+            false => self.update_by_ops::<S, Tags>(activation, error, config),
+        }
+    }
+
+    /// Weight of the new batch in the running averages: the first batch always starts them,
+    /// whatever the warm-up length.
+    fn alpha(&self, config: &CorrelationConfig) -> E {
+        E::of_f64(if self.batches < config.warmup_batches.max(1) {
             1.0 / (self.batches as f64 + 1.0)
         } else {
             1.0 - config.ema
-        });
+        })
+    }
+
+    /// [`Self::update`] on the CPU: one pass per statistic over host copies of the
+    /// activation and the error, instead of some twenty dfdx ops with broadcasts.
+    fn update_on_host<S: Shape, Tags: NeuronAxis<S, Neurons = C>>(
+        &mut self,
+        activation: &Tensor<S, E, D>,
+        error: &Tensor<S, E, D>,
+        config: &CorrelationConfig,
+    ) -> Result<Option<Update<S, E, D>>, D::Err> {
+        let shape = *activation.shape();
+        let layout = Layout::of::<S, Tags>(&shape);
+        let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
+        let alpha = self.alpha(config);
+        let host = |t: &Tensor<S, E, D>| -> Result<Vec<E>, D::Err> {
+            let mut v = vec![E::default(); layout.len];
+            t.clone().try_reshape_like(&shape)?.copy_into(&mut v);
+            Ok(v)
+        };
+        let mut e = host(error)?;
+        let batch_mean_error: Vec<E> = layout.sum(&e).into_iter().map(|s| s / n).collect();
+        if !batch_mean_error.iter().all(|v| v.is_finite()) {
+            return Ok(None);
+        }
+        let mut a = host(activation)?;
+        let batch_mean_activation: Vec<E> = layout.sum(&a).into_iter().map(|s| s / n).collect();
+        let fold = |running: &mut Tensor<(C,), E, D>, batch: &[E]| {
+            let mut r = vec![E::default(); C::SIZE];
+            running.copy_into(&mut r);
+            for (r, b) in r.iter_mut().zip(batch) {
+                *r = (*b - *r) * alpha + *r;
+            }
+            running.copy_from(&r);
+            r
+        };
+        let mean_activation = fold(&mut self.mean_activation, &batch_mean_activation);
+        let mean_error = fold(&mut self.mean_error, &batch_mean_error);
+        // centred in place: x + (-m) is x - m exactly
+        let negated = |m: Vec<E>| m.into_iter().map(|v| -v).collect::<Vec<E>>();
+        layout.add(&mut a, &negated(mean_activation));
+        layout.add(&mut e, &negated(mean_error));
+        let moment = |x: &[E], y: &[E]| {
+            layout
+                .dot(x, y)
+                .into_iter()
+                .map(|s| s / n)
+                .collect::<Vec<E>>()
+        };
+        fold(&mut self.covariance, &moment(&a, &e));
+        fold(&mut self.activation_var, &moment(&a, &a));
+        fold(&mut self.error_var, &moment(&e, &e));
+        let (improved, sign) = self.finish_update(config);
+        let mut grad = vec![E::default(); layout.len];
+        layout.axpy(&mut grad, &sign, &e);
+        grad.iter_mut().for_each(|g| *g /= n);
+        Ok(Some(Update {
+            activation_grad: activation.device().try_tensor_from_vec(grad, shape)?,
+            improved,
+        }))
+    }
+
+    /// After the moments moved: counts the batch, refreshes the scores, takes a snapshot
+    /// decision, and gives the sign the candidate's activation gradient carries per neuron
+    /// (minus that of the covariance: the optimiser descends, the candidate must climb
+    /// `|cov|`).
+    fn finish_update(&mut self, config: &CorrelationConfig) -> (bool, Vec<E>) {
+        self.batches += 1;
+        let cov = self.refresh_scores();
+        let score = mean(&self.per_neuron);
+        let improved = self.batches > config.warmup_batches && config.beats(score, self.best_score);
+        if improved {
+            self.best_score = score;
+        }
+        let sign = cov
+            .iter()
+            .map(|v| E::of_f64(if v.as_f64() >= 0.0 { -1.0 } else { 1.0 }))
+            .collect();
+        (improved, sign)
+    }
+
+    /// [`Self::update`] from dfdx ops, on any device.
+    fn update_by_ops<S: Shape, Tags: NeuronAxis<S, Neurons = C>>(
+        &mut self,
+        activation: &Tensor<S, E, D>,
+        error: &Tensor<S, E, D>,
+        config: &CorrelationConfig,
+    ) -> Result<Option<Update<S, E, D>>, D::Err> {
+        let shape = *activation.shape();
+        let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
+        let alpha = self.alpha(config);
         let batch_mean_error = Tags::sum_others(error.clone())?.try_div(n)?;
         if !batch_mean_error.as_vec().iter().all(|v| v.is_finite()) {
             return Ok(None);
@@ -248,20 +345,10 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
             moment(&centred_activation, &centred_activation)?,
         )?;
         self.error_var = fold(&self.error_var, moment(&centred_error, &centred_error)?)?;
-        self.batches += 1;
-
-        let cov = self.refresh_scores();
-        let score = mean(&self.per_neuron);
-        let improved = self.batches > config.warmup_batches && config.beats(score, self.best_score);
-        if improved {
-            self.best_score = score;
-        }
-        // minus: the optimiser descends, the candidate must climb |cov|.
-        let sign: Vec<E> = cov
-            .iter()
-            .map(|v| E::of_f64(if v.as_f64() >= 0.0 { -1.0 } else { 1.0 }))
-            .collect();
-        let sign = activation.device().tensor_from_vec(sign, (C::default(),));
+        let (improved, sign) = self.finish_update(config);
+        let sign = activation
+            .device()
+            .try_tensor_from_vec(sign, (C::default(),))?;
         let activation_grad = Tags::broadcast(sign, &shape)?
             .try_mul(centred_error)?
             .try_div(n)?;
@@ -283,7 +370,7 @@ fn mean(v: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::axis::{Batch, Neurons};
+    use crate::axis::{Any, Batch, Neurons};
     use dfdx::prelude::*;
 
     fn cfg(warmup: usize) -> CorrelationConfig {
@@ -311,6 +398,65 @@ mod tests {
         // activation gradient = -sign(cov) * (e - mean e) / n; cov of neuron 0 is positive.
         let g = up.activation_grad.array();
         assert!((g[0][0] - (-(0.3 - 1.35) / 4.0)).abs() < 1e-6);
+    }
+
+    /// The CPU's loops and the dfdx ops (what other devices run) agree on every statistic,
+    /// decision and gradient, through the warm-up, the switch to the moving average, and a
+    /// batch with a NaN error.
+    #[test]
+    fn host_update_matches_the_dfdx_ops() {
+        fn check<S: Shape, Tags: NeuronAxis<S, Neurons = Const<3>>>(shape: S) {
+            let dev: Cpu = Cpu::seed_from_u64(5);
+            let config = CorrelationConfig {
+                warmup_batches: 4,
+                ema: 0.9,
+                ..Default::default()
+            };
+            let mut host = Correlation::<Const<3>, f64, Cpu>::new(&dev).unwrap();
+            let mut ops = Correlation::<Const<3>, f64, Cpu>::new(&dev).unwrap();
+            let close = |a: &[f64], b: &[f64]| {
+                assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+                }
+            };
+            for batch in 0..10 {
+                let v: Tensor<S, f64, Cpu> = dev.sample_uniform_like(&shape);
+                let mut e: Tensor<S, f64, Cpu> = dev.sample_normal_like(&shape);
+                // a learnable link between activation and error, so scores and signs move
+                e = e + v.clone() * (batch as f64 - 4.0);
+                if batch == 6 {
+                    let mut values = e.as_vec();
+                    values[1] = f64::NAN;
+                    e = dev.tensor_from_vec(values, shape);
+                }
+                let a = host.update_on_host::<S, Tags>(&v, &e, &config).unwrap();
+                let b = ops.update_by_ops::<S, Tags>(&v, &e, &config).unwrap();
+                match (a, b) {
+                    (None, None) => assert_eq!(batch, 6),
+                    (Some(a), Some(b)) => {
+                        assert_eq!(a.improved, b.improved, "batch {batch}");
+                        close(&a.activation_grad.as_vec(), &b.activation_grad.as_vec());
+                    }
+                    _ => panic!("batch {batch}: one refused the error, the other did not"),
+                }
+                let (ra, rb) = (host.report(), ops.report());
+                assert_eq!((ra.batches, ra.best_score), (rb.batches, rb.best_score));
+                close(&ra.per_neuron, &rb.per_neuron);
+                close(&ra.mean_error, &rb.mean_error);
+                for (x, y) in [
+                    (&host.mean_activation, &ops.mean_activation),
+                    (&host.covariance, &ops.covariance),
+                    (&host.activation_var, &ops.activation_var),
+                    (&host.error_var, &ops.error_var),
+                ] {
+                    close(&x.as_vec(), &y.as_vec());
+                }
+            }
+            assert!(host.report().best_score > 0.0, "some snapshot was taken");
+        }
+        check::<_, (Batch, Neurons)>((Const::<5>, Const::<3>));
+        check::<_, (Batch, Neurons, Any, Any)>((Const::<2>, Const::<3>, Const::<2>, Const::<3>));
     }
 
     #[test]

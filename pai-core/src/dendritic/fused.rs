@@ -18,7 +18,7 @@ use dfdx::tensor::{Cpu, Gradients, Merge, PutTape, SplitTape, Storage, Tape, Ten
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
 use super::Activation;
-use crate::axis::NeuronAxis;
+use crate::axis::{Layout, NeuronAxis};
 use crate::Float;
 
 /// Whether `D` is the CPU, where [`dendrite_sum`] applies.
@@ -38,90 +38,6 @@ pub(crate) struct Term<'a, So: Shape, N: ConstDim, E: Float, D: Device<E>, P> {
     pub bias: Option<&'a PerNeuron<N, E, D>>,
     pub cascade: &'a [PerNeuron<N, E, D>],
     pub output: &'a PerNeuron<N, E, D>,
-}
-
-/// Where the neuron of each element is: row-major, `inner` consecutive elements per neuron,
-/// `neurons` such runs per block, blocks repeated to the end.
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    neurons: usize,
-    inner: usize,
-    len: usize,
-}
-
-impl Layout {
-    fn of<So: Shape, Tags: NeuronAxis<So>>(shape: &So) -> Self {
-        let dims = shape.concrete();
-        let inner = (Tags::AXIS + 1..So::NUM_DIMS)
-            .map(|i| dims[i])
-            .product::<usize>();
-        Self {
-            neurons: Tags::NEURONS,
-            inner,
-            len: shape.num_elements(),
-        }
-    }
-
-    /// `dst[i] += w[n(i)] * a[i]`.
-    fn axpy<E: Float>(&self, dst: &mut [E], w: &[E], a: &[E]) {
-        let block = self.neurons * self.inner;
-        for (dst, a) in dst.chunks_exact_mut(block).zip(a.chunks_exact(block)) {
-            if self.inner == 1 {
-                for ((d, a), w) in dst.iter_mut().zip(a).zip(w) {
-                    *d += *w * *a;
-                }
-                continue;
-            }
-            let runs = dst
-                .chunks_exact_mut(self.inner)
-                .zip(a.chunks_exact(self.inner));
-            for ((dst, a), w) in runs.zip(w) {
-                for (d, a) in dst.iter_mut().zip(a) {
-                    *d += *w * *a;
-                }
-            }
-        }
-    }
-
-    /// `dst[i] += b[n(i)]`.
-    fn add<E: Float>(&self, dst: &mut [E], b: &[E]) {
-        let block = self.neurons * self.inner;
-        for dst in dst.chunks_exact_mut(block) {
-            for (dst, b) in dst.chunks_exact_mut(self.inner).zip(b) {
-                dst.iter_mut().for_each(|d| *d += *b);
-            }
-        }
-    }
-
-    /// `Σ g[i]` per neuron.
-    fn sum<E: Float>(&self, g: &[E]) -> Vec<E> {
-        let mut s = vec![E::default(); self.neurons];
-        for g in g.chunks_exact(self.neurons * self.inner) {
-            for (g, s) in g.chunks_exact(self.inner).zip(s.iter_mut()) {
-                *s = g.iter().fold(*s, |acc, g| acc + *g);
-            }
-        }
-        s
-    }
-
-    /// `Σ a[i] * g[i]` per neuron.
-    fn dot<E: Float>(&self, a: &[E], g: &[E]) -> Vec<E> {
-        let mut s = vec![E::default(); self.neurons];
-        let block = self.neurons * self.inner;
-        for (a, g) in a.chunks_exact(block).zip(g.chunks_exact(block)) {
-            if self.inner == 1 {
-                for ((s, a), g) in s.iter_mut().zip(a).zip(g) {
-                    *s += *a * *g;
-                }
-                continue;
-            }
-            let runs = a.chunks_exact(self.inner).zip(g.chunks_exact(self.inner));
-            for ((a, g), s) in runs.zip(s.iter_mut()) {
-                *s = a.iter().zip(g).fold(*s, |acc, (a, g)| acc + *a * *g);
-            }
-        }
-        s
-    }
 }
 
 /// Contiguous host copy of `t`.

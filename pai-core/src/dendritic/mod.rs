@@ -25,6 +25,8 @@ mod convertible;
 mod forward;
 mod fused;
 
+pub(crate) use fused::on_host;
+
 pub use convertible::{copy_module, reinit_module, Affine, Convertible};
 
 use std::marker::PhantomData;
