@@ -102,6 +102,7 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    #[inline]
     pub(crate) fn of<So: Shape, Tags: NeuronAxis<So>>(shape: &So) -> Self {
         let dims = shape.concrete();
         let inner = (Tags::AXIS + 1..So::NUM_DIMS)
@@ -115,6 +116,7 @@ impl Layout {
     }
 
     /// `dst[i] += w[n(i)] * a[i]`.
+    #[inline]
     pub(crate) fn axpy<E: Float>(&self, dst: &mut [E], w: &[E], a: &[E]) {
         let block = self.neurons * self.inner;
         for (dst, a) in dst.chunks_exact_mut(block).zip(a.chunks_exact(block)) {
@@ -136,6 +138,7 @@ impl Layout {
     }
 
     /// `dst[i] += b[n(i)]`.
+    #[inline]
     pub(crate) fn add<E: Float>(&self, dst: &mut [E], b: &[E]) {
         let block = self.neurons * self.inner;
         for dst in dst.chunks_exact_mut(block) {
@@ -146,6 +149,7 @@ impl Layout {
     }
 
     /// `Σ g[i]` per neuron.
+    #[inline]
     pub(crate) fn sum<E: Float>(&self, g: &[E]) -> Vec<E> {
         let mut s = vec![E::default(); self.neurons];
         for g in g.chunks_exact(self.neurons * self.inner) {
@@ -157,6 +161,7 @@ impl Layout {
     }
 
     /// `Σ a[i] * g[i]` per neuron.
+    #[inline]
     pub(crate) fn dot<E: Float>(&self, a: &[E], g: &[E]) -> Vec<E> {
         let mut s = vec![E::default(); self.neurons];
         let block = self.neurons * self.inner;
