@@ -22,10 +22,10 @@
 use dfdx::shapes::HasShape;
 use dfdx::shapes::Shape;
 use dfdx::tensor::Tensor;
-use dfdx::tensor_ops::{Device, ReshapeTo, TryAdd, TryDiv, TryMul};
+use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul};
 
 use crate::axis::{elements_per_neuron, Layout, NeuronAxis};
-use crate::dendritic::on_host;
+use crate::dendritic::{host, on_host};
 use crate::params::{join, Param, ParamVisitor, Role};
 use crate::{Error, Float, Result};
 
@@ -242,17 +242,12 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         let layout = Layout::of::<S, Tags>(&shape);
         let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
         let alpha = self.alpha(config);
-        let host = |t: &Tensor<S, E, D>| -> Result<Vec<E>, D::Err> {
-            let mut v = vec![E::default(); layout.len];
-            t.clone().try_reshape_like(&shape)?.copy_into(&mut v);
-            Ok(v)
-        };
-        let mut e = host(error)?;
+        let mut e = host(error.clone())?.1;
         let batch_mean_error: Vec<E> = layout.sum(&e).into_iter().map(|s| s / n).collect();
         if !batch_mean_error.iter().all(|v| v.is_finite()) {
             return Ok(None);
         }
-        let mut a = host(activation)?;
+        let mut a = host(activation.clone())?.1;
         let batch_mean_activation: Vec<E> = layout.sum(&a).into_iter().map(|s| s / n).collect();
         let fold = |running: &mut Tensor<(C,), E, D>, batch: &[E]| {
             let mut r = vec![E::default(); C::SIZE];

@@ -43,9 +43,9 @@ where
     /// neurons (and the output weights) only, as through any frozen layer.
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
         let detached = x.detached();
-        let matrix = self.affine_input::<X, So, NoneTape>(&x, &self.output_chain())?;
-        let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let chain = self.output_chain();
+        let matrix = self.affine_input::<X, So, NoneTape>(&x, chain.first().copied())?;
+        let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let (y, _) = self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, matrix, false)?;
         Ok(<P as Route<M, X, E, D>>::join(y, rest))
     }
@@ -84,8 +84,7 @@ where
         match self.config.learning {
             DendriteLearning::Correlation => {
                 let detached = x.detached();
-                let accepted: Vec<&Dendrite<M>> = self.dendrites.iter().collect();
-                let matrix = self.affine_input::<X, So, NoneTape>(&x, &accepted)?;
+                let matrix = self.affine_input::<X, So, NoneTape>(&x, self.dendrites.first())?;
                 let candidate_input =
                     (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
                 let out = if neuron_phase {
@@ -99,7 +98,7 @@ where
             }
             DendriteLearning::Gradient => {
                 let chain = self.output_chain();
-                let matrices = match self.affine_input::<X, So, T>(&x, &chain)? {
+                let matrices = match self.affine_input::<X, So, T>(&x, chain.first().copied())? {
                     Some(first) => std::iter::once(Ok(Some(first)))
                         .chain((1..chain.len()).map(|_| x.matrix::<T>()))
                         .collect::<Result<Option<Vec<_>>, _>>()?,
@@ -162,14 +161,16 @@ where
         }
     }
 
-    /// The input as a matrix on tape `T` where dendrites `chain` may take the affine path
-    /// (see [`Convertible::affine`]): on the CPU, for an affine layer without a processor
-    /// whose neurons are its output's last axis, with dendrites to run. `None` elsewhere,
-    /// without touching the input (a non-contiguous one would be copied for nothing).
+    /// The input as a matrix on tape `T` where dendrites may take the affine path (see
+    /// [`Convertible::affine`]): on the CPU, for an affine layer without a processor whose
+    /// neurons are its output's last axis, with dendrites to run (`first` of them; every
+    /// dendrite is a copy of the same layer, and [`affine_terms`] checks each before taking
+    /// an input). `None` elsewhere, without touching the input (a non-contiguous one would be
+    /// copied for nothing).
     fn affine_input<X, So, T>(
         &self,
         x: &X,
-        chain: &[&Dendrite<M>],
+        first: Option<&Dendrite<M>>,
     ) -> Result<Option<Matrix<E, D, T>>, D::Err>
     where
         X: Inputs<E, D>,
@@ -177,13 +178,13 @@ where
         T: Tape<E, D>,
         Tags: NeuronAxis<So>,
     {
-        let mut applies = on_host::<E, D>()
+        let applies = on_host::<E, D>()
             && TypeId::of::<P>() == TypeId::of::<Plain>()
             && Tags::AXIS + 1 == So::NUM_DIMS
-            && !chain.is_empty();
-        for d in chain {
-            applies = applies && d.module.affine()?.is_some();
-        }
+            && match first {
+                Some(d) => d.module.affine()?.is_some(),
+                None => false,
+            };
         match applies {
             true => x.matrix::<T>(),
             false => Ok(None),

@@ -40,8 +40,8 @@ pub(crate) struct Term<'a, So: Shape, N: ConstDim, E: Float, D: Device<E>, P> {
     pub output: &'a PerNeuron<N, E, D>,
 }
 
-/// Contiguous host copy of `t`.
-fn host<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
+/// Contiguous host copy of `t`, and `t` itself (made contiguous).
+pub(crate) fn host<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
     t: Tensor<S, E, D, T>,
 ) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
     let shape = *t.shape();

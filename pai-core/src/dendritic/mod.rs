@@ -25,7 +25,7 @@ mod convertible;
 mod forward;
 mod fused;
 
-pub(crate) use fused::on_host;
+pub(crate) use fused::{host, on_host};
 
 pub use convertible::{copy_module, reinit_module, Affine, Convertible};
 
