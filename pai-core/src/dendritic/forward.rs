@@ -219,6 +219,7 @@ where
                     terms,
                     self.config.activation,
                     keep_acts,
+                    &self.scratch,
                 );
             }
         }
@@ -230,6 +231,7 @@ where
                 terms,
                 self.config.activation,
                 keep_acts,
+                &self.scratch,
             );
         }
         let mut acts: Vec<Tensor<So, E, D>> = Vec::with_capacity(chain.len());
@@ -350,7 +352,14 @@ where
             let mut matrices = matrices.into_iter();
             if let Some(terms) = affine_terms(&chain, || Ok(matrices.next()), &shape)? {
                 let activation = self.config.activation;
-                return Ok(dendrite_sum::<Tags, So, E, D, T, T>(y, terms, activation, false)?.0);
+                return Ok(dendrite_sum::<Tags, So, E, D, T, T>(
+                    y,
+                    terms,
+                    activation,
+                    false,
+                    &self.scratch,
+                )?
+                .0);
             }
         }
         let neuron_phase = self.candidate.is_none();
@@ -401,6 +410,7 @@ where
                 terms,
                 self.config.activation,
                 false,
+                &self.scratch,
             )?
             .0);
         }

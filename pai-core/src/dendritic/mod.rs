@@ -306,6 +306,8 @@ pub struct Dendritic<M: Convertible, Tags = <M as Convertible>::DefaultTags, P: 
     seeds: SeedState,
     /// Recurrent state of each dendrite (processors of recurrent layers).
     states: Mutex<States<P::State>>,
+    /// Host vectors of the fused dendrite sum, reused from step to step (CPU).
+    scratch: Arc<fused::Scratch<M::Dtype>>,
     _tags: PhantomData<fn() -> (Tags, P)>,
 }
 
@@ -389,6 +391,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
                 drawn: 0,
             },
             states: Mutex::new(States::default()),
+            scratch: Arc::default(),
             _tags: PhantomData,
         })
     }
