@@ -2,7 +2,9 @@
 //!
 //! A 64-128-10 MLP (both layers converted), cross-entropy, Adam, batch 32 and 256. Rows: plain
 //! dfdx (its own Adam, gradients reused with `zero_grads`); the dendritic model with 0, 1 and 3
-//! dendrites per layer in both learning modes (neuron-phase step); the dendrite-phase step.
+//! dendrites per layer in both learning modes (neuron-phase step), its gradients reused alike
+//! (`DendriticModel::zero_grads`, `DendriticOptimizer::update`); the same with fresh gradients
+//! every step (`alloc_grads`, `step`); the dendrite-phase step.
 //! Each row is the best of several timed runs, as microseconds per step and as a ratio to
 //! plain dfdx, beside its target.
 //!
@@ -85,11 +87,13 @@ fn plain<const B: usize>() -> impl FnMut() {
     }
 }
 
-/// One training step of the dendritic model with `dendrites` per layer.
+/// One training step of the dendritic model with `dendrites` per layer, its gradient buffer
+/// reused (`reuse`) or allocated afresh.
 fn dendritic<const B: usize>(
     learning: DendriteLearning,
     dendrites: usize,
     phase: Phase,
+    reuse: bool,
 ) -> impl FnMut() {
     let dev = Cpu::seed_from_u64(0);
     let (x, y) = data::<B>(&dev);
@@ -107,11 +111,20 @@ fn dendritic<const B: usize>(
         lr: 1e-3,
         ..Default::default()
     });
+    let mut grads = model.alloc_grads().unwrap();
     move || {
-        let grads = model.alloc_grads().unwrap();
-        let logits = model.forward_mut(x.trace(grads));
-        let g = cross_entropy_with_logits_loss(logits, y.clone()).backward();
-        opt.step(&mut model, g).unwrap();
+        if reuse {
+            model.zero_grads(&mut grads).unwrap();
+            let logits =
+                model.forward_mut(x.trace(std::mem::replace(&mut grads, Gradients::leaky())));
+            grads = cross_entropy_with_logits_loss(logits, y.clone()).backward();
+            opt.update(&mut model, &mut grads).unwrap();
+        } else {
+            let grads = model.alloc_grads().unwrap();
+            let logits = model.forward_mut(x.trace(grads));
+            let g = cross_entropy_with_logits_loss(logits, y.clone()).backward();
+            opt.step(&mut model, g).unwrap();
+        }
     }
 }
 
@@ -123,7 +136,7 @@ fn rows<const B: usize>(rounds: usize, min: Duration) {
     let mut rows: Vec<Row> = Vec::new();
     for k in [0usize, 1, 3] {
         let target = if k == 0 { 1.05 } else { 1.0 + 0.45 * k as f64 };
-        let step = dendritic::<B>(DendriteLearning::Correlation, k, Phase::Neuron);
+        let step = dendritic::<B>(DendriteLearning::Correlation, k, Phase::Neuron, true);
         rows.push((
             format!("correlation, {k} dendrites"),
             Box::new(step),
@@ -131,15 +144,27 @@ fn rows<const B: usize>(rounds: usize, min: Duration) {
         ));
     }
     for k in [0usize, 1, 3] {
-        let step = dendritic::<B>(DendriteLearning::Gradient, k, Phase::Neuron);
+        let step = dendritic::<B>(DendriteLearning::Gradient, k, Phase::Neuron, true);
         rows.push((
             format!("gradient, {k} dendrites"),
             Box::new(step),
             Some(1.05 * (k as f64 + 1.0)),
         ));
     }
+    for (learning, k) in [
+        (DendriteLearning::Correlation, 0usize),
+        (DendriteLearning::Correlation, 3),
+        (DendriteLearning::Gradient, 3),
+    ] {
+        let step = dendritic::<B>(learning, k, Phase::Neuron, false);
+        rows.push((
+            format!("{learning:?}, {k} dendrites, fresh gradients").to_lowercase(),
+            Box::new(step),
+            None,
+        ));
+    }
     for k in [0usize, 3] {
-        let step = dendritic::<B>(DendriteLearning::Correlation, k, Phase::Dendrite);
+        let step = dendritic::<B>(DendriteLearning::Correlation, k, Phase::Dendrite, true);
         rows.push((
             format!("dendrite phase, {k} dendrites"),
             Box::new(step),

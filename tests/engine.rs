@@ -243,3 +243,44 @@ fn misuse_is_an_error_that_says_what_to_do() {
     }
     model.accept_dendrites().unwrap();
 }
+
+#[test]
+fn one_reused_gradient_buffer_trains_exactly_as_a_fresh_one_per_step() {
+    // neuron phase, dendrite phase, accept, neuron phase, a second dendrite phase, accept,
+    // neuron phase: every phase change leaves tensors in the buffer that the new phase does
+    // not train, or brings new ones, so a gradient carried over or dropped would show.
+    for learning in [DendriteLearning::Correlation, DendriteLearning::Gradient] {
+        let run = |reuse: bool| {
+            let dev = TestDevice::seed_from_u64(4);
+            let (x, y) = data(&dev);
+            let mut model = Mlp::<4, 8, 3, f32, TestDevice>::new(&dev, quick_config(learning));
+            let mut opt = adam(1e-2);
+            let mut grads = model.alloc_grads().unwrap();
+            let mut losses = Vec::new();
+            for phase in 0..7 {
+                for _ in 0..8 {
+                    if reuse {
+                        model.zero_grads(&mut grads).unwrap();
+                        let loss = mse_loss(model.forward_mut(x.trace(grads)), y.clone());
+                        losses.push(loss.array());
+                        grads = loss.backward();
+                        opt.update(&mut model, &mut grads).unwrap();
+                    } else {
+                        losses.push(mse_step(&mut model, &mut opt, &x, &y));
+                    }
+                }
+                match phase % 2 {
+                    0 if phase < 6 => model.start_dendrite_phase().unwrap(),
+                    1 => model.accept_dendrites().unwrap(),
+                    _ => {}
+                }
+            }
+            assert_eq!(model.fc1.dendrite_count(), 3, "{learning:?}");
+            (losses, snapshot(&mut model))
+        };
+        let (fresh_losses, fresh) = run(false);
+        let (reused_losses, reused) = run(true);
+        assert_eq!(fresh_losses, reused_losses, "{learning:?}: losses");
+        assert_eq!(fresh, reused, "{learning:?}: every tensor");
+    }
+}

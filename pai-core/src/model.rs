@@ -61,7 +61,7 @@ use dfdx::tensor_ops::Device;
 
 use crate::correlation::CorrelationReport;
 use crate::dendritic::{CandidateState, Convertible, DendriteConfig, Dendritic, Phase, SeedState};
-use crate::params::{Counter, GradAllocator, ParamCounts, ParamVisitor};
+use crate::params::{Counter, GradZeroer, ParamCounts, ParamVisitor};
 use crate::processor::Processor;
 use crate::{Error, Float, Result};
 
@@ -317,20 +317,60 @@ pub trait DendriticModel {
         Ok(counter.0)
     }
 
-    /// A gradient buffer for one training step, holding exactly the tensors the task loss
-    /// trains in the current phase (`x.traced(model.alloc_grads()?)`). Allocate a new one after
-    /// every structure change.
+    /// A gradient buffer for one training step, holding the tensors the task loss trains in
+    /// the current phase (`x.traced(model.alloc_grads()?)`).
     ///
     /// # Errors
     /// Backend errors (out of memory).
     fn alloc_grads(&mut self) -> Result<Gradients<Self::Dtype, Self::Device>> {
-        let mut alloc = GradAllocator {
-            grads: Gradients::leaky(),
+        let mut grads = Gradients::leaky();
+        self.zero_grads(&mut grads)?;
+        Ok(grads)
+    }
+
+    /// Readies a gradient buffer for this step's forward pass: the gradient of every tensor
+    /// the task loss trains in the current phase is zeroed (allocated if new) and kept by the
+    /// next backward pass, as with dfdx's `zero_grads`. Reusing one buffer this way (with
+    /// [`DendriticOptimizer::update`](crate::optim::DendriticOptimizer::update)) saves
+    /// allocating every gradient every step.
+    ///
+    /// Call it *before* each forward pass, not after the update as is usual with dfdx: a
+    /// restructure (a phase change, an accepted dendrite) between the update and the next
+    /// step adds tensors that a buffer readied before it would not keep, and makes trainable
+    /// tensors whose gradients it left as they were.
+    ///
+    /// ```
+    /// # use pai_core::prelude::*;
+    /// # use dfdx::prelude::*;
+    /// # let dev: Cpu = Default::default();
+    /// # let mut model: Dendritic<_> =
+    /// #     Dendritic::new(&dev, dev.build_module::<Linear<2, 1>, f32>(), DendriteConfig::default())?;
+    /// # let mut opt = DendriticOptimizer::adam(Default::default());
+    /// # let x = dev.tensor([[1.0f32, 2.0]]);
+    /// # let y = dev.tensor([[1.0f32]]);
+    /// let mut grads = model.alloc_grads()?;
+    /// for step in 0..10 {
+    ///     if step == 5 {
+    ///         model.start_dendrite_phase()?; // a restructure between two steps
+    ///     }
+    ///     model.zero_grads(&mut grads)?;
+    ///     let loss = mse_loss(model.forward_mut(x.trace(grads)), y.clone());
+    ///     grads = loss.backward();
+    ///     opt.update(&mut model, &mut grads)?;
+    /// }
+    /// # Ok::<(), pai_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Backend errors (out of memory).
+    fn zero_grads(&mut self, grads: &mut Gradients<Self::Dtype, Self::Device>) -> Result<()> {
+        let mut zeroer = GradZeroer {
+            grads,
             ids: Default::default(),
         };
-        self.visit_params("", &mut alloc)?;
-        alloc.grads.retain_leafs(&alloc.ids.ids);
-        Ok(alloc.grads)
+        self.visit_params("", &mut zeroer)?;
+        zeroer.grads.retain_leafs(&zeroer.ids.ids);
+        Ok(())
     }
 }
 

@@ -240,11 +240,23 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
     /// # Errors
     /// [`Error::NonFinite`] when a layer captured a NaN or infinite neuron error (nothing is
     /// updated then); backend errors.
-    pub fn step<M>(&mut self, model: &mut M, grads: Gradients<E, D>) -> Result<()>
+    pub fn step<M>(&mut self, model: &mut M, mut grads: Gradients<E, D>) -> Result<()>
     where
         M: DendriticModel<Dtype = E, Device = D>,
     {
-        self.step_at(model, "", grads)
+        self.update_at(model, "", &mut grads)
+    }
+
+    /// [`Self::step`] on a gradient buffer that stays the caller's, to be readied for the next
+    /// step with [`DendriticModel::zero_grads`] instead of allocated afresh.
+    ///
+    /// # Errors
+    /// As [`Self::step`].
+    pub fn update<M>(&mut self, model: &mut M, grads: &mut Gradients<E, D>) -> Result<()>
+    where
+        M: DendriticModel<Dtype = E, Device = D>,
+    {
+        self.update_at(model, "", grads)
     }
 
     /// [`Self::step`] for the part of a larger model found at `path` (e.g. `"generator"`
@@ -259,6 +271,22 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
         model: &mut M,
         path: &str,
         mut grads: Gradients<E, D>,
+    ) -> Result<()>
+    where
+        M: DendriticModel<Dtype = E, Device = D>,
+    {
+        self.update_at(model, path, &mut grads)
+    }
+
+    /// [`Self::update`] for the part of a larger model found at `path`, as [`Self::step_at`].
+    ///
+    /// # Errors
+    /// As [`Self::step`].
+    pub fn update_at<M>(
+        &mut self,
+        model: &mut M,
+        path: &str,
+        grads: &mut Gradients<E, D>,
     ) -> Result<()>
     where
         M: DendriticModel<Dtype = E, Device = D>,
@@ -295,7 +323,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
             rule: self.rule,
             slots: &mut self.slots,
             device: &mut self.device,
-            task_grads: &mut grads,
+            task_grads: grads,
             walk,
         };
         model.visit_params(path, &mut updater)?;

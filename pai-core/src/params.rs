@@ -234,21 +234,25 @@ impl<E: Dtype, D: Device<E>> ParamVisitor<E, D> for Counter {
     }
 }
 
-/// Allocates gradients for every tensor the task loss trains now, as dfdx's
-/// `ZeroGrads::alloc_grads` does, so that a non-leaky trace keeps exactly these.
-pub(crate) struct GradAllocator<E: Dtype, D: Device<E>> {
-    pub grads: Gradients<E, D>,
+/// Zeroes (allocating where absent) the gradient of every tensor the task loss trains now and
+/// marks them as leaves, as dfdx's `ZeroGrads::zero_grads` does, so that a trace keeps these.
+pub(crate) struct GradZeroer<'g, E: Dtype, D: Device<E>> {
+    pub grads: &'g mut Gradients<E, D>,
     pub ids: dfdx::optim::UnusedTensors,
 }
 
-impl<E: Dtype, D: Device<E>> ParamVisitor<E, D> for GradAllocator<E, D> {
+impl<E: Dtype, D: Device<E>> ParamVisitor<E, D> for GradZeroer<'_, E, D> {
     fn visit<S: Shape>(
         &mut self,
         param: Param<'_, E, D>,
         tensor: &mut Tensor<S, E, D>,
     ) -> Result<()> {
         if param.needs_task_grad() {
-            self.grads.try_alloc_for(tensor).map_err(Error::device)?;
+            let grad = self.grads.get_or_alloc_mut(tensor).map_err(Error::device)?;
+            tensor
+                .device()
+                .try_fill_with_zeros(grad)
+                .map_err(Error::device)?;
             self.ids.add(tensor);
         }
         Ok(())
