@@ -36,6 +36,10 @@
 //! # Ok::<(), perforated::Error>(())
 //! ```
 //!
+//! One gradient buffer can also serve every step, as with dfdx's `zero_grads`: ready it with
+//! [`DendriticModel::zero_grads`] *before* each forward pass (so that a restructure between
+//! steps is covered) and update with [`DendriticOptimizer::update`], which leaves it to you.
+//!
 //! ### What each field becomes
 //!
 //! | field | becomes |
