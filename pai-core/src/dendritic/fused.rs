@@ -73,18 +73,12 @@ impl<E: Float> Scratch<E> {
     /// caller running several forward passes before one backward pass leaves behind.
     const KEEP: usize = 32;
 
-    /// A host copy of `t` (made contiguous, and returned too) in a vector from the pool.
+    /// [`host`], in a vector from the pool.
     fn host<S: Shape, D: Device<E>, T: Tape<E, D>>(
         &self,
         t: Tensor<S, E, D, T>,
     ) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
-        let shape = *t.shape();
-        let t = t.try_reshape_like(&shape)?;
-        let mut v = lock(&self.free).pop().unwrap_or_default();
-        v.clear();
-        v.resize(shape.num_elements(), E::zero());
-        t.copy_into(&mut v);
-        Ok((t, v))
+        host_into(t, lock(&self.free).pop().unwrap_or_default())
     }
 
     /// Returns vectors to the pool.
@@ -102,9 +96,18 @@ impl<E: Float> Scratch<E> {
 pub(crate) fn host<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
     t: Tensor<S, E, D, T>,
 ) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
+    host_into(t, Vec::new())
+}
+
+/// [`host`] into `v` (resized to fit; its old contents are overwritten).
+fn host_into<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
+    t: Tensor<S, E, D, T>,
+    mut v: Vec<E>,
+) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
     let shape = *t.shape();
     let t = t.try_reshape_like(&shape)?;
-    let mut v = vec![E::default(); shape.num_elements()];
+    v.clear();
+    v.resize(shape.num_elements(), E::zero());
     t.copy_into(&mut v);
     Ok((t, v))
 }
