@@ -329,9 +329,10 @@ fn lr_restarts_after_dendrites_by_policy() {
     }
 }
 
-#[test]
-fn lr_trial_keeps_the_better_rate() {
-    let config = base("trial").maximize().lr_restart(LrRestart::Trial {
+/// A run with learning-rate trials of 2 epochs and one decay, past its first restructure and
+/// dendrite phase, at the start of the neuron phase whose rates it trials.
+fn trial_run_in_its_first_neuron_phase(name: &str) -> Run {
+    let config = base(name).maximize().lr_restart(LrRestart::Trial {
         epochs: 2,
         decays: 1,
     });
@@ -340,6 +341,12 @@ fn lr_trial_keeps_the_better_rate() {
     while run.model.phase() == Phase::Dendrite {
         run.epoch(0.5);
     }
+    run
+}
+
+#[test]
+fn lr_trial_keeps_the_better_rate() {
+    let mut run = trial_run_in_its_first_neuron_phase("trial");
     // first trial (initial rate) scores better than the second (half the rate)
     assert_eq!(run.opt.lr(), 0.01);
     assert_eq!(run.epoch(0.9), Step::Continue { improved: true });
@@ -511,15 +518,7 @@ fn inference_export_loads_into_the_same_model_type() {
 
 #[test]
 fn a_best_epoch_that_ends_a_trial_stage_is_saved_before_the_stage_switch() {
-    let config = base("trial-best").maximize().lr_restart(LrRestart::Trial {
-        epochs: 2,
-        decays: 1,
-    });
-    let mut run = Run::new(config);
-    run.feed(&[0.5, 0.5, 0.5]);
-    while run.model.phase() == Phase::Dendrite {
-        run.epoch(0.5);
-    }
+    let mut run = trial_run_in_its_first_neuron_phase("trial-best");
     run.epoch(0.9);
     // the stage's last epoch is a new best, and the stage switch then loads the trial start
     assert_eq!(run.epoch(0.95), Step::Restructured);

@@ -106,7 +106,8 @@ fn host_into<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
 ) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
     let shape = *t.shape();
     let t = t.try_reshape_like(&shape)?;
-    v.clear();
+    // `copy_into` writes every element: a pooled vector of the right length is not cleared
+    // first (only new elements are written twice)
     v.resize(shape.num_elements(), E::zero());
     t.copy_into(&mut v);
     Ok((t, v))
