@@ -347,7 +347,8 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
         param: Param<'_, E, D>,
         tensor: &mut Tensor<S, E, D>,
     ) -> Result<()> {
-        if let Some(slot) = self.slots.get_mut(param.path) {
+        let mut existing = self.slots.get_mut(param.path);
+        if let Some(slot) = existing.as_deref_mut() {
             slot.visited = self.walk;
         }
         if !param.trainable {
@@ -358,7 +359,7 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
             None => &mut *self.task_grads,
         };
         let grad = grads.get_or_alloc_mut(tensor).map_err(Error::device)?;
-        let slot = match self.slots.get_mut(param.path) {
+        let slot = match existing {
             Some(slot) if slot.role == param.role => slot,
             _ => {
                 let dev = tensor.device();

@@ -93,12 +93,42 @@ pub trait ParamVisitor<E: Dtype, D: Device<E>> {
 }
 
 /// Joins a path prefix and a field name with a dot.
+///
+/// Every parameter walk (each training step's update and gradient zeroing) builds its paths
+/// with this, so it makes one allocation of the exact size and no formatting.
 pub fn join(prefix: &str, name: &str) -> String {
-    match (prefix.is_empty(), name.is_empty()) {
-        (true, _) => name.to_string(),
-        (_, true) => prefix.to_string(),
-        _ => format!("{prefix}.{name}"),
+    join_parts(prefix, &[name])
+}
+
+/// `prefix.name.index` (e.g. `fc1.dendrites.0`), as [`join`].
+pub(crate) fn join_index(prefix: &str, name: &str, index: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
     }
+    let index = std::str::from_utf8(&digits[at..]).expect("ASCII digits");
+    join_parts(prefix, &[name, index])
+}
+
+/// `prefix` and the non-empty `parts`, joined with dots.
+fn join_parts(prefix: &str, parts: &[&str]) -> String {
+    let len = prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut path = String::with_capacity(len);
+    path.push_str(prefix);
+    for p in parts.iter().filter(|p| !p.is_empty()) {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(p);
+    }
+    path
 }
 
 /// How a dfdx module's tensors are presented to a [`ParamVisitor`].
@@ -306,5 +336,12 @@ mod tests {
         assert_eq!(join("", "fc1"), "fc1");
         assert_eq!(join("gen", "fc1"), "gen.fc1");
         assert_eq!(join("gen", ""), "gen");
+        assert_eq!(join("", ""), "");
+        assert_eq!(join_index("fc1", "dendrites", 0), "fc1.dendrites.0");
+        assert_eq!(join_index("", "cascade", 1234), "cascade.1234");
+        assert_eq!(
+            join_index("g.fc1", "dendrites", usize::MAX),
+            format!("g.fc1.dendrites.{}", usize::MAX)
+        );
     }
 }

@@ -40,7 +40,7 @@ use rand_distr::Distribution;
 
 use crate::correlation::{Correlation, CorrelationConfig, CorrelationReport};
 use crate::float::ScaledNormal;
-use crate::params::{join, ModuleParams, ParamVisitor, Role};
+use crate::params::{join, join_index, ModuleParams, ParamVisitor, Role};
 use crate::processor::{Plain, Processor};
 use crate::{Error, Result};
 
@@ -206,7 +206,7 @@ impl<M: Convertible> Dendrite<M> {
             visitor,
         )?;
         for (j, c) in self.cascade.iter_mut().enumerate() {
-            let p = join(path, &format!("cascade.{j}"));
+            let p = join_index(path, "cascade", j);
             let param = crate::params::Param {
                 path: &p,
                 role,
@@ -656,7 +656,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
                 output_trainable: neuron_phase,
                 own_grads: None,
             };
-            d.visit_params(&join(path, &format!("dendrites.{i}")), how, visitor)?;
+            d.visit_params(&join_index(path, "dendrites", i), how, visitor)?;
         }
         if let Some(c) = &mut self.candidate {
             let how = DendriteParams {
