@@ -142,6 +142,12 @@ impl Layout {
     pub(crate) fn add<E: Float>(&self, dst: &mut [E], b: &[E]) {
         let block = self.neurons * self.inner;
         for dst in dst.chunks_exact_mut(block) {
+            if self.inner == 1 {
+                for (d, b) in dst.iter_mut().zip(b) {
+                    *d += *b;
+                }
+                continue;
+            }
             for (dst, b) in dst.chunks_exact_mut(self.inner).zip(b) {
                 dst.iter_mut().for_each(|d| *d += *b);
             }
@@ -153,6 +159,12 @@ impl Layout {
     pub(crate) fn sum<E: Float>(&self, g: &[E]) -> Vec<E> {
         let mut s = vec![E::default(); self.neurons];
         for g in g.chunks_exact(self.neurons * self.inner) {
+            if self.inner == 1 {
+                for (s, g) in s.iter_mut().zip(g) {
+                    *s += *g;
+                }
+                continue;
+            }
             for (g, s) in g.chunks_exact(self.inner).zip(s.iter_mut()) {
                 *s = g.iter().fold(*s, |acc, g| acc + *g);
             }
@@ -309,6 +321,42 @@ mod tests {
         let s = <(Batch, Neurons, Any)>::sum_others(b).unwrap();
         assert_eq!(s.array(), [4.0, 8.0, 12.0]);
         assert_eq!(elements_per_neuron::<_, (Batch, Neurons, Any)>(&shape), 4);
+    }
+
+    /// Every host loop of [`Layout`] against the same sums written by element index, with the
+    /// neurons last (`inner == 1`, a loop of its own) and in the middle.
+    #[test]
+    fn layout_loops_match_their_definition_by_index() {
+        fn check<S: Shape, Tags: NeuronAxis<S>>(shape: S) {
+            let layout = Layout::of::<S, Tags>(&shape);
+            let len = shape.num_elements();
+            let neurons = Tags::NEURONS;
+            // the neuron of element i
+            let strides = shape.strides();
+            let n = |i: usize| (i / strides[Tags::AXIS]) % neurons;
+            let a: Vec<f64> = (0..len).map(|i| (i as f64 * 0.37).sin()).collect();
+            let g: Vec<f64> = (0..len).map(|i| (i as f64 * 0.11).cos()).collect();
+            let w: Vec<f64> = (0..neurons).map(|j| 1.0 + j as f64).collect();
+
+            let mut axpy = g.clone();
+            layout.axpy(&mut axpy, &w, &a);
+            let mut add = g.clone();
+            layout.add(&mut add, &w);
+            let (mut sum, mut dot) = (vec![0.0; neurons], vec![0.0; neurons]);
+            for i in 0..len {
+                sum[n(i)] += g[i];
+                dot[n(i)] += a[i] * g[i];
+                assert_eq!(axpy[i], g[i] + w[n(i)] * a[i]);
+                assert_eq!(add[i], g[i] + w[n(i)]);
+            }
+            let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(x, y)| (x - y).abs() < 1e-12);
+            assert!(close(&layout.sum(&g), &sum));
+            assert!(close(&layout.dot(&a, &g), &dot));
+        }
+        check::<_, (Batch, Neurons)>((Const::<4>, Const::<3>));
+        check::<_, NeuronsLast>((Const::<2>, Const::<3>, Const::<5>));
+        check::<_, (Batch, Neurons, Any)>((2usize, Const::<3>, 4usize));
+        check::<_, (Batch, Neurons, Any, Any)>((Const::<2>, Const::<3>, Const::<2>, Const::<2>));
     }
 
     #[test]
