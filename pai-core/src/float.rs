@@ -62,32 +62,20 @@ fn sigmoid_f32(values: &mut [f32]) {
         // SAFETY: the CPU has the features `sigmoid_f32_avx2` is compiled for.
         return unsafe { sigmoid_f32_avx2(values) };
     }
-    sigmoid_f32_loop::<false>(values);
+    sigmoid_f32_loop(values);
 }
 
-/// [`sigmoid_f32_loop`] compiled for 8-wide vectors, with fused multiply-adds.
+/// [`sigmoid_f32_loop`] compiled for 8-wide vectors.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn sigmoid_f32_avx2(values: &mut [f32]) {
-    sigmoid_f32_loop::<true>(values);
+    sigmoid_f32_loop(values);
 }
 
-/// `FMA`: whether `a * b + c` is computed as one fused operation, for CPUs that have one
-/// (elsewhere `mul_add` is a library call).
 #[inline(always)]
-fn sigmoid_f32_loop<const FMA: bool>(values: &mut [f32]) {
+fn sigmoid_f32_loop(values: &mut [f32]) {
     for v in values {
-        *v = 1.0 / (1.0 + exp_f32::<FMA>(-*v));
-    }
-}
-
-/// `a * b + c`, fused when `FMA`.
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
+        *v = 1.0 / (1.0 + exp_f32(-*v));
     }
 }
 
@@ -100,12 +88,9 @@ fn sigmoid_f64(values: &mut [f64]) {
 /// `e^x` without a library call, so that loops over it vectorise: `x = k ln 2 + r` with
 /// `|r| <= ln 2 / 2` (Cody-Waite, in two parts), `e^r` by Cephes' `expf` polynomial and `2^k`
 /// written into the exponent bits. Inputs are clamped to `[-87, 88]`, where `2^k` stays a
-/// normal number; outside that `e^x` under- or overflows anyway. `FMA` as in
-/// [`sigmoid_f32_loop`]: on a CPU with fused multiply-adds the polynomial takes half the
-/// instructions (a third of the sigmoid's time at 4,416 values, measured on the 2-core AMD
-/// build machine).
+/// normal number; outside that `e^x` under- or overflows anyway.
 #[inline(always)]
-fn exp_f32<const FMA: bool>(x: f32) -> f32 {
+fn exp_f32(x: f32) -> f32 {
     // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
     const ROUND: f32 = 12_582_912.0;
     const LN2_HI: f32 = 0.693_359_4;
@@ -113,20 +98,16 @@ fn exp_f32<const FMA: bool>(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // the low mantissa bits of `shifted` hold k (two's complement): no float-to-int
     // conversion, which does not vectorise
-    let shifted = madd::<FMA>(x, std::f32::consts::LOG2_E, ROUND);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
     let k = shifted - ROUND;
-    let r = madd::<FMA>(-k, LN2_LO, madd::<FMA>(-k, LN2_HI, x));
+    let r = x - k * LN2_HI - k * LN2_LO;
     let mut p = 1.987_569_1e-4;
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        0.5,
-    ] {
-        p = madd::<FMA>(p, r, c);
-    }
-    let e = madd::<FMA>(p * r, r, r + 1.0);
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
     e * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
 
@@ -162,15 +143,12 @@ mod tests {
             f32::INFINITY,
             f32::NEG_INFINITY,
         ]);
-        // the dispatching function (vectorised for the CPU at hand), the portable loop, and
-        // the fused polynomial (here `mul_add` may be a library call: the same values)
+        // the dispatching function (vectorised for the CPU at hand) and the portable loop
         let mut dispatched = xs.clone();
         f32::sigmoid_in_place(&mut dispatched);
         let mut portable = xs.clone();
-        sigmoid_f32_loop::<false>(&mut portable);
-        let mut fused = xs.clone();
-        sigmoid_f32_loop::<true>(&mut fused);
-        for got in [dispatched, portable, fused] {
+        sigmoid_f32_loop(&mut portable);
+        for got in [dispatched, portable] {
             for (x, got) in xs.iter().zip(got) {
                 let want = 1.0 / (1.0 + (-f64::from(*x)).exp());
                 let ulp = f64::from(f32::EPSILON) * want.max(f64::from(f32::MIN_POSITIVE));
@@ -187,13 +165,11 @@ mod tests {
         for i in -8700..=8800 {
             let x = i as f32 / 100.0;
             let want = f64::from(x).exp();
-            for got in [exp_f32::<false>(x), exp_f32::<true>(x)] {
-                let got = f64::from(got);
-                assert!(
-                    (got - want).abs() <= 2.0 * f64::from(f32::EPSILON) * want,
-                    "exp({x}) = {got}, want {want}"
-                );
-            }
+            let got = f64::from(exp_f32(x));
+            assert!(
+                (got - want).abs() <= 2.0 * f64::from(f32::EPSILON) * want,
+                "exp({x}) = {got}, want {want}"
+            );
         }
     }
 }
