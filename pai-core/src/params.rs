@@ -102,19 +102,7 @@ pub fn join(prefix: &str, name: &str) -> String {
 
 /// `prefix.name.index` (e.g. `fc1.dendrites.0`), as [`join`].
 pub(crate) fn join_index(prefix: &str, name: &str, index: usize) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = index;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let index = std::str::from_utf8(&digits[at..]).expect("ASCII digits");
-    join_parts(prefix, &[name, index])
+    join_parts(prefix, &[name, &index.to_string()])
 }
 
 /// `prefix` and the non-empty `parts`, joined with dots.
