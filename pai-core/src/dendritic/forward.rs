@@ -9,7 +9,7 @@ use std::any::TypeId;
 use dfdx::tensor::{HasErr, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Backward, Device, PermuteTo, ReshapeTo, SumTo, TryAdd, TryMatMul, TryMul};
 
-use super::fused::{dendrite_sum, on_host, Term};
+use super::fused::{dendrite_sum, gemm_runs, on_host, Pre, Term};
 use super::{
     lock, Activation, Affine, Convertible, Dendrite, DendriteLearning, Dendritic, Training,
 };
@@ -98,12 +98,7 @@ where
             }
             DendriteLearning::Gradient => {
                 let chain = self.output_chain();
-                let matrices = match self.affine_input::<X, So, T>(&x, chain.first().copied())? {
-                    Some(first) => std::iter::once(Ok(Some(first)))
-                        .chain((1..chain.len()).map(|_| x.matrix::<T>()))
-                        .collect::<Result<Option<Vec<_>>, _>>()?,
-                    None => None,
-                };
+                let matrix = self.affine_input::<X, So, T>(&x, chain.first().copied())?;
                 let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.fresh()).collect();
                 let out = if neuron_phase {
                     self.neurons.try_forward_mut(x)?
@@ -111,7 +106,7 @@ where
                     self.neurons.try_forward(x)?
                 };
                 let (y, rest) = <P as Route<M, X, E, D>>::split(out);
-                let y = self.gradient_dendrites(y, inputs, matrices)?;
+                let y = self.gradient_dendrites(y, inputs, matrix)?;
                 Ok(<P as Route<M, X, E, D>>::join(y, rest))
             }
         }
@@ -164,8 +159,8 @@ where
     /// The input as a matrix on tape `T` where dendrites may take the affine path (see
     /// [`Convertible::affine`]): on the CPU, for an affine layer without a processor whose
     /// neurons are its output's last axis, with dendrites to run (`first` of them; every
-    /// dendrite is a copy of the same layer, and [`affine_terms`] checks each before taking
-    /// an input). `None` elsewhere, without touching the input (a non-contiguous one would be
+    /// dendrite is a copy of the same layer, and [`affine_products`] and [`affine_terms`] check
+    /// each). `None` elsewhere, without touching the input (a non-contiguous one would be
     /// copied for nothing).
     fn affine_input<X, So, T>(
         &self,
@@ -213,10 +208,11 @@ where
     {
         let shape = *y.shape();
         if let Some(matrix) = matrix {
-            if let Some(terms) = affine_terms(chain, || Ok(Some(matrix.clone())), &shape)? {
+            if let Some(terms) = affine_products(chain, &matrix, &shape)? {
                 return dendrite_sum::<Tags, So, E, D, T, NoneTape>(
                     y,
                     terms,
+                    None,
                     self.config.activation,
                     keep_acts,
                     &self.scratch,
@@ -229,6 +225,7 @@ where
             return dendrite_sum::<Tags, So, E, D, T, NoneTape>(
                 y,
                 terms,
+                None,
                 self.config.activation,
                 keep_acts,
                 &self.scratch,
@@ -330,13 +327,13 @@ where
 
     /// Gradient mode: nothing detached, every dendrite that trains runs on the task tape.
     /// `inputs` holds one tape-free copy of the input per accepted dendrite plus one;
-    /// `matrices`, where the affine path applies ([`Self::affine_input`]), the input as a
-    /// matrix once per dendrite of the output chain.
+    /// `matrix`, where the affine path applies ([`Self::affine_input`]), the input as a
+    /// matrix.
     fn gradient_dendrites<X, So, T>(
         &mut self,
         y: Tensor<So, E, D, T>,
         inputs: Vec<X>,
-        matrices: Option<Vec<Matrix<E, D, T>>>,
+        matrix: Option<Matrix<E, D, T>>,
     ) -> Result<Tensor<So, E, D, T>, D::Err>
     where
         So: Shape,
@@ -347,14 +344,14 @@ where
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
         let shape = *y.shape();
-        if let Some(matrices) = matrices {
+        if let Some(matrix) = matrix.filter(|_| gemm_runs::<E>()) {
             let chain = self.output_chain();
-            let mut matrices = matrices.into_iter();
-            if let Some(terms) = affine_terms(&chain, || Ok(matrices.next()), &shape)? {
+            if let Some(terms) = affine_terms(&chain)? {
                 let activation = self.config.activation;
                 return Ok(dendrite_sum::<Tags, So, E, D, T, T>(
                     y,
                     terms,
+                    Some(matrix),
                     activation,
                     false,
                     &self.scratch,
@@ -408,6 +405,7 @@ where
             return Ok(dendrite_sum::<Tags, So, E, D, T, T>(
                 y,
                 terms,
+                None,
                 self.config.activation,
                 false,
                 &self.scratch,
@@ -437,39 +435,54 @@ type AffineTerms<'a, M, So, T> = Result<
     <<M as Convertible>::Device as HasErr>::Err,
 >;
 
-/// Terms of dendrites `chain` by the affine path: `matrix · Wᵀ` per dendrite (`matrix()` gives
-/// the input for each in turn), laid out as the layer's output `shape`, with the bias left to
-/// the fused sum. With tapes, `W` gets its gradient from the product and `b` from the fused
-/// sum. `None`, before any input is taken, when a dendrite's module is not affine; `None` when
-/// `matrix()` gives none.
-fn affine_terms<'a, M, So, T>(
+/// Terms of frozen dendrites `chain` by the affine path: `matrix · Wᵀ` per dendrite (dfdx's
+/// product, without a tape: nothing needs its gradient), laid out as the layer's output
+/// `shape`, with the bias left to the fused sum. `None` when a dendrite's module is not affine.
+fn affine_products<'a, M, So>(
     chain: &[&'a Dendrite<M>],
-    mut matrix: impl FnMut()
-        -> Result<Option<Matrix<M::Dtype, M::Device, T>>, <M::Device as HasErr>::Err>,
+    matrix: &Matrix<M::Dtype, M::Device>,
     shape: &So,
-) -> AffineTerms<'a, M, So, T>
+) -> AffineTerms<'a, M, So, NoneTape>
+where
+    M: Convertible,
+    So: Shape,
+{
+    let mut terms = Vec::with_capacity(chain.len());
+    for d in chain {
+        let Some(Affine { weight, bias }) = d.module.affine()? else {
+            return Ok(None);
+        };
+        let pre = matrix
+            .clone()
+            .try_matmul(weight.try_permute()?)?
+            .try_reshape_like(shape)?;
+        terms.push(Term {
+            pre: Pre::Module(pre),
+            bias: Some(bias),
+            cascade: &d.cascade,
+            output: &d.output,
+        });
+    }
+    Ok(Some(terms))
+}
+
+/// Terms of training dendrites `chain` by the affine path: the fused sum computes each
+/// `x · Wᵀ` from the input matrix and adds the bias, and with tapes writes the gradients of
+/// `W`, `b` and `x` itself, so that the products allocate no output and no gradient buffer.
+/// `None` when a dendrite's module is not affine.
+fn affine_terms<'a, M, So, T>(chain: &[&'a Dendrite<M>]) -> AffineTerms<'a, M, So, T>
 where
     M: Convertible,
     So: Shape,
     T: Tape<M::Dtype, M::Device>,
 {
-    let mut affines = Vec::with_capacity(chain.len());
-    for d in chain {
-        let Some(affine) = d.module.affine()? else {
-            return Ok(None);
-        };
-        affines.push(affine);
-    }
     let mut terms = Vec::with_capacity(chain.len());
-    for (d, Affine { weight, bias }) in chain.iter().zip(affines) {
-        let Some(matrix) = matrix()? else {
+    for d in chain {
+        let Some(Affine { weight, bias }) = d.module.affine()? else {
             return Ok(None);
         };
-        let pre = matrix
-            .try_matmul(weight.retaped::<T>().try_permute()?)?
-            .try_reshape_like(shape)?;
         terms.push(Term {
-            pre,
+            pre: Pre::Affine(weight),
             bias: Some(bias),
             cascade: &d.cascade,
             output: &d.output,
@@ -493,7 +506,7 @@ where
         .iter()
         .zip(pres)
         .map(|(d, pre)| Term {
-            pre,
+            pre: Pre::Module(pre),
             bias: None,
             cascade: &d.cascade,
             output: &d.output,

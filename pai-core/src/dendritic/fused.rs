@@ -27,14 +27,30 @@ pub(crate) fn on_host<E: Float, D: Device<E>>() -> bool {
     TypeId::of::<D>() == TypeId::of::<Cpu>()
 }
 
+/// Whether [`Pre::Affine`] terms can run in `E`: the `gemm` crate multiplies `f32` and `f64`.
+pub(crate) fn gemm_runs<E: Float>() -> bool {
+    TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>()
+}
+
 /// A per-neuron vector of a layer whose neuron axis has `N` entries.
 pub(crate) type PerNeuron<N, E, D> = Tensor<(N,), E, D>;
 
-/// What one dendrite contributes: its pre-activation (the module's output, or for an affine
-/// layer the output without its bias, which is then given here), its cascade weights (one per
-/// earlier dendrite) and its output weights.
+/// Where a dendrite's pre-activation comes from.
+pub(crate) enum Pre<So: Shape, E: Float, D: Device<E>, P> {
+    /// The dendrite module's output.
+    Module(Tensor<So, E, D, P>),
+    /// An affine dendrite's weight `W` `(neurons, inputs)`, sharing the layer weight's id: the
+    /// sum computes `x · Wᵀ` from the input matrix it is given, and in the gradient mode
+    /// writes the gradients of `W` and `x` itself, so that the product allocates no output
+    /// and no gradient buffer of its own.
+    Affine(Tensor<(usize, usize), E, D>),
+}
+
+/// What one dendrite contributes: its pre-activation (for an affine layer without its bias,
+/// which is then given here), its cascade weights (one per earlier dendrite) and its output
+/// weights.
 pub(crate) struct Term<'a, So: Shape, N: ConstDim, E: Float, D: Device<E>, P> {
-    pub pre: Tensor<So, E, D, P>,
+    pub pre: Pre<So, E, D, P>,
     /// Added per neuron; it gets a gradient when the terms train.
     pub bias: Option<&'a PerNeuron<N, E, D>>,
     pub cascade: &'a [PerNeuron<N, E, D>],
@@ -72,6 +88,14 @@ impl<E: Float> Scratch<E> {
     /// Vectors kept at most: a step gives back what it took, so this bounds only what a
     /// caller running several forward passes before one backward pass leaves behind.
     const KEEP: usize = 32;
+
+    /// `len` zeros in a vector from the pool.
+    fn zeros(&self, len: usize) -> Vec<E> {
+        let mut v = lock(&self.free).pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, E::zero());
+        v
+    }
 
     /// [`host`], in a vector from the pool.
     fn host<S: Shape, D: Device<E>, T: Tape<E, D>>(
@@ -142,13 +166,17 @@ fn empty<E: Float, D: Device<E>>(dev: &D) -> Result<<Cpu as Storage<E>>::Vec, D:
 }
 
 /// `y + Σⱼ wⱼ ⊙ aⱼ` as one op on `y`'s tape, and, when `keep_acts`, the activations `aⱼ` as
-/// tensors (in cascade order). With tapes on the pre-activations (the gradient mode) they and the cascade
-/// weights get gradients too; without (frozen, detached dendrites) only `y` and the output
-/// weights do. Call only where [`on_host`] holds.
+/// tensors (in cascade order). With tapes on the pre-activations (the gradient mode) they and
+/// the cascade weights get gradients too; without (frozen, detached dendrites) only `y` and the
+/// output weights do. `input` is the layer input as a `(rows, inputs)` matrix, which
+/// [`Pre::Affine`] terms need (the layer's neurons are then its output's last axis); in the
+/// gradient mode it is on the pre-activations' tape and gets their gradient. Call only where
+/// [`on_host`] holds.
 #[allow(clippy::type_complexity)]
 pub(crate) fn dendrite_sum<Tags, So, E, D, T, P>(
     y: Tensor<So, E, D, T>,
     terms: Vec<Term<'_, So, Tags::Neurons, E, D, P>>,
+    input: Option<Tensor<(usize, usize), E, D, P>>,
     activation: Activation,
     keep_acts: bool,
     scratch: &Arc<Scratch<E>>,
@@ -173,15 +201,52 @@ where
     let mut out = vec![E::default(); layout.len];
 
     let trains_terms = P::OWNS_TAPE && T::OWNS_TAPE;
+    // the input matrix, on the host, for the affine terms
+    let mut input = match input {
+        Some(x) => {
+            let (x, x_tape) = x.split_tape();
+            tape = tape.merge(x_tape);
+            let (x, host) = scratch.host(x)?;
+            let (rows, features) = *x.shape();
+            Some(Input {
+                tensor: x,
+                host,
+                rows,
+                features,
+            })
+        }
+        None => None,
+    };
     let mut acts: Vec<Vec<E>> = Vec::with_capacity(terms.len());
     let mut pres = Vec::with_capacity(terms.len());
     let mut cascades = Vec::with_capacity(terms.len());
     let mut outputs = Vec::with_capacity(terms.len());
     let mut biases = Vec::with_capacity(terms.len());
     for term in terms {
-        let (pre, mut z) = scratch.host(term.pre)?;
-        let (pre, pre_tape) = pre.split_tape();
-        tape = tape.merge(pre_tape);
+        let (pre, mut z) = match term.pre {
+            Pre::Module(pre) => {
+                let (pre, z) = scratch.host(pre)?;
+                let (pre, pre_tape) = pre.split_tape();
+                tape = tape.merge(pre_tape);
+                (Saved::Module(pre), z)
+            }
+            Pre::Affine(weight) => {
+                let x = input
+                    .as_ref()
+                    .expect("affine terms come with the input matrix");
+                let (weight, w) = scratch.host(weight)?;
+                let neurons = weight.shape().0;
+                debug_assert_eq!(x.rows * neurons, layout.len);
+                let mut z = scratch.zeros(layout.len);
+                // z = x · Wᵀ
+                matmul(
+                    Dst::new(&mut z, x.rows, neurons, false),
+                    Operand::new(&x.host, x.rows, x.features, false),
+                    Operand::new(&w, neurons, x.features, true),
+                );
+                (Saved::Affine(weight, w), z)
+            }
+        };
         if let Some(bias) = term.bias {
             layout.add(&mut z, &per_neuron(bias));
         }
@@ -199,6 +264,8 @@ where
         // kept for their gradients only: frozen, detached pre-activations are freed here
         if trains_terms {
             pres.push(pre);
+        } else if let Saved::Affine(_, w) = pre {
+            scratch.give([w]);
         }
         cascades.push((term.cascade.to_vec(), cascade));
         outputs.push((term.output.clone(), w));
@@ -212,6 +279,12 @@ where
             .collect::<Result<Vec<_>, _>>()?,
         false => Vec::new(),
     };
+    if !trains_terms {
+        // nothing but `y` and the output weights needs the input from here on
+        if let Some(x) = input.take() {
+            scratch.give([x.host]);
+        }
+    }
     if !T::OWNS_TAPE {
         scratch.give(acts);
         return Ok((y.put_tape(tape), kept));
@@ -225,16 +298,29 @@ where
         // that other entries can be written while it is read, without copying it
         let lent = std::mem::replace(grad_buffer(grads, &handle)?, empty(&dev)?);
         let g: &[E] = &lent;
-        // dL/dzⱼ is built in preⱼ's own gradient buffer, lent out like the output's: preⱼ
-        // feeds only this sum, so when j is reached the buffer holds exactly the cascade
-        // terms of the later dendrites.
+        // dL/dzⱼ is built in preⱼ's own gradient buffer, lent out like the output's (preⱼ
+        // feeds only this sum), or for an affine term in a zeroed vector of its own: when j is
+        // reached it holds exactly the cascade terms of the later dendrites.
+        let mut own: Vec<Option<Vec<E>>> = pres
+            .iter()
+            .map(|p| match p {
+                Saved::Affine(..) if trains_terms => Some(scratch.zeros(layout.len)),
+                _ => None,
+            })
+            .collect();
         for j in (0..saved.len()).rev() {
             let (w_tensor, w) = &outputs[j];
             add_into(grad_mut(grads, w_tensor)?, &layout.dot(&saved[j], g));
             if !trains_terms {
                 continue;
             }
-            let mut d = std::mem::replace(grad_buffer(grads, &pres[j])?, empty(&dev)?);
+            let mut d = match (&pres[j], own[j].take()) {
+                (_, Some(d)) => Lent::Own(d),
+                (Saved::Module(pre), None) => {
+                    Lent::Grad(std::mem::replace(grad_buffer(grads, pre)?, empty(&dev)?))
+                }
+                (Saved::Affine(..), None) => unreachable!("affine terms own their gradient"),
+            };
             layout.axpy(&mut d, w, g);
             // through the squash
             squash_grad(&mut d, &saved[j], activation);
@@ -244,15 +330,181 @@ where
             let (c_tensors, c) = &cascades[j];
             for (i, (c_tensor, c)) in c_tensors.iter().zip(c).enumerate() {
                 add_into(grad_mut(grads, c_tensor)?, &layout.dot(&saved[i], &d));
-                layout.axpy(grad_mut(grads, &pres[i])?, c, &d);
+                match (&mut own[i], &pres[i]) {
+                    (Some(earlier), _) => layout.axpy(earlier, c, &d),
+                    (None, Saved::Module(pre)) => layout.axpy(grad_mut(grads, pre)?, c, &d),
+                    (None, Saved::Affine(..)) => unreachable!("affine terms own their gradient"),
+                }
             }
-            *grad_buffer(grads, &pres[j])? = d;
+            match (d, &pres[j]) {
+                (Lent::Grad(d), Saved::Module(pre)) => *grad_buffer(grads, pre)? = d,
+                (Lent::Own(d), Saved::Affine(weight, w)) => {
+                    let x = input
+                        .as_ref()
+                        .expect("affine terms come with the input matrix");
+                    let neurons = weight.shape().0;
+                    // dW += dᵀ · x
+                    matmul(
+                        Dst::new(grad_mut(grads, weight)?, neurons, x.features, true),
+                        Operand::new(&d, x.rows, neurons, true),
+                        Operand::new(&x.host, x.rows, x.features, false),
+                    );
+                    // dx += d · W
+                    matmul(
+                        Dst::new(grad_mut(grads, &x.tensor)?, x.rows, x.features, true),
+                        Operand::new(&d, x.rows, neurons, false),
+                        Operand::new(w, neurons, x.features, false),
+                    );
+                    scratch.give([d]);
+                }
+                _ => unreachable!("a module's gradient is lent, an affine term's its own"),
+            }
         }
         *grad_buffer(grads, &handle)? = lent;
         scratch.give(saved);
+        for p in pres {
+            if let Saved::Affine(_, w) = p {
+                scratch.give([w]);
+            }
+        }
+        if let Some(x) = input {
+            scratch.give([x.host]);
+        }
         Ok(())
     });
     Ok((y.put_tape(tape), kept))
+}
+
+/// The layer input of the affine terms: its `(rows, features)` tensor and a host copy.
+struct Input<E: Float, D: Device<E>> {
+    tensor: Tensor<(usize, usize), E, D>,
+    host: Vec<E>,
+    rows: usize,
+    features: usize,
+}
+
+/// A term's pre-activation as kept for the backward pass: the module output (its gradient
+/// goes to its buffer), or the affine weight with a host copy.
+enum Saved<So: Shape, E: Float, D: Device<E>> {
+    Module(Tensor<So, E, D>),
+    Affine(Tensor<(usize, usize), E, D>, Vec<E>),
+}
+
+/// A pre-activation's gradient while it is built: lent out of `Gradients`, or the sum's own.
+enum Lent<E: Float> {
+    Grad(<Cpu as Storage<E>>::Vec),
+    Own(Vec<E>),
+}
+
+impl<E: Float> std::ops::Deref for Lent<E> {
+    type Target = [E];
+    fn deref(&self) -> &[E] {
+        match self {
+            Lent::Grad(v) => v,
+            Lent::Own(v) => v,
+        }
+    }
+}
+
+impl<E: Float> std::ops::DerefMut for Lent<E> {
+    fn deref_mut(&mut self) -> &mut [E] {
+        match self {
+            Lent::Grad(v) => v,
+            Lent::Own(v) => v,
+        }
+    }
+}
+
+/// A row-major `rows × cols` matrix in a slice, read as stored or transposed.
+struct Operand<'a, E> {
+    data: &'a [E],
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+}
+
+impl<'a, E> Operand<'a, E> {
+    /// `data` holds `rows × cols` row-major; the operand is its transpose when `transposed`.
+    fn new(data: &'a [E], rows: usize, cols: usize, transposed: bool) -> Self {
+        assert_eq!(data.len(), rows * cols, "matrix operand of the wrong size");
+        Self {
+            data,
+            rows,
+            cols,
+            transposed,
+        }
+    }
+
+    /// `(rows, cols, row stride, column stride)` of the operand as used.
+    fn view(&self) -> (usize, usize, isize, isize) {
+        let (rows, cols) = (self.rows, self.cols);
+        match self.transposed {
+            false => (rows, cols, cols as isize, 1),
+            true => (cols, rows, 1, cols as isize),
+        }
+    }
+}
+
+/// A row-major `rows × cols` destination, overwritten or added to.
+struct Dst<'a, E> {
+    data: &'a mut [E],
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+impl<'a, E> Dst<'a, E> {
+    fn new(data: &'a mut [E], rows: usize, cols: usize, accumulate: bool) -> Self {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix destination of the wrong size"
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            accumulate,
+        }
+    }
+}
+
+/// `dst (+)= a · b` with dfdx's own CPU kernel (the `gemm` crate, threads as dfdx uses them).
+fn matmul<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
+    let (m, k, a_rs, a_cs) = a.view();
+    let (k2, n, b_rs, b_cs) = b.view();
+    assert!(
+        k == k2 && dst.rows == m && dst.cols == n,
+        "matrix product of mismatched shapes"
+    );
+    assert!(gemm_runs::<E>(), "gemm multiplies f32 and f64 only");
+    // SAFETY: the asserts above (and in `Operand::new`, `Dst::new`) make every index the
+    // strides reach lie in its slice: an `r × c` row-major slice is read at
+    // `i * c + j` (or `j * c + i` transposed) for `i < r`, `j < c`. `dst` is borrowed mutably
+    // and so overlaps neither operand; `E` is f32 or f64, which gemm supports.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            1,
+            n as isize,
+            dst.accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            E::one(),
+            E::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
 }
 
 fn per_neuron<N: ConstDim, E: Float, D: Device<E>>(t: &PerNeuron<N, E, D>) -> Vec<E> {
@@ -296,9 +548,9 @@ fn squash_grad<E: Float>(d: &mut [E], a: &[E], activation: Activation) {
 
 #[cfg(test)]
 mod tests {
-    use dfdx::shapes::{Rank1, Rank4};
+    use dfdx::shapes::{Rank1, Rank2, Rank4};
     use dfdx::tensor::{Cpu, NoneTape, OwnedTape, SampleTensor, Tensor, TensorFrom, WithEmptyTape};
-    use dfdx::tensor_ops::{Backward, SumTo, TryAdd, TryMul};
+    use dfdx::tensor_ops::{Backward, PermuteTo, SumTo, TryAdd, TryMatMul, TryMul};
 
     use super::*;
     use crate::axis::{Any, Batch, Neurons};
@@ -366,15 +618,17 @@ mod tests {
                         .into_iter()
                         .enumerate()
                         .map(|(j, pre)| Term {
-                            pre,
+                            pre: Pre::Module(pre),
                             bias: Some(&biases[j]),
                             cascade: &cascades[j],
                             output: &outputs[j],
                         })
                         .collect();
-                    dendrite_sum::<Tags, _, _, _, _, _>(taped_y, terms, activation, false, &scratch)
-                        .unwrap()
-                        .0
+                    dendrite_sum::<Tags, _, _, _, _, _>(
+                        taped_y, terms, None, activation, false, &scratch,
+                    )
+                    .unwrap()
+                    .0
                 } else {
                     reference(
                         taped_y, taped_pres, &biases, &cascades, &outputs, activation,
@@ -427,7 +681,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(j, p)| Term {
-                pre: p.clone().put_tape(OwnedTape::<f64, Cpu>::default()),
+                pre: Pre::Module(p.clone().put_tape(OwnedTape::<f64, Cpu>::default())),
                 bias: None,
                 cascade: &cascades[j],
                 output: &outputs[j],
@@ -437,6 +691,7 @@ mod tests {
         let (out, _) = dendrite_sum::<Tags, _, _, _, _, _>(
             taped_y,
             terms,
+            None,
             Activation::Sigmoid,
             false,
             scratch,
@@ -472,5 +727,124 @@ mod tests {
         );
         // a second step on reused vectors equals one on fresh vectors, bit for bit
         assert_eq!(reused, step(&Arc::default(), &y2, &pres2));
+    }
+
+    #[test]
+    fn affine_terms_match_the_product_taken_by_dfdx() {
+        // a (Batch, Neurons) layer of 3 neurons on 4 inputs, 5 rows; terms that train (one
+        // tape) and frozen ones (no tape on the terms), each with an affine product computed
+        // in the sum or by dfdx before it.
+        type Tags2 = (Batch, Neurons);
+        type Y = Tensor<Rank2<5, 3>, f64, Cpu>;
+        let dev = Cpu::seed_from_u64(8);
+        let x: Tensor<Rank2<5, 4>, f64, Cpu> = dev.sample_normal();
+        let y: Y = dev.sample_normal();
+        let weights: Vec<Tensor<Rank2<3, 4>, f64, Cpu>> =
+            (0..3).map(|_| dev.sample_normal()).collect();
+        let biases: Vec<Vec3> = (0..3).map(|_| dev.sample_normal()).collect();
+        let outputs: Vec<Vec3> = (0..3).map(|_| dev.sample_normal()).collect();
+        let cascades: Vec<Vec<Vec3>> = (0..3)
+            .map(|j| (0..j).map(|_| dev.sample_normal()).collect())
+            .collect();
+        let target: Y = dev.sample_normal();
+        let scratch = Arc::default();
+        let run = |in_sum: bool, trains: bool| {
+            let tape = OwnedTape::<f64, Cpu>::default;
+            let taped_y = y.clone().put_tape(tape());
+            let matrix = |t: Tensor<Rank2<5, 4>, f64, Cpu, OwnedTape<f64, Cpu>>| {
+                t.reshape_like(&(5usize, 4usize))
+            };
+            let weight =
+                |w: &Tensor<Rank2<3, 4>, f64, Cpu>| w.clone().reshape_like(&(3usize, 4usize));
+            let terms =
+                |pre: &mut dyn FnMut(usize) -> Pre<Rank2<5, 3>, f64, Cpu, OwnedTape<f64, Cpu>>| {
+                    (0..3)
+                        .map(|j| Term {
+                            pre: pre(j),
+                            bias: Some(&biases[j]),
+                            cascade: &cascades[j],
+                            output: &outputs[j],
+                        })
+                        .collect::<Vec<_>>()
+                };
+            let out = if trains {
+                if in_sum {
+                    let terms = terms(&mut |j| Pre::Affine(weight(&weights[j])));
+                    let input = Some(matrix(x.clone().put_tape(tape())));
+                    dendrite_sum::<Tags2, _, _, _, _, _>(
+                        taped_y,
+                        terms,
+                        input,
+                        Activation::Sigmoid,
+                        false,
+                        &scratch,
+                    )
+                } else {
+                    let terms = terms(&mut |j| {
+                        Pre::Module(
+                            x.clone()
+                                .put_tape(tape())
+                                .matmul(weights[j].clone().permute()),
+                        )
+                    });
+                    dendrite_sum::<Tags2, _, _, _, _, _>(
+                        taped_y,
+                        terms,
+                        None,
+                        Activation::Sigmoid,
+                        false,
+                        &scratch,
+                    )
+                }
+            } else {
+                let terms: Vec<Term<'_, _, _, _, _, NoneTape>> = (0..3)
+                    .map(|j| Term {
+                        pre: if in_sum {
+                            Pre::Affine(weight(&weights[j]))
+                        } else {
+                            Pre::Module(x.clone().matmul(weights[j].clone().permute()))
+                        },
+                        bias: Some(&biases[j]),
+                        cascade: &cascades[j],
+                        output: &outputs[j],
+                    })
+                    .collect();
+                let input = in_sum.then(|| x.clone().reshape_like(&(5usize, 4usize)));
+                dendrite_sum::<Tags2, _, _, _, _, _>(
+                    taped_y,
+                    terms,
+                    input,
+                    Activation::Sigmoid,
+                    false,
+                    &scratch,
+                )
+            }
+            .unwrap()
+            .0;
+            let value = out.retaped::<NoneTape>().as_vec();
+            let grads = (out - target.clone()).square().sum::<(), _>().backward();
+            let mut all = vec![value, grads.get(&y).as_vec()];
+            if trains {
+                all.push(grads.get(&x).as_vec());
+                all.extend(weights.iter().map(|w| grads.get(w).as_vec()));
+                all.extend(biases.iter().map(|b| grads.get(b).as_vec()));
+                all.extend(cascades.iter().flatten().map(|c| grads.get(c).as_vec()));
+            }
+            all.extend(outputs.iter().map(|w| grads.get(w).as_vec()));
+            all
+        };
+        for trains in [true, false] {
+            let (got, want) = (run(true, trains), run(false, trains));
+            assert_eq!(got.len(), want.len());
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.len(), w.len());
+                for (a, b) in g.iter().zip(w) {
+                    assert!(
+                        (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                        "trains {trains}, entry {k}: {g:?} vs {w:?}"
+                    );
+                }
+            }
+        }
     }
 }
