@@ -16,7 +16,7 @@ impl<E: perforated::Float, D: Device<E>> Module<Tensor<Rank2<2, 4>, E, D>> for R
 
 fn main() {
     let dev: Cpu = Default::default();
-    let mut block = Residual::<f32, Cpu>::build(&dev).unwrap();
+    let block = Residual::<f32, Cpu>::build(&dev).unwrap();
     assert_eq!(block.layers().len(), 1);
     let _ = block.forward(dev.zeros());
 }

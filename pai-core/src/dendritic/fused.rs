@@ -548,7 +548,7 @@ fn squash_grad<E: Float>(d: &mut [E], a: &[E], activation: Activation) {
 
 #[cfg(test)]
 mod tests {
-    use dfdx::shapes::{Rank1, Rank2, Rank4};
+    use dfdx::shapes::{Const, Rank1, Rank2, Rank4};
     use dfdx::tensor::{Cpu, NoneTape, OwnedTape, SampleTensor, Tensor, TensorFrom, WithEmptyTape};
     use dfdx::tensor_ops::{Backward, PermuteTo, SumTo, TryAdd, TryMatMul, TryMul};
 
@@ -734,7 +734,6 @@ mod tests {
         // a (Batch, Neurons) layer of 3 neurons on 4 inputs, 5 rows; terms that train (one
         // tape) and frozen ones (no tape on the terms), each with an affine product computed
         // in the sum or by dfdx before it.
-        type Tags2 = (Batch, Neurons);
         type Y = Tensor<Rank2<5, 3>, f64, Cpu>;
         let dev = Cpu::seed_from_u64(8);
         let x: Tensor<Rank2<5, 4>, f64, Cpu> = dev.sample_normal();
@@ -748,6 +747,27 @@ mod tests {
             .collect();
         let target: Y = dev.sample_normal();
         let scratch = Arc::default();
+        // the fused sum with a sigmoid, on `y`'s tape and terms on tape `P`
+        fn sum<P: Tape<f64, Cpu>>(
+            y: Tensor<Rank2<5, 3>, f64, Cpu, OwnedTape<f64, Cpu>>,
+            terms: Vec<Term<'_, Rank2<5, 3>, Const<3>, f64, Cpu, P>>,
+            input: Option<Tensor<(usize, usize), f64, Cpu, P>>,
+            scratch: &Arc<Scratch<f64>>,
+        ) -> Tensor<Rank2<5, 3>, f64, Cpu, OwnedTape<f64, Cpu>>
+        where
+            OwnedTape<f64, Cpu>: Merge<P>,
+        {
+            dendrite_sum::<(Batch, Neurons), _, _, _, _, _>(
+                y,
+                terms,
+                input,
+                Activation::Sigmoid,
+                false,
+                scratch,
+            )
+            .unwrap()
+            .0
+        }
         let run = |in_sum: bool, trains: bool| {
             let tape = OwnedTape::<f64, Cpu>::default;
             let taped_y = y.clone().put_tape(tape());
@@ -768,34 +788,18 @@ mod tests {
                         .collect::<Vec<_>>()
                 };
             let out = if trains {
-                if in_sum {
+                let (terms, input) = if in_sum {
                     let terms = terms(&mut |j| Pre::Affine(weight(&weights[j])));
-                    let input = Some(matrix(x.clone().put_tape(tape())));
-                    dendrite_sum::<Tags2, _, _, _, _, _>(
-                        taped_y,
-                        terms,
-                        input,
-                        Activation::Sigmoid,
-                        false,
-                        &scratch,
-                    )
+                    (terms, Some(matrix(x.clone().put_tape(tape()))))
                 } else {
-                    let terms = terms(&mut |j| {
-                        Pre::Module(
-                            x.clone()
-                                .put_tape(tape())
-                                .matmul(weights[j].clone().permute()),
-                        )
-                    });
-                    dendrite_sum::<Tags2, _, _, _, _, _>(
-                        taped_y,
-                        terms,
-                        None,
-                        Activation::Sigmoid,
-                        false,
-                        &scratch,
-                    )
-                }
+                    let product = |j: usize| {
+                        x.clone()
+                            .put_tape(tape())
+                            .matmul(weights[j].clone().permute())
+                    };
+                    (terms(&mut |j| Pre::Module(product(j))), None)
+                };
+                sum(taped_y, terms, input, &scratch)
             } else {
                 let terms: Vec<Term<'_, _, _, _, _, NoneTape>> = (0..3)
                     .map(|j| Term {
@@ -810,17 +814,8 @@ mod tests {
                     })
                     .collect();
                 let input = in_sum.then(|| x.clone().reshape_like(&(5usize, 4usize)));
-                dendrite_sum::<Tags2, _, _, _, _, _>(
-                    taped_y,
-                    terms,
-                    input,
-                    Activation::Sigmoid,
-                    false,
-                    &scratch,
-                )
-            }
-            .unwrap()
-            .0;
+                sum(taped_y, terms, input, &scratch)
+            };
             let value = out.retaped::<NoneTape>().as_vec();
             let grads = (out - target.clone()).square().sum::<(), _>().backward();
             let mut all = vec![value, grads.get(&y).as_vec()];
