@@ -4,7 +4,7 @@ mod common;
 
 use common::TestDevice;
 
-use perforated::layers::{Gru, GruCell, Lstm};
+use perforated::layers::{last_step, Gru, GruCell, Lstm};
 use perforated::params::{Param, ParamVisitor};
 use perforated::prelude::*;
 use perforated::processor::{GruCellState, GruState, LstmLast};
@@ -205,4 +205,79 @@ fn first_output_processor_adds_to_the_first_element_and_passes_the_rest() {
     for (a, b) in seq.as_vec().iter().zip(plain_seq.as_vec()) {
         assert!(a - b > 0.0 && a - b < 1.0);
     }
+}
+
+#[test]
+fn zero_length_sequences_give_empty_outputs_and_keep_the_state() {
+    let dev = TestDevice::seed_from_u64(12);
+    let empty: Seq = dev.zeros_like(&(2, 0, Const));
+    let h0: Hidden = dev.sample_normal_like(&(2, Const));
+    let config = DendriteConfig {
+        correlation: CorrelationConfig {
+            warmup_batches: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut layer: SeqGru = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    layer.grow_dendrites(1).unwrap();
+    let (out, h) = layer.forward((empty.clone(), h0.clone()));
+    assert_eq!(out.shape(), &(2, 0, Const::<4>));
+    assert_eq!(
+        h.as_vec(),
+        h0.as_vec(),
+        "no step: the state is the initial one"
+    );
+    let err = last_step(out).unwrap_err();
+    assert!(
+        matches!(err, perforated::Error::EmptySequence { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("final state"), "{err}");
+
+    // a training step and a dendrite-phase step on an empty batch
+    let mut opt = DendriticOptimizer::adam(AdamConfig::default());
+    let mut step = |layer: &mut SeqGru, x: Seq| {
+        layer.reset_state();
+        let grads = layer.alloc_grads().unwrap();
+        let (out, _) = layer.forward_mut((x.trace(grads), h0.clone()));
+        // dfdx cannot sum an empty tensor: the loss is a scalar on the output's tape
+        let (out, tape) = out.split_tape();
+        let loss = match out.shape().1 {
+            0 => dev.zeros::<Rank0>().put_tape(tape),
+            _ => out.put_tape(tape).square().sum::<Rank0, _>(),
+        };
+        opt.step(layer, loss.backward())
+    };
+    step(&mut layer, empty.clone()).unwrap();
+    layer.start_dendrite_phase().unwrap();
+    step(&mut layer, empty.clone()).unwrap();
+    let x: Seq = dev.sample_normal_like(&(2, 5, Const));
+    for _ in 0..3 {
+        step(&mut layer, x.clone()).unwrap();
+    }
+    let report = layer.correlation().unwrap();
+    assert_eq!(
+        report.batches, 3,
+        "an empty batch is not a batch of statistics"
+    );
+    assert!(
+        report.per_neuron.iter().all(|s| s.is_finite()),
+        "{report:?}"
+    );
+
+    // the LSTM alike, and its final-state processor on an empty sequence
+    let lstm: Dendritic<
+        Lstm<3, 4, f64, TestDevice>,
+        (Batch, Neurons),
+        LstmLast<4, f64, TestDevice>,
+    > = Dendritic::new(&dev, BuildModule::build(&dev), DendriteConfig::default()).unwrap();
+    let c0: Hidden = dev.sample_normal_like(&(2, Const));
+    let (last, (h, c)) = lstm.forward((empty.clone(), (h0.clone(), c0.clone())));
+    assert_eq!(
+        last.as_vec(),
+        h0.as_vec(),
+        "no step: the final state is the initial one"
+    );
+    assert_eq!((h.as_vec(), c.as_vec()), (h0.as_vec(), c0.as_vec()));
 }

@@ -73,6 +73,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A step of a sequence was asked for, and the sequence has none.
+    #[error("{what} of a sequence with no steps: {hint}")]
+    EmptySequence {
+        /// What was asked for.
+        what: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// The tensor backend reported an error (out of memory, a CUDA failure).
     #[error("device error: {0}")]
     Device(String),

@@ -17,7 +17,7 @@
 
 use dfdx::nn::Module;
 use dfdx::shapes::{Const, Dim, Dtype, HasShape, Shape};
-use dfdx::tensor::{NoneTape, Tape, Tensor};
+use dfdx::tensor::{NoneTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
 use crate::Float;
@@ -393,11 +393,17 @@ where
     type Main = Hid<B, H, E, D, T>;
     type Rest = Pair<B, H, E, D, NoneTape>;
     type Joined = (Hid<B, H, E, D, T>, Pair<B, H, E, D, NoneTape>);
-    /// The last step of the output sequence, with the whole recurrence's tape.
+    /// The last step of the output sequence, with the whole recurrence's tape; for a sequence
+    /// with no steps, the final hidden state (the initial one) on that tape.
     fn split((seq, state): Self::Output) -> (Self::Main, Self::Rest) {
-        let last = seq.shape().1.saturating_sub(1);
-        let main = crate::layers::at_time(seq, last)
-            .expect("selecting a step allocates no more than the step");
+        let main = match seq.shape().1.size() {
+            0 => {
+                let (_, tape) = seq.split_tape();
+                state.0.clone().put_tape(tape)
+            }
+            steps => crate::layers::at_time(seq, steps - 1)
+                .expect("selecting a step allocates no more than the step"),
+        };
         (main, state)
     }
     fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {

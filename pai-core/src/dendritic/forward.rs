@@ -552,6 +552,10 @@ where
     So: Shape,
     Tags: NeuronAxis<So, Neurons = M::Neurons>,
 {
+    if error.shape().num_elements() == 0 {
+        // an empty batch (sequences with no steps): nothing to learn from or to count
+        return Ok(());
+    }
     let value = act.retaped::<NoneTape>();
     let mut training = lock(training);
     match training.stats.update::<So, Tags>(&value, error, config)? {

@@ -28,7 +28,7 @@ use dfdx::tensor_ops::{Device, PermuteTo, SelectTo, TryAdd, TryMul, TryStack};
 use crate::axis::{Batch, Neurons, Time};
 use crate::dendritic::{copy_module, reinit_module, Convertible};
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
-use crate::Float;
+use crate::{Error, Float};
 
 type Gate<const A: usize, const B: usize, E, D> = Linear<A, B, E, D>;
 
@@ -279,12 +279,18 @@ pub(crate) fn at_time<B: Dim, S: Dim, const N: usize, E: Float, D: Device<E>, T:
 /// a classifier reads from a recurrent layer's outputs.
 ///
 /// # Errors
-/// Backend errors.
+/// [`Error::EmptySequence`] when `seq` has no steps (the layer's final state, which it returns
+/// beside its outputs, is then its initial one); backend errors.
 pub fn last_step<B: Dim, S: Dim, const N: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     seq: Tensor<(B, S, Const<N>), E, D, T>,
-) -> Result<Tensor<(B, Const<N>), E, D, T>, D::Err> {
-    let last = seq.shape().1.size().saturating_sub(1);
-    at_time(seq, last)
+) -> Result<Tensor<(B, Const<N>), E, D, T>, Error> {
+    let Some(last) = seq.shape().1.size().checked_sub(1) else {
+        return Err(Error::EmptySequence {
+            what: "the last step",
+            hint: "read the final state the recurrent layer returns beside its outputs",
+        });
+    };
+    at_time(seq, last).map_err(Error::device)
 }
 
 /// Takes the tape of a projection on the last step that uses it, an empty one before.
@@ -298,6 +304,21 @@ fn use_at<S: dfdx::shapes::Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
     } else {
         t.retaped::<T>()
     }
+}
+
+/// The output sequence of a recurrence over no steps: `(B, 0, H)`, on `x`'s tape (nothing
+/// flows back through it). dfdx cannot stack an empty list of steps.
+fn no_steps<B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T>(
+    x: Tensor<(B, S, Const<I>), E, D, T>,
+) -> Result<Tensor<(B, usize, Const<H>), E, D, T>, D::Err>
+where
+    T: Tape<E, D>,
+{
+    let b = x.shape().0;
+    let (x, tape) = x.split_tape();
+    Ok(x.device()
+        .try_zeros_like(&(b, 0usize, Const::<H>))?
+        .put_tape(tape))
 }
 
 /// `(S, B, H)` stacked steps to `(B, S, H)`.
@@ -328,6 +349,9 @@ impl<B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: 
         ),
     ) -> Result<Self::Output, D::Err> {
         let steps = x.shape().1.size();
+        if steps == 0 {
+            return Ok((no_steps(x)?, h0));
+        }
         let c = &self.cell;
         let mut xr = Some(c.x_r.try_forward(x.retaped::<T>())?);
         let mut xz = Some(c.x_z.try_forward(x.retaped::<T>())?);
@@ -384,6 +408,9 @@ impl<B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: 
         ),
     ) -> Result<Self::Output, D::Err> {
         let steps = x.shape().1.size();
+        if steps == 0 {
+            return Ok((no_steps(x)?, (h0, c0)));
+        }
         let cell = &self.cell;
         let mut xi = Some(cell.x_i.try_forward(x.retaped::<T>())?);
         let mut xf = Some(cell.x_f.try_forward(x.retaped::<T>())?);
