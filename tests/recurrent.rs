@@ -96,12 +96,8 @@ type SeqGru =
     Dendritic<Gru<3, 4, f64, TestDevice>, (Batch, Time, Neurons), GruState<4, f64, TestDevice>>;
 type StepGru = Dendritic<Cell, (Batch, Neurons), GruCellState<4, f64, TestDevice>>;
 
-#[test]
-fn gru_over_sequences_keeps_the_invariants() {
-    let dev = TestDevice::seed_from_u64(9);
-    let x: Seq = dev.sample_normal_like(&(2, 5, Const));
-    let target: Tensor<(usize, usize, Const<4>), f64, TestDevice> =
-        dev.sample_normal_like(&(2, 5, Const));
+/// A GRU over sequences whose candidates warm up for 2 batches.
+fn seq_gru(dev: &TestDevice) -> SeqGru {
     let config = DendriteConfig {
         correlation: CorrelationConfig {
             warmup_batches: 2,
@@ -109,7 +105,16 @@ fn gru_over_sequences_keeps_the_invariants() {
         },
         ..Default::default()
     };
-    let mut layer: SeqGru = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    Dendritic::new(dev, BuildModule::build(dev), config).unwrap()
+}
+
+#[test]
+fn gru_over_sequences_keeps_the_invariants() {
+    let dev = TestDevice::seed_from_u64(9);
+    let x: Seq = dev.sample_normal_like(&(2, 5, Const));
+    let target: Tensor<(usize, usize, Const<4>), f64, TestDevice> =
+        dev.sample_normal_like(&(2, 5, Const));
+    let mut layer = seq_gru(&dev);
     let h0: Hidden = dev.zeros_like(&(2, Const));
     let mut opt = DendriticOptimizer::adam(AdamConfig {
         lr: 0.02,
@@ -212,14 +217,7 @@ fn zero_length_sequences_give_empty_outputs_and_keep_the_state() {
     let dev = TestDevice::seed_from_u64(12);
     let empty: Seq = dev.zeros_like(&(2, 0, Const));
     let h0: Hidden = dev.sample_normal_like(&(2, Const));
-    let config = DendriteConfig {
-        correlation: CorrelationConfig {
-            warmup_batches: 2,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut layer: SeqGru = Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap();
+    let mut layer = seq_gru(&dev);
     layer.grow_dendrites(1).unwrap();
     let (out, h) = layer.forward((empty.clone(), h0.clone()));
     assert_eq!(out.shape(), &(2, 0, Const::<4>));
