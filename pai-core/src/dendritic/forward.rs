@@ -9,7 +9,8 @@ use std::any::TypeId;
 use dfdx::tensor::{HasErr, NoneTape, OwnedTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Backward, Device, PermuteTo, ReshapeTo, SumTo, TryAdd, TryMatMul, TryMul};
 
-use super::fused::{dendrite_sum, gemm_runs, on_host, Pre, Term};
+use super::fused::{dendrite_sum, on_host, Pre, Term};
+use super::gemm::gemm_runs;
 use super::{
     lock, Activation, Affine, Convertible, Dendrite, DendriteLearning, Dendritic, Training,
 };

@@ -18,6 +18,7 @@ use dfdx::shapes::{ConstDim, HasShape, Shape};
 use dfdx::tensor::{Cpu, Gradients, Merge, PutTape, SplitTape, Storage, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
+use super::gemm::{matmul, Dst, Operand};
 use super::{lock, Activation};
 use crate::axis::{Layout, NeuronAxis};
 use crate::Float;
@@ -25,11 +26,6 @@ use crate::Float;
 /// Whether `D` is the CPU, where [`dendrite_sum`] applies.
 pub(crate) fn on_host<E: Float, D: Device<E>>() -> bool {
     TypeId::of::<D>() == TypeId::of::<Cpu>()
-}
-
-/// Whether [`Pre::Affine`] terms can run in `E`: the `gemm` crate multiplies `f32` and `f64`.
-pub(crate) fn gemm_runs<E: Float>() -> bool {
-    TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>()
 }
 
 /// A per-neuron vector of a layer whose neuron axis has `N` entries.
@@ -412,98 +408,6 @@ impl<E: Float> std::ops::DerefMut for Lent<E> {
             Lent::Grad(v) => v,
             Lent::Own(v) => v,
         }
-    }
-}
-
-/// A row-major `rows × cols` matrix in a slice, read as stored or transposed.
-struct Operand<'a, E> {
-    data: &'a [E],
-    rows: usize,
-    cols: usize,
-    transposed: bool,
-}
-
-impl<'a, E> Operand<'a, E> {
-    /// `data` holds `rows × cols` row-major; the operand is its transpose when `transposed`.
-    fn new(data: &'a [E], rows: usize, cols: usize, transposed: bool) -> Self {
-        assert_eq!(data.len(), rows * cols, "matrix operand of the wrong size");
-        Self {
-            data,
-            rows,
-            cols,
-            transposed,
-        }
-    }
-
-    /// `(rows, cols, row stride, column stride)` of the operand as used.
-    fn view(&self) -> (usize, usize, isize, isize) {
-        let (rows, cols) = (self.rows, self.cols);
-        match self.transposed {
-            false => (rows, cols, cols as isize, 1),
-            true => (cols, rows, 1, cols as isize),
-        }
-    }
-}
-
-/// A row-major `rows × cols` destination, overwritten or added to.
-struct Dst<'a, E> {
-    data: &'a mut [E],
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-}
-
-impl<'a, E> Dst<'a, E> {
-    fn new(data: &'a mut [E], rows: usize, cols: usize, accumulate: bool) -> Self {
-        assert_eq!(
-            data.len(),
-            rows * cols,
-            "matrix destination of the wrong size"
-        );
-        Self {
-            data,
-            rows,
-            cols,
-            accumulate,
-        }
-    }
-}
-
-/// `dst (+)= a · b` with dfdx's own CPU kernel (the `gemm` crate, threads as dfdx uses them).
-fn matmul<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
-    let (m, k, a_rs, a_cs) = a.view();
-    let (k2, n, b_rs, b_cs) = b.view();
-    assert!(
-        k == k2 && dst.rows == m && dst.cols == n,
-        "matrix product of mismatched shapes"
-    );
-    assert!(gemm_runs::<E>(), "gemm multiplies f32 and f64 only");
-    // SAFETY: the asserts above (and in `Operand::new`, `Dst::new`) make every index the
-    // strides reach lie in its slice: an `r × c` row-major slice is read at
-    // `i * c + j` (or `j * c + i` transposed) for `i < r`, `j < c`. `dst` is borrowed mutably
-    // and so overlaps neither operand; `E` is f32 or f64, which gemm supports.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            1,
-            n as isize,
-            dst.accumulate,
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
-            b.data.as_ptr(),
-            b_cs,
-            b_rs,
-            E::one(),
-            E::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
     }
 }
 

@@ -24,6 +24,7 @@
 mod convertible;
 mod forward;
 mod fused;
+mod gemm;
 
 pub(crate) use fused::{host, on_host};
 
