@@ -4,9 +4,9 @@
 //! dfdx (its own Adam, gradients reused with `zero_grads`); the dendritic model with 0, 1 and 3
 //! dendrites per layer in both learning modes (neuron-phase step), its gradients reused alike
 //! (`DendriticModel::zero_grads`, `DendriticOptimizer::update`); the same with fresh gradients
-//! every step (`alloc_grads`, `step`); the dendrite-phase step. Each row is the best of 15
-//! rounds of 100 ms, alternating with plain dfdx, as microseconds per step and as a ratio to
-//! plain dfdx, beside its target.
+//! every step (`alloc_grads`, `step`); the dendrite-phase step. Each row runs 15 rounds of a
+//! 100 ms window of plain dfdx and one of the row, back to back; it prints the median
+//! microseconds per step of each and the median of the rounds' ratios, beside its target.
 //!
 //! ```text
 //! cargo bench --bench throughput
@@ -23,14 +23,17 @@ use perforated::prelude::*;
 
 type Plain = (Linear<64, 128>, ReLU, Linear<128, 10>);
 
-/// Best time per step of `plain` and of `variant`, measured in alternating rounds so that
-/// drift in machine load hits both alike.
-fn best_of_interleaved(
+/// Time per step of `plain` and of `variant` in rounds of one window each, back to back (which
+/// goes first alternates), and the ratio `variant / plain` within each round: the medians of
+/// the three over the rounds. Adjacent windows see the same machine load, so the ratio of a
+/// round cancels drift that the times alone carry; the median drops rounds that one
+/// interruption spoiled.
+fn paired_rounds(
     plain: &mut dyn FnMut(),
     variant: &mut dyn FnMut(),
     rounds: usize,
     min: Duration,
-) -> (Duration, Duration) {
+) -> (f64, f64, f64) {
     let time = |step: &mut dyn FnMut()| {
         let start = Instant::now();
         let mut n = 0u32;
@@ -38,18 +41,34 @@ fn best_of_interleaved(
             step();
             n += 1;
         }
-        start.elapsed() / n
+        start.elapsed().as_secs_f64() / f64::from(n)
     };
     for _ in 0..5 {
         plain();
         variant();
     }
-    let (mut best_plain, mut best_variant) = (Duration::MAX, Duration::MAX);
-    for _ in 0..rounds {
-        best_plain = best_plain.min(time(plain));
-        best_variant = best_variant.min(time(variant));
+    let (mut plains, mut variants, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (p, v) = if round % 2 == 0 {
+            let p = time(plain);
+            (p, time(variant))
+        } else {
+            let v = time(variant);
+            (time(plain), v)
+        };
+        plains.push(p);
+        variants.push(v);
+        ratios.push(v / p);
     }
-    (best_plain, best_variant)
+    (median(plains), median(variants), median(ratios))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() % 2 {
+        1 => v[v.len() / 2],
+        _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
+    }
 }
 
 type Data<const B: usize> = (
@@ -136,7 +155,7 @@ fn dendritic<const B: usize>(
 type Row = (String, Box<dyn Fn() -> Box<dyn FnMut()>>, Option<f64>);
 
 fn rows<const B: usize>(rounds: usize, min: Duration) {
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let us = |seconds: f64| seconds * 1e6;
     let mut rows: Vec<Row> = Vec::new();
     for k in [0usize, 1, 3] {
         let target = if k == 0 { 1.05 } else { 1.0 + 0.45 * k as f64 };
@@ -195,9 +214,8 @@ fn rows<const B: usize>(rounds: usize, min: Duration) {
     let mut base = plain::<B>();
     for (name, build, target) in rows {
         let mut step = build();
-        let (p, d) = best_of_interleaved(&mut base, &mut step, rounds, min);
+        let (p, d, ratio) = paired_rounds(&mut base, &mut step, rounds, min);
         drop(step);
-        let ratio = d.as_secs_f64() / p.as_secs_f64();
         let target = match target {
             Some(t) if ratio <= t => format!("<= {t:.2} met"),
             Some(t) => format!("<= {t:.2} MISSED"),
@@ -218,7 +236,7 @@ fn main() {
         (1, Duration::from_millis(2))
     } else {
         // at batch 256 single 100 ms windows of the same step differ by up to 20% on a
-        // shared 2-core machine: fifteen rounds make the best of each side stable
+        // shared 2-core machine: fifteen rounds give a stable median
         (15, Duration::from_millis(100))
     };
     println!("| batch | row | plain dfdx us/step | row us/step | ratio | target |");
