@@ -240,7 +240,14 @@ where
                     Operand::new(&x.host, x.rows, x.features, false),
                     Operand::new(&w, neurons, x.features, true),
                 );
-                (Saved::Affine(weight, w), z)
+                (
+                    Saved::Affine {
+                        weight,
+                        host: w,
+                        grad: Vec::new(),
+                    },
+                    z,
+                )
             }
         };
         if let Some(bias) = term.bias {
@@ -260,8 +267,8 @@ where
         // kept for their gradients only: frozen, detached pre-activations are freed here
         if trains_terms {
             pres.push(pre);
-        } else if let Saved::Affine(_, w) = pre {
-            scratch.give([w]);
+        } else if let Saved::Affine { host, .. } = pre {
+            scratch.give([host]);
         }
         cascades.push((term.cascade.to_vec(), cascade));
         outputs.push((term.output.clone(), w));
@@ -296,45 +303,50 @@ where
         let g: &[E] = &lent;
         // dL/dzⱼ is built in preⱼ's own gradient buffer, lent out like the output's (preⱼ
         // feeds only this sum), or for an affine term in a zeroed vector of its own: when j is
-        // reached it holds exactly the cascade terms of the later dendrites.
-        let mut own: Vec<Option<Vec<E>>> = pres
-            .iter()
-            .map(|p| match p {
-                Saved::Affine(..) if trains_terms => Some(scratch.zeros(layout.len)),
-                _ => None,
-            })
-            .collect();
+        // reached it holds exactly the cascade terms of the later dendrites. (`pres` holds
+        // terms only when they train.)
+        let mut pres = pres;
+        for p in &mut pres {
+            if let Saved::Affine { grad, .. } = p {
+                *grad = scratch.zeros(layout.len);
+            }
+        }
         for j in (0..saved.len()).rev() {
             let (w_tensor, w) = &outputs[j];
             add_into(grad_mut(grads, w_tensor)?, &layout.dot(&saved[j], g));
-            if !trains_terms {
+            let Some((term, earlier)) = pres.get_mut(..=j).and_then(<[_]>::split_last_mut) else {
                 continue;
-            }
-            let mut d = match (&pres[j], own[j].take()) {
-                (_, Some(d)) => Lent::Own(d),
-                (Saved::Module(pre), None) => {
-                    Lent::Grad(std::mem::replace(grad_buffer(grads, pre)?, empty(&dev)?))
-                }
-                (Saved::Affine(..), None) => unreachable!("affine terms own their gradient"),
             };
-            layout.axpy(&mut d, w, g);
+            let mut lent_pre = None;
+            let d: &mut [E] = match term {
+                Saved::Module(pre) => {
+                    lent_pre.insert(std::mem::replace(grad_buffer(grads, pre)?, empty(&dev)?))
+                }
+                Saved::Affine { grad, .. } => grad,
+            };
+            layout.axpy(d, w, g);
             // through the squash
-            squash_grad(&mut d, &saved[j], activation);
+            squash_grad(d, &saved[j], activation);
             if let Some(bias) = &biases[j] {
-                add_into(grad_mut(grads, bias)?, &layout.sum(&d));
+                add_into(grad_mut(grads, bias)?, &layout.sum(d));
             }
             let (c_tensors, c) = &cascades[j];
-            for (i, (c_tensor, c)) in c_tensors.iter().zip(c).enumerate() {
-                add_into(grad_mut(grads, c_tensor)?, &layout.dot(&saved[i], &d));
-                match (&mut own[i], &pres[i]) {
-                    (Some(earlier), _) => layout.axpy(earlier, c, &d),
-                    (None, Saved::Module(pre)) => layout.axpy(grad_mut(grads, pre)?, c, &d),
-                    (None, Saved::Affine(..)) => unreachable!("affine terms own their gradient"),
+            for ((c_tensor, c), (a, earlier)) in
+                c_tensors.iter().zip(c).zip(saved.iter().zip(earlier))
+            {
+                add_into(grad_mut(grads, c_tensor)?, &layout.dot(a, d));
+                match earlier {
+                    Saved::Module(pre) => layout.axpy(grad_mut(grads, pre)?, c, d),
+                    Saved::Affine { grad, .. } => layout.axpy(grad, c, d),
                 }
             }
-            match (d, &pres[j]) {
-                (Lent::Grad(d), Saved::Module(pre)) => *grad_buffer(grads, pre)? = d,
-                (Lent::Own(d), Saved::Affine(weight, w)) => {
+            match term {
+                Saved::Module(pre) => {
+                    if let Some(d) = lent_pre {
+                        *grad_buffer(grads, pre)? = d;
+                    }
+                }
+                Saved::Affine { weight, host, grad } => {
                     let x = input
                         .as_ref()
                         .expect("affine terms come with the input matrix");
@@ -342,25 +354,23 @@ where
                     // dW += dᵀ · x
                     matmul(
                         Dst::new(grad_mut(grads, weight)?, neurons, x.features, true),
-                        Operand::new(&d, x.rows, neurons, true),
+                        Operand::new(grad, x.rows, neurons, true),
                         Operand::new(&x.host, x.rows, x.features, false),
                     );
                     // dx += d · W
                     matmul(
                         Dst::new(grad_mut(grads, &x.tensor)?, x.rows, x.features, true),
-                        Operand::new(&d, x.rows, neurons, false),
-                        Operand::new(w, neurons, x.features, false),
+                        Operand::new(grad, x.rows, neurons, false),
+                        Operand::new(host, neurons, x.features, false),
                     );
-                    scratch.give([d]);
                 }
-                _ => unreachable!("a module's gradient is lent, an affine term's its own"),
             }
         }
         *grad_buffer(grads, &handle)? = lent;
         scratch.give(saved);
         for p in pres {
-            if let Saved::Affine(_, w) = p {
-                scratch.give([w]);
+            if let Saved::Affine { host, grad, .. } = p {
+                scratch.give([host, grad]);
             }
         }
         if let Some(x) = input {
@@ -380,35 +390,15 @@ struct Input<E: Float, D: Device<E>> {
 }
 
 /// A term's pre-activation as kept for the backward pass: the module output (its gradient
-/// goes to its buffer), or the affine weight with a host copy.
+/// goes to its buffer), or the affine weight with a host copy and, in the backward pass, the
+/// gradient of its product.
 enum Saved<So: Shape, E: Float, D: Device<E>> {
     Module(Tensor<So, E, D>),
-    Affine(Tensor<(usize, usize), E, D>, Vec<E>),
-}
-
-/// A pre-activation's gradient while it is built: lent out of `Gradients`, or the sum's own.
-enum Lent<E: Float> {
-    Grad(<Cpu as Storage<E>>::Vec),
-    Own(Vec<E>),
-}
-
-impl<E: Float> std::ops::Deref for Lent<E> {
-    type Target = [E];
-    fn deref(&self) -> &[E] {
-        match self {
-            Lent::Grad(v) => v,
-            Lent::Own(v) => v,
-        }
-    }
-}
-
-impl<E: Float> std::ops::DerefMut for Lent<E> {
-    fn deref_mut(&mut self) -> &mut [E] {
-        match self {
-            Lent::Grad(v) => v,
-            Lent::Own(v) => v,
-        }
-    }
+    Affine {
+        weight: Tensor<(usize, usize), E, D>,
+        host: Vec<E>,
+        grad: Vec<E>,
+    },
 }
 
 fn per_neuron<N: ConstDim, E: Float, D: Device<E>>(t: &PerNeuron<N, E, D>) -> Vec<E> {
