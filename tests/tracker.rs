@@ -504,7 +504,7 @@ fn inference_export_loads_into_the_same_model_type() {
     run.feed(&[0.5, 0.5, 0.5, 0.6, 0.6]);
     assert_eq!(run.model.dendrite_count(), 1);
     let path = run.tracker.config().dir.join("model.safetensors");
-    Tracker::export_inference(&mut run.model, &path).unwrap();
+    perforated::checkpoint::export_inference(&mut run.model, &path).unwrap();
     let mut fresh = model_seeded(9);
     let extras = perforated::checkpoint::load(&mut fresh, &path).unwrap();
     assert!(extras.tensors.is_empty() && !extras.metadata.contains_key("tracker_state"));
@@ -513,7 +513,7 @@ fn inference_export_loads_into_the_same_model_type() {
         run.model.forward(run.x.clone()).as_vec()
     );
     run.model.start_dendrite_phase().unwrap();
-    assert!(Tracker::export_inference(&mut run.model, &path).is_err());
+    assert!(perforated::checkpoint::export_inference(&mut run.model, &path).is_err());
 }
 
 #[test]

@@ -28,7 +28,7 @@ use dfdx::shapes::{Axes2, Axes3, Axes4, Axis, ConstDim, Dim, Dtype, Shape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{BroadcastTo, Device, SumTo};
 
-use crate::Float;
+use crate::float::Float;
 
 /// Marks the axis that holds the neurons (exactly one per tag tuple).
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,6 +58,10 @@ mod private {
     impl Sealed for super::Time {}
     impl Sealed for super::Any {}
 }
+
+/// One value per neuron of a layer whose neuron axis has `N` entries: dendrite output and
+/// cascade weights, biases, running statistics.
+pub type PerNeuron<N, E, D, T = dfdx::tensor::NoneTape> = Tensor<(N,), E, D, T>;
 
 /// Maps a tag tuple (`Self`) and a layer's output shape `S` to the neuron axis.
 #[diagnostic::on_unimplemented(

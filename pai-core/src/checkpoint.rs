@@ -12,16 +12,19 @@
 //! and snapshot, so training continues exactly where it stopped.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 
 use crate::dendritic::{CandidateState, SeedState};
+use crate::disk::write_atomic;
+use crate::error::{Error, Result};
+use crate::float::Float;
 use crate::model::DendriticModel;
-use crate::params::{Param, ParamVisitor};
-use crate::{Error, Float, Phase, Result};
+use crate::params::{ExtraTensor, Param, ParamVisitor};
+use crate::phase::Phase;
 
 const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "perforated/1";
@@ -62,10 +65,6 @@ fn decode(text: &str, file: &Path) -> Result<Vec<LayerStructure>> {
         reason: format!("bad structure metadata ({e})"),
     })
 }
-
-/// A tensor stored beside the model's: name, shape, values. Names contain a `/`, which model
-/// paths never do (optimizer state uses `optimizer/<path>/<moment>`).
-pub type ExtraTensor<E> = (String, Vec<usize>, Vec<E>);
 
 struct Collect {
     tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
@@ -142,30 +141,6 @@ pub fn save_with<M: DendriticModel>(
     let bytes = safetensors::tensor::serialize(views, &Some(metadata))
         .map_err(|e| Error::Config(format!("cannot encode the checkpoint: {e:?}")))?;
     write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |action, source| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::Config(format!("`{}` is not a file path", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, bytes).map_err(|e| io("writing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io("replacing", e)
-    })
 }
 
 /// Tensors of a file by name: shape and values.
@@ -457,4 +432,22 @@ pub fn load_plain<M: DendriticModel>(
     let key = |ours: &str| plain_path(ours, renames);
     let for_model = tensors.keys().filter(|k| !k.contains('/')).count();
     copy_matching(model, &tensors, &key, for_model)
+}
+
+/// Writes a clean inference export of `model` (no candidate, optimizer or tracker state)
+/// to `path`; it loads with [`load`] into the same model type.
+///
+/// # Errors
+/// [`Error::WrongPhase`] in the dendrite phase (accept or discard the candidates first);
+/// file errors.
+pub fn export_inference<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<()> {
+    if model.phase() == Phase::Dendrite {
+        return Err(Error::WrongPhase {
+            layer: "(model)".into(),
+            action: "an inference export",
+            expected: Phase::Neuron,
+            found: Phase::Dendrite,
+        });
+    }
+    save(model, path)
 }

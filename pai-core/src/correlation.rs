@@ -25,9 +25,10 @@ use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul};
 
 use crate::axis::{elements_per_neuron, Layout, NeuronAxis};
-use crate::dendritic::{host, on_host};
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::host::{host, on_host};
 use crate::params::{join, Param, ParamVisitor, Role};
-use crate::{Error, Float, Result};
 
 /// How candidates are judged and when they are snapshotted.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,9 +17,9 @@ pub enum Error {
         /// What was asked for.
         action: &'static str,
         /// The phase the operation needs.
-        expected: crate::Phase,
+        expected: crate::phase::Phase,
         /// The phase the layer is in.
-        found: crate::Phase,
+        found: crate::phase::Phase,
     },
     /// `accept` was called before the candidate had a snapshot worth keeping.
     #[error(

@@ -10,24 +10,28 @@ pub mod axis;
 pub mod checkpoint;
 pub mod correlation;
 pub mod dendritic;
+mod disk;
 mod error;
 mod float;
+mod host;
 pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod params;
+mod phase;
 pub mod processor;
 #[cfg(test)]
 mod testing;
 pub mod tracker;
 
 pub use correlation::{CorrelationConfig, CorrelationReport};
-pub use dendritic::{Activation, Convertible, DendriteConfig, DendriteLearning, Dendritic, Phase};
+pub use dendritic::{Activation, Convertible, DendriteConfig, DendriteLearning, Dendritic};
 pub use error::{Error, Result};
 pub use float::Float;
 pub use model::{BuildDendritic, DendriteLayer, DendriticModel, LayerInfo};
 pub use optim::DendriticOptimizer;
 pub use params::{ParamCounts, Role};
+pub use phase::Phase;
 
 /// The names a model author needs.
 pub mod prelude {

@@ -60,10 +60,12 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Device;
 
 use crate::correlation::CorrelationReport;
-use crate::dendritic::{CandidateState, Convertible, DendriteConfig, Dendritic, Phase, SeedState};
+use crate::dendritic::{CandidateState, Convertible, DendriteConfig, Dendritic, SeedState};
+use crate::error::{Error, Result};
+use crate::float::Float;
 use crate::params::{Counter, GradZeroer, ParamCounts, ParamVisitor};
+use crate::phase::Phase;
 use crate::processor::Processor;
-use crate::{Error, Float, Result};
 
 /// The controls of one dendritic layer, as a trait object (see [`Dendritic`] for each
 /// method's meaning).

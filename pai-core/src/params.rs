@@ -13,7 +13,7 @@ use dfdx::shapes::{Dtype, HasShape, Shape};
 use dfdx::tensor::{Gradients, Tensor};
 use dfdx::tensor_ops::Device;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// What a tensor is, in the method's terms.
 #[derive(
@@ -276,6 +276,10 @@ impl<E: Dtype, D: Device<E>> ParamVisitor<E, D> for GradZeroer<'_, E, D> {
         Ok(())
     }
 }
+
+/// A tensor stored beside the model's: name, shape, values. Names contain a `/`, which model
+/// paths never do (optimizer state uses `optimizer/<path>/<moment>`).
+pub type ExtraTensor<E> = (String, Vec<usize>, Vec<E>);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 //! [`Route::dendrite_input`] replaces the state parts of the input by the dendrite's state
 //! (zeros at first), and [`Route::state_of`] reads the dendrite's new state from its output.
 //! The neuron's hidden state never reaches a dendrite and a dendrite's never reaches the
-//! neuron. States are kept between calls until [`Dendritic::reset_state`](crate::Dendritic::reset_state)
+//! neuron. States are kept between calls until [`Dendritic::reset_state`](crate::dendritic::Dendritic::reset_state)
 //! (and after any change of structure); a batch of another size also starts from zeros.
 //!
 //! Built in: [`Plain`] (one tensor in, one out: the default), [`FirstOutput`] (add to the first
@@ -20,7 +20,7 @@ use dfdx::shapes::{Const, Dim, Dtype, HasShape, Shape};
 use dfdx::tensor::{NoneTape, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
-use crate::Float;
+use crate::float::Float;
 
 /// A layer input: a tensor, or a tuple `(data, state)` whose first element is the data and
 /// whose second holds recurrent state (a tensor or a pair of tensors).
@@ -44,7 +44,7 @@ pub trait Inputs<E: Dtype, D: Device<E>>: Sized {
     /// # Errors
     /// Backend errors.
     ///
-    /// [`Convertible::affine`]: crate::Convertible::affine
+    /// [`Convertible::affine`]: crate::dendritic::Convertible::affine
     #[allow(clippy::type_complexity)]
     fn matrix<T: Tape<E, D>>(&self) -> Result<Option<Tensor<(usize, usize), E, D, T>>, D::Err>;
 }

@@ -12,9 +12,10 @@ use rand::SeedableRng;
 use rand_distr::Distribution;
 
 use crate::axis::NeuronsLast;
+use crate::error::{Error, Result};
+use crate::float::Float;
 use crate::float::ScaledNormal;
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
-use crate::{Error, Float, Result};
 
 /// A layer that can be wrapped in [`Dendritic`](super::Dendritic): its neurons are a const
 /// axis of its one output tensor, and a dendrite is a fresh copy of the layer itself.

@@ -21,257 +21,32 @@
 //! [`accept_candidate`](Dendritic::accept_candidate) appends the best snapshot with
 //! `w_{k+1} = 0`, so accepting changes no output; the next neuron phase learns to use it.
 
+mod candidate;
+mod config;
 mod convertible;
+mod dendrite;
 mod forward;
-mod fused;
-mod gemm;
+mod sum;
 
-pub(crate) use fused::{host, on_host};
-
+pub use candidate::CandidateState;
+pub use config::{Activation, DendriteConfig, DendriteLearning};
 pub use convertible::{copy_module, reinit_module, Affine, Convertible};
+pub use dendrite::SeedState;
 
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use dfdx::shapes::ConstDim;
-use dfdx::tensor::{Gradients, Tensor, TensorFromVec, ZerosTensor};
-use dfdx::tensor_ops::Device;
-use rand::SeedableRng;
-use rand_distr::Distribution;
+use dfdx::tensor::ZerosTensor;
 
-use crate::correlation::{Correlation, CorrelationConfig, CorrelationReport};
-use crate::float::ScaledNormal;
+use crate::correlation::CorrelationReport;
+use crate::error::{Error, Result};
+use crate::host::{lock, Scratch};
 use crate::params::{join, join_index, ModuleParams, ParamVisitor, Role};
+use crate::phase::Phase;
 use crate::processor::{Plain, Processor};
-use crate::{Error, Result};
-
-/// The two training phases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Phase {
-    /// Ordinary training of the neurons and the dendrite output weights.
-    Neuron,
-    /// A candidate dendrite per layer trains; everything else is frozen.
-    Dendrite,
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Phase::Neuron => "neuron",
-            Phase::Dendrite => "dendrite",
-        })
-    }
-}
-
-/// The squashing function applied to a dendrite's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Activation {
-    /// `1 / (1 + e^-x)`, the default.
-    #[default]
-    Sigmoid,
-    /// `tanh(x)`.
-    Tanh,
-    /// `max(0, x)`.
-    Relu,
-}
-
-/// How dendrites learn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DendriteLearning {
-    /// Candidates maximise their covariance with the neuron error; inputs are detached and
-    /// accepted dendrites are frozen (the default, "perforated backpropagation").
-    #[default]
-    Correlation,
-    /// Nothing is detached: the candidate is part of the output from the start and every
-    /// dendrite trains with the task loss (the open-source Python library's behaviour).
-    Gradient,
-}
-
-/// Settings of one dendritic layer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DendriteConfig {
-    /// Standard deviation of a new dendrite's weights (and cascade weights). Default 0.01.
-    pub init_std: f64,
-    /// Squashing function of dendrite outputs. Default sigmoid.
-    pub activation: Activation,
-    /// Correlation (default) or gradient learning.
-    pub learning: DendriteLearning,
-    /// How candidates are judged.
-    pub correlation: CorrelationConfig,
-}
-
-impl Default for DendriteConfig {
-    fn default() -> Self {
-        Self {
-            init_std: 0.01,
-            activation: Activation::Sigmoid,
-            learning: DendriteLearning::Correlation,
-            correlation: CorrelationConfig::default(),
-        }
-    }
-}
-
-impl DendriteConfig {
-    /// Checks every value is in range.
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the field.
-    pub fn validate(&self) -> Result<()> {
-        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
-            return Err(Error::Config(format!(
-                "`init_std` must be finite and >= 0, got {}",
-                self.init_std
-            )));
-        }
-        self.correlation.validate()
-    }
-}
-
-/// A per-neuron vector of layer `M`.
-pub(crate) type PerNeuron<M> =
-    Tensor<(<M as Convertible>::Neurons,), <M as Convertible>::Dtype, <M as Convertible>::Device>;
-
-/// One dendrite: a copy of the layer, its cascade weights, its output weights.
-#[derive(Debug)]
-pub(crate) struct Dendrite<M: Convertible> {
-    pub module: M,
-    /// One per earlier dendrite: `cᵢⱼ`.
-    pub cascade: Vec<PerNeuron<M>>,
-    /// `wᵢ`.
-    pub output: PerNeuron<M>,
-}
-
-impl<M: Convertible> Dendrite<M> {
-    /// A new dendrite: the layer copied, then drawn from `N(0, std²)` with `seed`.
-    fn fresh(neurons: &M, earlier: usize, dev: &M::Device, std: f64, seed: u64) -> Result<Self> {
-        let mut module = neurons.try_copy(dev)?;
-        module.reinit(std, seed)?;
-        let shape = (M::Neurons::default(),);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
-        let cascade = (0..earlier)
-            .map(|_| {
-                let values: Vec<M::Dtype> = ScaledNormal { std }
-                    .sample_iter(&mut rng)
-                    .take(M::Neurons::SIZE)
-                    .collect();
-                dev.try_tensor_from_vec(values, shape)
-            })
-            .collect::<Result<_, _>>()
-            .map_err(Error::device)?;
-        let output = dev.try_zeros_like(&shape).map_err(Error::device)?;
-        Ok(Self {
-            module,
-            cascade,
-            output,
-        })
-    }
-
-    fn copy(&self, dev: &M::Device) -> Result<Self> {
-        let vector = |t: &PerNeuron<M>| {
-            let mut c = dev.try_zeros_like(&(M::Neurons::default(),))?;
-            c.copy_from(&t.as_vec());
-            Ok::<_, <M::Device as dfdx::tensor::HasErr>::Err>(c)
-        };
-        Ok(Self {
-            module: self.module.try_copy(dev)?,
-            cascade: self
-                .cascade
-                .iter()
-                .map(vector)
-                .collect::<Result<_, _>>()
-                .map_err(Error::device)?,
-            output: vector(&self.output).map_err(Error::device)?,
-        })
-    }
-
-    fn visit_params<V: ParamVisitor<M::Dtype, M::Device>>(
-        &mut self,
-        path: &str,
-        how: DendriteParams<'_, M::Dtype, M::Device>,
-        visitor: &mut V,
-    ) -> Result<()> {
-        let DendriteParams {
-            role,
-            trainable,
-            output_trainable,
-            mut own_grads,
-        } = how;
-        let module_path = join(path, "module");
-        self.module.visit_params(
-            ModuleParams {
-                path: &module_path,
-                role,
-                trainable,
-                own_grads: own_grads.as_deref_mut(),
-            },
-            visitor,
-        )?;
-        for (j, c) in self.cascade.iter_mut().enumerate() {
-            let p = join_index(path, "cascade", j);
-            let param = crate::params::Param {
-                path: &p,
-                role,
-                trainable,
-                own_grads: own_grads.as_deref_mut(),
-            };
-            visitor.visit(param, c)?;
-        }
-        let p = join(path, "output");
-        let param = crate::params::Param {
-            path: &p,
-            role: if role == Role::Buffer {
-                Role::Buffer
-            } else {
-                Role::DendriteOutput
-            },
-            trainable: output_trainable,
-            own_grads: None,
-        };
-        visitor.visit(param, &mut self.output)
-    }
-}
-
-struct DendriteParams<'g, E: dfdx::shapes::Dtype, D: Device<E>> {
-    role: Role,
-    trainable: bool,
-    output_trainable: bool,
-    own_grads: Option<&'g mut Gradients<E, D>>,
-}
-
-/// The scalars of a candidate's training state, saved with checkpoints.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CandidateState {
-    /// Batches its statistics have seen.
-    pub batches: usize,
-    /// Best layer score so far.
-    pub best_score: f64,
-    /// Whether a snapshot exists.
-    pub snapshot: bool,
-}
-
-/// What the backward hook of a candidate (correlation mode) hands to the optimizer step.
-#[derive(Debug)]
-pub(crate) struct Training<M: Convertible> {
-    pub stats: Correlation<M::Neurons, M::Dtype, M::Device>,
-    /// Candidate gradients from the last backward pass.
-    pub grads: Option<Gradients<M::Dtype, M::Device>>,
-    /// The last update set a new best score: snapshot before the next step.
-    pub improved: bool,
-    /// The captured neuron error was not finite.
-    pub non_finite: bool,
-}
-
-/// The candidate of the dendrite phase.
-#[derive(Debug)]
-pub(crate) struct Candidate<M: Convertible> {
-    pub dendrite: Dendrite<M>,
-    /// The snapshot accepting will keep (correlation mode).
-    pub best: Option<Dendrite<M>>,
-    /// Shared with the backward hooks of forward passes still on a tape.
-    pub training: Arc<Mutex<Training<M>>>,
-    /// Gradients taken from `training` for the optimizer step.
-    pub grads: Option<Gradients<M::Dtype, M::Device>>,
-}
+use candidate::Candidate;
+use dendrite::{Dendrite, DendriteParams, States};
 
 /// A converted layer: neurons `M`, accepted dendrites, and a candidate in the dendrite phase.
 ///
@@ -308,69 +83,8 @@ pub struct Dendritic<M: Convertible, Tags = <M as Convertible>::DefaultTags, P: 
     /// Recurrent state of each dendrite (processors of recurrent layers).
     states: Mutex<States<P::State>>,
     /// Host vectors of the fused dendrite sum, reused from step to step (CPU).
-    scratch: Arc<fused::Scratch<M::Dtype>>,
+    scratch: Arc<Scratch<M::Dtype>>,
     _tags: PhantomData<fn() -> (Tags, P)>,
-}
-
-/// Per-dendrite recurrent states: accepted dendrites by index, then the candidate.
-#[derive(Debug)]
-pub(crate) struct States<S> {
-    pub dendrites: Vec<Option<S>>,
-    pub candidate: Option<S>,
-}
-
-impl<S> Default for States<S> {
-    fn default() -> Self {
-        Self {
-            dendrites: Vec::new(),
-            candidate: None,
-        }
-    }
-}
-
-impl<S> States<S> {
-    /// The state of dendrite `k` of the output chain (`k == dendrites` is the candidate).
-    pub fn get(&self, k: usize, dendrites: usize) -> Option<&S> {
-        if k == dendrites {
-            self.candidate.as_ref()
-        } else {
-            self.dendrites.get(k).and_then(Option::as_ref)
-        }
-    }
-
-    pub fn set(&mut self, k: usize, dendrites: usize, state: Option<S>) {
-        if k == dendrites {
-            self.candidate = state;
-        } else {
-            if self.dendrites.len() <= k {
-                self.dendrites.resize_with(k + 1, || None);
-            }
-            self.dendrites[k] = state;
-        }
-    }
-}
-
-/// Where a layer's next dendrite weights come from: a layer seed and a count of draws. Saved
-/// with checkpoints so a resumed run draws the dendrites the uninterrupted run would have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SeedState {
-    /// Drawn from the device's generator when the layer is made.
-    pub seed: u64,
-    /// Dendrites (and candidates) drawn so far.
-    pub drawn: u64,
-}
-
-impl SeedState {
-    /// The seed of the next dendrite, advancing the count (splitmix64 of the pair).
-    fn next(&mut self) -> u64 {
-        self.drawn += 1;
-        let mut z = self
-            .seed
-            .wrapping_add(self.drawn.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
@@ -464,9 +178,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
 
     /// The candidate's correlation scores, in the dendrite phase.
     pub fn correlation(&self) -> Option<CorrelationReport> {
-        self.candidate
-            .as_ref()
-            .map(|c| lock(&c.training).stats.report())
+        self.candidate.as_ref().map(Candidate::report)
     }
 
     /// Whether the candidate has a snapshot that accepting would keep.
@@ -513,18 +225,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
     pub fn start_dendrite_phase(&mut self) -> Result<()> {
         self.expect_phase(Phase::Neuron, "starting a dendrite phase")?;
         let dendrite = self.next_dendrite()?;
-        let training = Training {
-            stats: Correlation::new(&self.device)?,
-            grads: None,
-            improved: false,
-            non_finite: false,
-        };
-        self.candidate = Some(Candidate {
-            dendrite,
-            best: None,
-            training: Arc::new(Mutex::new(training)),
-            grads: None,
-        });
+        self.candidate = Some(Candidate::new(dendrite, &self.device)?);
         self.restructured();
         Ok(())
     }
@@ -608,29 +309,10 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
     /// # Errors
     /// [`Error::NonFinite`] when the captured neuron error held NaN or infinity.
     pub fn prepare_step(&mut self) -> Result<()> {
-        let Some(candidate) = &mut self.candidate else {
-            return Ok(());
-        };
-        let (grads, improved) = {
-            let mut training = lock(&candidate.training);
-            if std::mem::take(&mut training.non_finite) {
-                return Err(Error::NonFinite {
-                    layer: String::new(),
-                    what: "the captured neuron error",
-                    hint: "the loss gradient at this layer's output was NaN or infinite; check \
-                           the loss and the data, or lower the learning rate",
-                });
-            }
-            (
-                training.grads.take(),
-                std::mem::take(&mut training.improved),
-            )
-        };
-        candidate.grads = grads;
-        if improved {
-            candidate.best = Some(candidate.dendrite.copy(&self.device)?);
+        match &mut self.candidate {
+            Some(candidate) => candidate.take_step(&self.device),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Visits every tensor: `neurons.*`, `dendrites.{i}.{module.*,cascade.{j},output}` and
@@ -669,9 +351,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
             };
             let candidate_path = join(path, "candidate");
             c.dendrite.visit_params(&candidate_path, how, visitor)?;
-            lock(&c.training)
-                .stats
-                .visit_params(&join(&candidate_path, "stats"), visitor)?;
+            c.with_stats(|stats| stats.visit_params(&join(&candidate_path, "stats"), visitor))?;
             if let Some(best) = &mut c.best {
                 let how = DendriteParams {
                     role: Role::Buffer,
@@ -688,14 +368,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
     /// The candidate's scalar state (the tensors are in [`Self::visit_params`]), in the
     /// dendrite phase.
     pub fn candidate_state(&self) -> Option<CandidateState> {
-        self.candidate.as_ref().map(|c| {
-            let (batches, best_score) = lock(&c.training).stats.scalars();
-            CandidateState {
-                batches,
-                best_score,
-                snapshot: c.best.is_some(),
-            }
-        })
+        self.candidate.as_ref().map(Candidate::state)
     }
 
     /// Gives the candidate the scalar state `state`, and a snapshot slot when it had one, so
@@ -708,9 +381,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
         let Some(c) = &mut self.candidate else {
             unreachable!("phase checked above")
         };
-        lock(&c.training)
-            .stats
-            .restore_scalars(state.batches, state.best_score);
+        c.with_stats(|stats| stats.restore_scalars(state.batches, state.best_score));
         c.best = if state.snapshot {
             Some(c.dendrite.copy(&self.device)?)
         } else {
@@ -718,10 +389,4 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
         };
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // a panic inside a backward hook cannot leave the statistics half-written in a way that
-    // matters more than losing the run, so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

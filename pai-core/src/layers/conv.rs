@@ -30,8 +30,8 @@ use dfdx::tensor_ops::{BroadcastTo, Device, PermuteTo, ReshapeTo, TryAdd, TryMat
 use super::unfold::{unfold, Window};
 use crate::axis::{Any, Batch, Neurons};
 use crate::dendritic::{copy_module, reinit_module, Convertible};
+use crate::float::Float;
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
-use crate::Float;
 
 /// Unfolds, multiplies by the flattened weight, adds the bias: `(B, O, positions)`.
 fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
@@ -153,13 +153,13 @@ macro_rules! conv {
             type Neurons = Const<O>;
             type DefaultTags = $tags;
 
-            fn try_copy(&self, dev: &D) -> crate::Result<Self> {
+            fn try_copy(&self, dev: &D) -> crate::error::Result<Self> {
                 copy_module(self, dev)
             }
-            fn reinit(&mut self, std: f64, seed: u64) -> crate::Result<()> {
+            fn reinit(&mut self, std: f64, seed: u64) -> crate::error::Result<()> {
                 reinit_module(self, std, seed)
             }
-            fn visit_params<V: ParamVisitor<E, D>>(&mut self, how: ModuleParams<'_, E, D>, visitor: &mut V) -> crate::Result<()> {
+            fn visit_params<V: ParamVisitor<E, D>>(&mut self, how: ModuleParams<'_, E, D>, visitor: &mut V) -> crate::error::Result<()> {
                 visit_module(self, how, visitor)
             }
         }

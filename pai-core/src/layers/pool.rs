@@ -10,7 +10,7 @@ use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{Device, MaxTo, MeanTo, PermuteTo, ReshapeTo};
 
 use super::unfold::{unfold, Window};
-use crate::Float;
+use crate::float::Float;
 
 macro_rules! pool {
     ($(#[$doc:meta])* $name:ident, $pad:expr, $reduce:ident) => {

@@ -27,8 +27,9 @@ use dfdx::tensor_ops::{Device, PermuteTo, SelectTo, TryAdd, TryMul, TryStack};
 
 use crate::axis::{Batch, Neurons, Time};
 use crate::dendritic::{copy_module, reinit_module, Convertible};
+use crate::error::Error;
+use crate::float::Float;
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
-use crate::{Error, Float};
 
 type Gate<const A: usize, const B: usize, E, D> = Linear<A, B, E, D>;
 
@@ -470,17 +471,17 @@ macro_rules! convertible {
             type Device = D;
             type Neurons = Const<H>;
             type DefaultTags = $tags;
-            fn try_copy(&self, dev: &D) -> crate::Result<Self> {
+            fn try_copy(&self, dev: &D) -> crate::error::Result<Self> {
                 copy_module(self, dev)
             }
-            fn reinit(&mut self, std: f64, seed: u64) -> crate::Result<()> {
+            fn reinit(&mut self, std: f64, seed: u64) -> crate::error::Result<()> {
                 reinit_module(self, std, seed)
             }
             fn visit_params<V: ParamVisitor<E, D>>(
                 &mut self,
                 how: ModuleParams<'_, E, D>,
                 visitor: &mut V,
-            ) -> crate::Result<()> {
+            ) -> crate::error::Result<()> {
                 visit_module(self, how, visitor)
             }
         }

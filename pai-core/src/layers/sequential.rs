@@ -31,8 +31,9 @@ use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul, TrySub};
 
 use crate::axis::{Any, Batch, NeuronAxis, Neurons};
 use crate::dendritic::{copy_module, Convertible};
+use crate::error::Error;
+use crate::float::Float;
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
-use crate::{Error, Float};
 
 /// A normalisation for outputs of shape `S`.
 pub trait Norm<S: Shape, E: Dtype, D: Device<E>> {
@@ -220,13 +221,13 @@ where
     type Neurons = L::Neurons;
     type DefaultTags = L::DefaultTags;
 
-    fn try_copy(&self, dev: &L::Device) -> crate::Result<Self> {
+    fn try_copy(&self, dev: &L::Device) -> crate::error::Result<Self> {
         copy_module(self, dev)
     }
 
     /// The layer is drawn afresh; the normalisation starts from its defaults (unit scale,
     /// zero shift, fresh running statistics), so a new dendrite's output is normalised.
-    fn reinit(&mut self, std: f64, seed: u64) -> crate::Result<()> {
+    fn reinit(&mut self, std: f64, seed: u64) -> crate::error::Result<()> {
         self.layer.reinit(std, seed)?;
         self.norm.try_reset_params().map_err(Error::device)
     }
@@ -235,7 +236,7 @@ where
         &mut self,
         how: ModuleParams<'_, L::Dtype, L::Device>,
         visitor: &mut V,
-    ) -> crate::Result<()> {
+    ) -> crate::error::Result<()> {
         visit_module(self, how, visitor)
     }
 }

@@ -10,7 +10,7 @@ use dfdx::shapes::{Axes3, Axes4, Axis, Const, Dim, HasShape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{Device, GatherTo, PermuteTo, ReshapeTo, TryConcatAlong, TryMul};
 
-use crate::Float;
+use crate::float::Float;
 
 /// Geometry of a sliding window over `dims.len()` spatial axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::optim::lr::PlateauLr;
 
 /// When a neuron phase ends (and, for the fixed modes, a dendrite phase too).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,33 +45,6 @@ impl Schedule {
         match self.0.get(dendrites) {
             Some(v) => *v,
             None => self.0.last().copied().unwrap_or(0.0),
-        }
-    }
-}
-
-/// ReduceLROnPlateau, owned by the tracker (neuron phases only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlateauLr {
-    /// Multiplier applied on a plateau. Default 0.5.
-    pub factor: f64,
-    /// Epochs without improvement before a decay. Default 5.
-    pub patience: usize,
-    /// Relative improvement that counts, as in PyTorch's `threshold` (mode `rel`). Default 1e-4.
-    pub threshold: f64,
-    /// Epochs to wait after a decay. Default 0.
-    pub cooldown: usize,
-    /// The rate never goes below this. Default 1e-6.
-    pub min_lr: f64,
-}
-
-impl Default for PlateauLr {
-    fn default() -> Self {
-        Self {
-            factor: 0.5,
-            patience: 5,
-            threshold: 1e-4,
-            cooldown: 0,
-            min_lr: 1e-6,
         }
     }
 }

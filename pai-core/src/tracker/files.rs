@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{TrackerConfig, TrackerState};
-use crate::checkpoint::write_atomic;
-use crate::Result;
+use crate::disk::write_atomic;
+use crate::error::Result;
 
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v}"))

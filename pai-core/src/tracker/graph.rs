@@ -5,7 +5,8 @@ use plotters::coord::combinators::IntoLogRange;
 use plotters::prelude::*;
 
 use super::{TrackerConfig, TrackerState};
-use crate::{Error, Phase, Result};
+use crate::error::{Error, Result};
+use crate::phase::Phase;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 

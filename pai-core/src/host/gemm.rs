@@ -5,7 +5,7 @@
 
 use std::any::TypeId;
 
-use crate::Float;
+use crate::float::Float;
 
 /// Whether [`matmul`] runs in `E`: the `gemm` crate multiplies `f32` and `f64`.
 pub(crate) fn gemm_runs<E: Float>() -> bool {

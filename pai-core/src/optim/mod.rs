@@ -11,19 +11,23 @@
 //! state of tensors that no longer exist is dropped and the candidate's state starts over;
 //! everything else keeps its state.
 
+pub mod lr;
+
+pub use lr::{PlateauLr, PlateauState};
+
 use std::collections::HashMap;
 
 use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Gradients, Storage, Tensor, Trace};
-use dfdx::tensor_ops::{Backward, Device, SumTo, TryMul};
+use dfdx::tensor::{Gradients, Storage, Tensor};
+use dfdx::tensor_ops::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::ExtraTensor;
-
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::host::{buffer_from_host, buffer_to_host};
 use crate::model::DendriticModel;
-use crate::params::{Param, ParamVisitor, Role};
-use crate::{Error, Float, Result};
+use crate::params::{ExtraTensor, Param, ParamVisitor, Role};
 
 /// The update rule.
 #[derive(Debug, Clone, Copy)]
@@ -162,13 +166,13 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
             tensors.push((
                 format!("optimizer/{path}/first"),
                 vec![len],
-                to_host(dev, &slot.first)?,
+                buffer_to_host(dev, &slot.first)?,
             ));
             if let Some(second) = &slot.second {
                 tensors.push((
                     format!("optimizer/{path}/second"),
                     vec![len],
-                    to_host(dev, second)?,
+                    buffer_to_host(dev, second)?,
                 ));
             }
         }
@@ -201,7 +205,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
                     expected: "optimizer moments".into(),
                     found: "no such tensor".into(),
                 })?;
-                from_host(dev, values)
+                buffer_from_host(dev, values)
             };
             let second = match rule {
                 Rule::Adam(_) => Some(moment("second")?),
@@ -392,36 +396,6 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
         }
         .map_err(Error::device)
     }
-}
-
-/// Copies a backend buffer to the host (by lending it to a `Gradients` entry, the one public
-/// way to read a `D::Vec`).
-fn to_host<E: Float, D: Device<E>>(dev: &D, v: &<D as Storage<E>>::Vec) -> Result<Vec<E>> {
-    let len = <D as Storage<E>>::len(dev, v);
-    let key: Tensor<(usize,), E, D> = dev.try_zeros_like(&(len,)).map_err(Error::device)?;
-    let mut grads = Gradients::leaky();
-    *grads.get_or_alloc_mut(&key).map_err(Error::device)? = v.clone();
-    Ok(grads.get(&key).as_vec())
-}
-
-/// Makes a backend buffer holding `values`: the gradient of `sum(k ⊙ values)` with respect to
-/// `k` is exactly `values`.
-fn from_host<E: Float, D: Device<E>>(dev: &D, values: &[E]) -> Result<<D as Storage<E>>::Vec> {
-    let len = values.len();
-    let key: Tensor<(usize,), E, D> = dev.try_zeros_like(&(len,)).map_err(Error::device)?;
-    let values = dev.tensor_from_vec(values.to_vec(), (len,));
-    let mut grads = key
-        .leaky_trace()
-        .try_mul(values)
-        .and_then(|t| t.try_sum())
-        .and_then(|t| t.try_backward())
-        .map_err(Error::device)?;
-    let mut out = <D as Storage<E>>::try_alloc_len(dev, len).map_err(Error::device)?;
-    std::mem::swap(
-        grads.get_or_alloc_mut(&key).map_err(Error::device)?,
-        &mut out,
-    );
-    Ok(out)
 }
 
 /// The optimizer's state without its moments, for checkpoints.

@@ -2,7 +2,32 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::PlateauLr;
+/// ReduceLROnPlateau's settings; the tracker runs it in neuron phases only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlateauLr {
+    /// Multiplier applied on a plateau. Default 0.5.
+    pub factor: f64,
+    /// Epochs without improvement before a decay. Default 5.
+    pub patience: usize,
+    /// Relative improvement that counts, as in PyTorch's `threshold` (mode `rel`). Default 1e-4.
+    pub threshold: f64,
+    /// Epochs to wait after a decay. Default 0.
+    pub cooldown: usize,
+    /// The rate never goes below this. Default 1e-6.
+    pub min_lr: f64,
+}
+
+impl Default for PlateauLr {
+    fn default() -> Self {
+        Self {
+            factor: 0.5,
+            patience: 5,
+            threshold: 1e-4,
+            cooldown: 0,
+            min_lr: 1e-6,
+        }
+    }
+}
 
 /// The scheduler's state: the current rate and what it has seen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

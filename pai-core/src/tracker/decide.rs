@@ -1,0 +1,360 @@
+//! The tracker's decisions: when a phase ends, whether new dendrites are kept, when the run is
+//! complete, and where the learning rate restarts.
+
+use super::config::{LrRestart, SwitchMode};
+use super::points::LoadTracker;
+use super::state::{ArchitectureRecord, BestScore, EpochRecord, SwitchRecord, Trial};
+use super::{Step, Tracker};
+use crate::error::Result;
+use crate::model::DendriticModel;
+use crate::optim::lr::PlateauState;
+use crate::optim::OptimizerFor;
+use crate::phase::Phase;
+
+impl Tracker {
+    pub(super) fn better(&self, a: f64, b: f64) -> bool {
+        if self.config.maximize {
+            a > b
+        } else {
+            a < b
+        }
+    }
+
+    /// `score` is a new best over `best` by both thresholds at `dendrites`.
+    pub(super) fn improves(&self, score: f64, best: f64, dendrites: usize) -> bool {
+        let margin = (self.config.relative_threshold.at(dendrites) * best.abs())
+            .max(self.config.absolute_threshold.at(dendrites));
+        let shifted = if self.config.maximize {
+            best + margin
+        } else {
+            best - margin
+        };
+        self.better(score, shifted) && self.better(score, best)
+    }
+
+    pub(super) fn neuron_epoch<M: DendriticModel>(
+        &mut self,
+        running: f64,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+    ) -> Result<Step> {
+        let epoch = self.state.epoch;
+        let record = self.state.history.last().expect("pushed").clone();
+        let dendrites = record.dendrites;
+        let improved = match &self.state.best {
+            None => true,
+            Some(b) => self.improves(running, b.score, dendrites),
+        };
+        self.record_architecture(&record, running);
+        if improved {
+            self.state.best = Some(BestScore {
+                score: running,
+                epoch,
+                dendrites,
+            });
+            self.state.set_improved = true;
+            self.state.retries = 0;
+            self.state.last_improvement = epoch;
+        }
+        // the plateau schedule rests while a learning-rate trial decides the rate
+        if self.state.trial.is_none() {
+            if let (Some(config), Some(lr)) = (&self.config.lr, &mut self.state.lr) {
+                lr.step(config, self.config.maximize, running);
+                opt.set_lr(lr.lr);
+            }
+        }
+        // saved before a trial may load another checkpoint
+        if improved {
+            self.save_point(model, opt, "best")?;
+        }
+        if let Some(trial) = self.state.trial.clone() {
+            return self.trial_epoch(trial, running, improved, model, opt);
+        }
+
+        let in_phase = epoch + 1 - self.state.phase_start;
+        if let Some(cap) = self.config.capacity_test {
+            if dendrites >= cap {
+                return self.complete(model, opt, "capacity test done", false);
+            }
+            return self.start_dendrites(model, opt, "capacity test");
+        }
+        if in_phase <= self.config.grace_epochs {
+            return Ok(Step::Continue { improved });
+        }
+        let due = match self.config.switch {
+            SwitchMode::Plateau { patience } => {
+                let since = self
+                    .state
+                    .last_improvement
+                    .max(self.state.phase_start + self.config.grace_epochs);
+                epoch + 1 - since > patience
+            }
+            SwitchMode::EveryN { first, then } => {
+                let length = if self.state.first_neuron_phase.is_none() {
+                    first
+                } else {
+                    then
+                };
+                in_phase >= length
+            }
+            SwitchMode::EveryEpoch => true,
+            SwitchMode::Never => false,
+        };
+        if !due {
+            return Ok(Step::Continue { improved });
+        }
+        let best_dendrites = self.state.best.as_ref().map_or(0, |b| b.dendrites);
+        if dendrites > best_dendrites && !self.state.set_improved && !self.config.keep_all_dendrites
+        {
+            self.state.retries += 1;
+            if self.state.retries > self.config.max_retries {
+                return self.complete(model, opt, "dendrites stopped helping", true);
+            }
+            self.rollback(model, opt)?;
+            return self.start_dendrites(model, opt, "retry: the last dendrites did not help");
+        }
+        if dendrites >= self.config.max_dendrites {
+            let load_best = !self.config.keep_all_dendrites;
+            return self.complete(model, opt, "maximum dendrites reached", load_best);
+        }
+        if !self.config.keep_all_dendrites {
+            self.rollback(model, opt)?;
+        }
+        self.start_dendrites(model, opt, "neuron phase plateaued")
+    }
+
+    pub(super) fn trial_epoch<M: DendriticModel>(
+        &mut self,
+        mut trial: Trial,
+        running: f64,
+        improved: bool,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+    ) -> Result<Step> {
+        let LrRestart::Trial { epochs, decays } = self.config.lr_restart else {
+            self.state.trial = None;
+            return Ok(Step::Continue { improved });
+        };
+        let epoch = self.state.epoch;
+        if trial.best.is_none_or(|b| self.better(running, b)) {
+            trial.best = Some(running);
+        }
+        if epoch + 1 - trial.start < epochs {
+            self.state.trial = Some(trial);
+            return Ok(Step::Continue { improved });
+        }
+        if trial.stage == 0 {
+            // first rate tried: keep its end, go back to the start, try the decayed rate.
+            self.state.trial = Some(trial.clone());
+            self.save_point(model, opt, "trial_first")?;
+            self.load_point(model, opt, "trial_start", LoadTracker::Nothing)?;
+            let lr = self.restart_lr(decays);
+            opt.set_lr(lr);
+            self.state.trial = Some(Trial {
+                stage: 1,
+                start: epoch + 1,
+                first_best: trial.best,
+                best: None,
+            });
+            self.state.recent.clear();
+            return Ok(Step::Restructured);
+        }
+        self.state.trial = None;
+        let first_wins = match (trial.first_best, trial.best) {
+            (Some(a), Some(b)) => !self.better(b, a),
+            _ => false,
+        };
+        if first_wins {
+            self.load_point(model, opt, "trial_first", LoadTracker::LearningRate)?;
+            if let Some(lr) = &self.state.lr {
+                opt.set_lr(lr.lr);
+            }
+            self.state.recent.clear();
+            return Ok(Step::Restructured);
+        }
+        Ok(Step::Continue { improved })
+    }
+
+    pub(super) fn dendrite_epoch<M: DendriticModel>(
+        &mut self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+    ) -> Result<Step> {
+        let epoch = self.state.epoch;
+        let reports = model.correlation_scores();
+        let correlation = if reports.is_empty() {
+            0.0
+        } else {
+            reports.iter().map(|(_, r)| r.best_score).sum::<f64>() / reports.len() as f64
+        };
+        if correlation > self.state.correlation_best {
+            self.state.correlation_best = correlation;
+            self.state.correlation_last_improvement = epoch;
+        }
+        let in_phase = epoch + 1 - self.state.phase_start;
+        let mut due = match self.config.switch {
+            SwitchMode::EveryN { then, .. } => in_phase >= then,
+            SwitchMode::EveryEpoch => true,
+            _ => epoch - self.state.correlation_last_improvement >= self.config.dendrite_patience,
+        };
+        if self.config.capacity_test.is_some() {
+            due = true;
+        }
+        if self.config.cap_dendrite_phase {
+            if let Some(first) = self.state.first_neuron_phase {
+                due |= in_phase >= first;
+            }
+        }
+        let mut ready = true;
+        model.visit_layers("", &mut |_, l| ready &= l.has_snapshot());
+        if !due || !ready {
+            if due {
+                tracing::warn!(
+                    target: "perforated",
+                    "dendrite phase due to end but a candidate has no snapshot yet (still in warm-up); continuing"
+                );
+            }
+            return Ok(Step::Continue { improved: false });
+        }
+        model.accept_dendrites()?;
+        let lr = match self.config.lr_restart {
+            LrRestart::Initial => self.restart_lr(0),
+            LrRestart::Decayed { decays } => self.restart_lr(decays),
+            LrRestart::Trial { .. } => {
+                self.state.trial = Some(Trial {
+                    stage: 0,
+                    start: epoch + 1,
+                    first_best: None,
+                    best: None,
+                });
+                self.restart_lr(0)
+            }
+        };
+        opt.set_lr(lr);
+        self.state.set_improved = false;
+        self.switch_to(
+            Phase::Neuron,
+            max_dendrites(model),
+            "candidates stopped improving",
+        );
+        self.state.last_improvement = epoch + 1;
+        self.save_point(
+            model,
+            opt,
+            &format!("switch_{:03}", self.state.switches.len()),
+        )?;
+        if self.state.trial.is_some() {
+            self.save_point(model, opt, "trial_start")?;
+        }
+        Ok(Step::Restructured)
+    }
+
+    /// The initial rate decayed `decays` times; resets the plateau scheduler there.
+    pub(super) fn restart_lr(&mut self, decays: u32) -> f64 {
+        let initial = self.state.initial_lr.unwrap_or(1e-3);
+        let factor = self.config.lr.as_ref().map_or(1.0, |c| c.factor);
+        let lr = initial * factor.powi(decays as i32);
+        if self.config.lr.is_some() {
+            self.state.lr = Some(PlateauState::new(lr));
+        }
+        lr
+    }
+
+    pub(super) fn record_architecture(&mut self, record: &EpochRecord, running: f64) {
+        let better = |a: f64, b: f64| if self.config.maximize { a > b } else { a < b };
+        let entry = ArchitectureRecord {
+            dendrites: record.dendrites,
+            params: record.params,
+            val: running,
+            test: record.test,
+            epoch: record.epoch,
+        };
+        match self
+            .state
+            .architectures
+            .iter_mut()
+            .find(|a| a.dendrites == record.dendrites)
+        {
+            Some(a) if better(running, a.val) => *a = entry,
+            Some(_) => {}
+            None => self.state.architectures.push(entry),
+        }
+    }
+
+    pub(super) fn switch_to(&mut self, to: Phase, dendrites: usize, reason: &str) {
+        if to == Phase::Dendrite && self.state.first_neuron_phase.is_none() {
+            self.state.first_neuron_phase = Some(self.state.epoch + 1 - self.state.phase_start);
+        }
+        self.state.switches.push(SwitchRecord {
+            epoch: self.state.epoch,
+            to,
+            dendrites,
+            reason: reason.to_string(),
+        });
+        self.state.phase = to;
+        self.state.phase_start = self.state.epoch + 1;
+        self.state.recent.clear();
+    }
+
+    pub(super) fn start_dendrites<M: DendriticModel>(
+        &mut self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+        reason: &str,
+    ) -> Result<Step> {
+        model.start_dendrite_phase()?;
+        // candidates train at the initial rate
+        opt.set_lr(self.state.initial_lr.unwrap_or(opt.lr()));
+        self.state.correlation_best = 0.0;
+        self.state.correlation_last_improvement = self.state.epoch + 1;
+        self.switch_to(Phase::Dendrite, max_dendrites(model), reason);
+        self.save_point(
+            model,
+            opt,
+            &format!("switch_{:03}", self.state.switches.len()),
+        )?;
+        Ok(Step::Restructured)
+    }
+
+    pub(super) fn complete<M: DendriticModel>(
+        &mut self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+        reason: &str,
+        load_best: bool,
+    ) -> Result<Step> {
+        if load_best && self.state.best.is_some() {
+            self.rollback(model, opt)?;
+        }
+        self.state.complete = true;
+        tracing::info!(target: "perforated", "training complete: {reason}");
+        Ok(Step::Complete)
+    }
+
+    /// Loads the best checkpoint: weights, structure, optimizer state and learning-rate
+    /// schedule (history is kept).
+    pub(super) fn rollback<M: DendriticModel>(
+        &mut self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+    ) -> Result<()> {
+        if self.state.best.is_none() {
+            return Ok(());
+        }
+        self.load_point(model, opt, "best", LoadTracker::LearningRate)?;
+        if let Some(lr) = &self.state.lr {
+            opt.set_lr(lr.lr);
+        }
+        Ok(())
+    }
+}
+
+/// Dendrites per layer (the most of any layer).
+pub(super) fn max_dendrites<M: DendriticModel + ?Sized>(model: &M) -> usize {
+    model
+        .layers()
+        .iter()
+        .map(|l| l.dendrites)
+        .max()
+        .unwrap_or(0)
+}
