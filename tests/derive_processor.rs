@@ -6,9 +6,9 @@ use common::TestDevice;
 
 use std::marker::PhantomData;
 
+use perforated::layers::GruCellState;
 use perforated::layers::{Gru, GruCell};
 use perforated::prelude::*;
-use perforated::processor::GruCellState;
 
 /// Like `GruState`: add to the output sequence; the last state (output 1) is what each
 /// dendrite keeps and gets back as its initial state (input 1).

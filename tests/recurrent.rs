@@ -5,9 +5,9 @@ mod common;
 use common::TestDevice;
 
 use perforated::layers::{last_step, Gru, GruCell, Lstm};
+use perforated::layers::{GruCellState, GruState, LstmLast};
 use perforated::params::{Param, ParamVisitor};
 use perforated::prelude::*;
-use perforated::processor::{GruCellState, GruState, LstmLast};
 
 type Cell = GruCell<3, 4, f64, TestDevice>;
 type Hidden = Tensor<(usize, Const<4>), f64, TestDevice>;

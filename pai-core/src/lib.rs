@@ -37,13 +37,11 @@ pub use phase::Phase;
 pub mod prelude {
     pub use crate::axis::{Any, Batch, Neurons, NeuronsLast, Time};
     pub use crate::layers::{
-        AvgPool2d, Conv1d, Conv2d, Conv3d, Flatten, Gru, GruCell, Lstm, LstmCell, MaxPool2d,
-        PaiSequential,
+        AvgPool2d, Conv1d, Conv2d, Conv3d, Flatten, Gru, GruCell, GruCellState, GruState, Lstm,
+        LstmCell, LstmCellState, LstmLast, LstmState, MaxPool2d, PaiSequential,
     };
     pub use crate::optim::Rule;
-    pub use crate::processor::{
-        FirstOutput, GruCellState, GruState, LstmCellState, LstmLast, LstmState, Plain,
-    };
+    pub use crate::processor::{FirstOutput, Plain};
     pub use crate::tracker::{Step, SwitchMode, Tracker, TrackerConfig};
     pub use crate::{
         Activation, BuildDendritic, Convertible, CorrelationConfig, DendriteConfig, DendriteLayer,

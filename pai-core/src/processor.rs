@@ -10,17 +10,18 @@
 //! neuron. States are kept between calls until [`Dendritic::reset_state`](crate::dendritic::Dendritic::reset_state)
 //! (and after any change of structure); a batch of another size also starts from zeros.
 //!
-//! Built in: [`Plain`] (one tensor in, one out: the default), [`FirstOutput`] (add to the first
-//! element of a tuple output), [`GruCellState`], [`GruState`], [`LstmCellState`],
-//! [`LstmState`] (recurrent layers, adding to the new hidden state or the output sequence) and
-//! [`LstmLast`] (adding to the final hidden state of an LSTM over a sequence).
+//! Built in here: [`Plain`] (one tensor in, one out: the default) and [`FirstOutput`] (add to
+//! the first element of a tuple output). The recurrent layers' processors live beside their
+//! layers: [`GruCellState`](crate::layers::GruCellState), [`GruState`](crate::layers::GruState),
+//! [`LstmCellState`](crate::layers::LstmCellState), [`LstmState`](crate::layers::LstmState)
+//! (adding to the new hidden state or the output sequence) and
+//! [`LstmLast`](crate::layers::LstmLast) (adding to the final hidden state of an LSTM over a
+//! sequence). A custom layer gets its own with `#[derive(Processor)]`.
 
 use dfdx::nn::Module;
-use dfdx::shapes::{Const, Dim, Dtype, HasShape, Shape};
-use dfdx::tensor::{NoneTape, PutTape, SplitTape, Tape, Tensor};
+use dfdx::shapes::{Dtype, HasShape, Shape};
+use dfdx::tensor::{NoneTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
-
-use crate::float::Float;
 
 /// A layer input: a tensor, or a tuple `(data, state)` whose first element is the data and
 /// whose second holds recurrent state (a tensor or a pair of tensors).
@@ -204,219 +205,6 @@ impl<M: Module<X, Output = (A, R)>, X, A, R, E: Dtype, D: Device<E>> Route<M, X,
     }
     fn state_of(_: &(A, R)) -> Option<()> {
         None
-    }
-}
-
-macro_rules! state_processor {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default)]
-        pub struct $name<const H: usize, E, D>(std::marker::PhantomData<(E, D)>);
-        impl<const H: usize, E: Float, D: Device<E>> Processor for $name<H, E, D> {
-            type State = Stored<E, D>;
-        }
-    };
-}
-
-state_processor!(
-    /// [`GruCell`](crate::layers::GruCell) stepped by the caller: `(x, h) -> h'`. Dendrites add
-    /// to `h'`; each dendrite steps from its own previous `h'`.
-    GruCellState
-);
-state_processor!(
-    /// [`Gru`](crate::layers::Gru) on `(x, h0)`: dendrites add to the output sequence; each
-    /// dendrite starts from its own last state.
-    GruState
-);
-state_processor!(
-    /// [`LstmCell`](crate::layers::LstmCell) stepped by the caller: `(x, (h, c)) -> (h', c')`.
-    /// Dendrites add to `h'`; `c'` passes through; each dendrite keeps its own `(h, c)`.
-    LstmCellState
-);
-state_processor!(
-    /// [`Lstm`](crate::layers::Lstm) on `(x, (h0, c0))`: dendrites add to the output sequence;
-    /// each dendrite starts from its own last `(h, c)`.
-    LstmState
-);
-state_processor!(
-    /// [`Lstm`](crate::layers::Lstm) on `(x, (h0, c0))`, adding to the *final* hidden state:
-    /// the layer returns `(h_last, (h, c))` with `h_last` on the tape.
-    LstmLast
-);
-
-use crate::layers::Hidden as Hid;
-
-impl<
-        M,
-        B: Dim,
-        const I: usize,
-        const H: usize,
-        E: Float,
-        D: Device<E>,
-        T: Tape<E, D>,
-        T2: Tape<E, D>,
-    > Route<M, (Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>), E, D>
-    for GruCellState<H, E, D>
-where
-    M: Module<(Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>), Output = Hid<B, H, E, D, T>>,
-{
-    type Output = Hid<B, H, E, D, T>;
-    type Main = Hid<B, H, E, D, T>;
-    type Rest = ();
-    type Joined = Hid<B, H, E, D, T>;
-    fn split(output: Self::Output) -> (Self::Main, ()) {
-        (output, ())
-    }
-    fn join(main: Self::Main, (): ()) -> Self::Joined {
-        main
-    }
-    fn dendrite_input(
-        (x, h): (Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>),
-        state: Option<&Self::State>,
-    ) -> Result<(Tensor<(B, Const<I>), E, D, T>, Hid<B, H, E, D, T2>), D::Err> {
-        Ok((x, restore_state(&h, state)?))
-    }
-    fn state_of(output: &Self::Output) -> Option<Self::State> {
-        Some(store_state(output))
-    }
-}
-
-type SeqIn<B, S, const I: usize, E, D, T> = Tensor<(B, S, Const<I>), E, D, T>;
-type SeqOut<B, const H: usize, E, D, T> = Tensor<(B, usize, Const<H>), E, D, T>;
-
-impl<M, B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>
-    Route<M, (SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>), E, D> for GruState<H, E, D>
-where
-    M: Module<
-        (SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>),
-        Output = (SeqOut<B, H, E, D, T>, Hid<B, H, E, D, NoneTape>),
-    >,
-{
-    type Output = (SeqOut<B, H, E, D, T>, Hid<B, H, E, D, NoneTape>);
-    type Main = SeqOut<B, H, E, D, T>;
-    type Rest = Hid<B, H, E, D, NoneTape>;
-    type Joined = Self::Output;
-    fn split(output: Self::Output) -> (Self::Main, Self::Rest) {
-        output
-    }
-    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
-        (main, rest)
-    }
-    fn dendrite_input(
-        (x, h0): (SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>),
-        state: Option<&Self::State>,
-    ) -> Result<(SeqIn<B, S, I, E, D, T>, Hid<B, H, E, D, NoneTape>), D::Err> {
-        Ok((x, restore_state(&h0, state)?))
-    }
-    fn state_of(output: &Self::Output) -> Option<Self::State> {
-        Some(store_state(&output.1))
-    }
-}
-
-type Pair<B, const H: usize, E, D, T> = (Hid<B, H, E, D, T>, Hid<B, H, E, D, T>);
-
-impl<
-        M,
-        B: Dim,
-        const I: usize,
-        const H: usize,
-        E: Float,
-        D: Device<E>,
-        T: Tape<E, D>,
-        T2: Tape<E, D>,
-    > Route<M, (Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>), E, D>
-    for LstmCellState<H, E, D>
-where
-    M: Module<(Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>), Output = Pair<B, H, E, D, T>>,
-{
-    type Output = Pair<B, H, E, D, T>;
-    type Main = Hid<B, H, E, D, T>;
-    type Rest = Hid<B, H, E, D, T>;
-    type Joined = Self::Output;
-    fn split(output: Self::Output) -> (Self::Main, Self::Rest) {
-        output
-    }
-    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
-        (main, rest)
-    }
-    fn dendrite_input(
-        (x, state_in): (Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>),
-        state: Option<&Self::State>,
-    ) -> Result<(Tensor<(B, Const<I>), E, D, T>, Pair<B, H, E, D, T2>), D::Err> {
-        Ok((x, restore_state(&state_in, state)?))
-    }
-    fn state_of(output: &Self::Output) -> Option<Self::State> {
-        Some(store_state(output))
-    }
-}
-
-type LstmOut<B, const H: usize, E, D, T> = (SeqOut<B, H, E, D, T>, Pair<B, H, E, D, NoneTape>);
-
-impl<M, B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>
-    Route<M, (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), E, D> for LstmState<H, E, D>
-where
-    M: Module<
-        (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
-        Output = LstmOut<B, H, E, D, T>,
-    >,
-{
-    type Output = LstmOut<B, H, E, D, T>;
-    type Main = SeqOut<B, H, E, D, T>;
-    type Rest = Pair<B, H, E, D, NoneTape>;
-    type Joined = Self::Output;
-    fn split(output: Self::Output) -> (Self::Main, Self::Rest) {
-        output
-    }
-    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
-        (main, rest)
-    }
-    fn dendrite_input(
-        (x, state_in): (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
-        state: Option<&Self::State>,
-    ) -> Result<(SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), D::Err> {
-        Ok((x, restore_state(&state_in, state)?))
-    }
-    fn state_of(output: &Self::Output) -> Option<Self::State> {
-        Some(store_state(&output.1))
-    }
-}
-
-impl<M, B: Dim, S: Dim, const I: usize, const H: usize, E: Float, D: Device<E>, T: Tape<E, D>>
-    Route<M, (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), E, D> for LstmLast<H, E, D>
-where
-    M: Module<
-        (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
-        Output = LstmOut<B, H, E, D, T>,
-    >,
-{
-    type Output = LstmOut<B, H, E, D, T>;
-    type Main = Hid<B, H, E, D, T>;
-    type Rest = Pair<B, H, E, D, NoneTape>;
-    type Joined = (Hid<B, H, E, D, T>, Pair<B, H, E, D, NoneTape>);
-    /// The last step of the output sequence, with the whole recurrence's tape; for a sequence
-    /// with no steps, the final hidden state (the initial one) on that tape.
-    fn split((seq, state): Self::Output) -> (Self::Main, Self::Rest) {
-        let main = match seq.shape().1.size() {
-            0 => {
-                let (_, tape) = seq.split_tape();
-                state.0.clone().put_tape(tape)
-            }
-            steps => crate::layers::at_time(seq, steps - 1)
-                .expect("selecting a step allocates no more than the step"),
-        };
-        (main, state)
-    }
-    fn join(main: Self::Main, rest: Self::Rest) -> Self::Joined {
-        (main, rest)
-    }
-    fn dendrite_input(
-        (x, state_in): (SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>),
-        state: Option<&Self::State>,
-    ) -> Result<(SeqIn<B, S, I, E, D, T>, Pair<B, H, E, D, NoneTape>), D::Err> {
-        Ok((x, restore_state(&state_in, state)?))
-    }
-    fn state_of(output: &Self::Output) -> Option<Self::State> {
-        Some(store_state(&output.1))
     }
 }
 

@@ -222,7 +222,7 @@ fn processor_type(p: &syn::Path, layer: &Type) -> TokenStream {
         if let Some(h) = hidden {
             let core = paths::core();
             let ident = &p.segments.last().expect("checked").ident;
-            return quote_spanned!(p.span()=> #core::processor::#ident<#h, E, D>);
+            return quote_spanned!(p.span()=> #core::layers::#ident<#h, E, D>);
         }
     }
     quote!(#p)

@@ -9,6 +9,8 @@ pub mod unfold;
 
 pub use conv::{Conv1d, Conv2d, Conv3d};
 pub use pool::{AvgPool2d, Flatten, MaxPool2d};
-pub(crate) use recurrent::{at_time, Hidden};
-pub use recurrent::{last_step, Gru, GruCell, Lstm, LstmCell};
+pub use recurrent::{
+    last_step, Gru, GruCell, GruCellState, GruState, Lstm, LstmCell, LstmCellState, LstmLast,
+    LstmState,
+};
 pub use sequential::{Norm, PaiSequential};
