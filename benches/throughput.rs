@@ -67,7 +67,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() % 2 {
         1 => v[v.len() / 2],
-        _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
+        _ => f64::midpoint(v[v.len() / 2 - 1], v[v.len() / 2]),
     }
 }
 

@@ -40,8 +40,8 @@ fn mlp<const H: usize>(
     run(
         &setup,
         &mut model,
-        |m, x| m.forward_mut(x),
-        |m, x| m.forward(x),
+        perforated::prelude::ModuleMut::forward_mut,
+        perforated::prelude::Module::forward,
     )
 }
 

@@ -80,7 +80,7 @@ fn energy_distance(a: &[[f32; 2]], b: &[[f32; 2]]) -> f64 {
         let mut s = 0.0f64;
         for x in p {
             for y in q {
-                s += (((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2)) as f64).sqrt();
+                s += f64::from((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2)).sqrt();
             }
         }
         s / (p.len() * q.len()) as f64
@@ -149,7 +149,7 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
             .map(|p| [p[0], p[1]])
             .collect();
         let distance = energy_distance(&generated, &validation);
-        tracker.add_train_loss(d_loss as f64 / STEPS as f64);
+        tracker.add_train_loss(f64::from(d_loss) / STEPS as f64);
         let phase = pair.phase();
         let step = tracker.add_validation_score(distance, &mut pair, &mut opt)?;
         if epoch % 10 == 0 || step != (Step::Continue { improved: false }) {

@@ -63,8 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome = run(
         &setup,
         &mut model,
-        |m, x| m.forward_mut(x),
-        |m, x| m.forward(x),
+        perforated::prelude::ModuleMut::forward_mut,
+        perforated::prelude::Module::forward,
     )?;
     println!(
         "with dendrites: test accuracy {:.2}% at the best validation epoch ({} dendrite(s) per layer, {} parameters, {} epochs, {:.1} s); change {:+.2} points",

@@ -150,7 +150,7 @@ fn perforated_dendrites_send_no_gradient_upstream() {
         match learning {
             DendriteLearning::Correlation => assert_eq!(without, with),
             DendriteLearning::Gradient => {
-                assert_ne!(without, with, "gradient mode must not detach")
+                assert_ne!(without, with, "gradient mode must not detach");
             }
         }
     }

@@ -97,7 +97,7 @@ impl Split {
             x.extend(
                 self.pixels[r * PIXELS..(r + 1) * PIXELS]
                     .iter()
-                    .map(|p| E::of_f64(*p as f64)),
+                    .map(|p| E::of_f64(f64::from(*p))),
             );
             y[i * CLASSES + self.labels[r]] = E::of_f64(1.0);
         }

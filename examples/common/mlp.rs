@@ -4,7 +4,7 @@ use perforated::prelude::*;
 
 /// A 64-H-10 MLP; both layers get dendrites.
 ///
-/// The hidden activation is leaky (slope 0.05): with plain ReLU and this learning rate, up to
+/// The hidden activation is leaky (slope 0.05): with plain `ReLU` and this learning rate, up to
 /// 3 of 8 hidden units die early in training on some seeds, and a dead unit has no error for a
 /// candidate dendrite to correlate with, so neither the plain nor the dendritic network can
 /// recover it.

@@ -113,7 +113,7 @@ where
     let evaluate = |model: &M, split: &Split| {
         let (x, y) = split.all::<f32, _>(dev);
         let logits = infer(model, x);
-        let loss = cross_entropy_with_logits_loss(logits.clone(), y).array() as f64;
+        let loss = f64::from(cross_entropy_with_logits_loss(logits.clone(), y).array());
         (loss, split.accuracy(&logits))
     };
     for _ in 0..args.epochs {
@@ -123,7 +123,7 @@ where
             let (x, y) = digits.train.tensors::<f32, _>(dev, rows);
             let grads = model.alloc_grads()?;
             let loss = cross_entropy_with_logits_loss(train(model, x.traced(grads)), y);
-            loss_sum += loss.array() as f64;
+            loss_sum += f64::from(loss.array());
             opt.step(model, loss.backward())?;
         }
         let (val_loss, _) = evaluate(model, &digits.val);

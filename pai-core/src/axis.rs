@@ -153,7 +153,9 @@ impl Layout {
                 continue;
             }
             for (dst, b) in dst.chunks_exact_mut(self.inner).zip(b) {
-                dst.iter_mut().for_each(|d| *d += *b);
+                for d in dst {
+                    *d += *b;
+                }
             }
         }
     }

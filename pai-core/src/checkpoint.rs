@@ -50,7 +50,7 @@ fn structure_of<M: DendriticModel + ?Sized>(model: &M) -> Vec<LayerStructure> {
             dendrites: l.dendrite_count(),
             candidate: l.candidate_state(),
             seeds: l.seeds(),
-        })
+        });
     });
     out
 }
@@ -98,6 +98,8 @@ pub fn save<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<
 /// # Errors
 /// [`Error::Io`] when the file cannot be written; [`Error::Config`] for a reserved key or a
 /// bad extra tensor name.
+// safetensors takes the std `HashMap` as it is; a generic hasher would only be converted
+#[allow(clippy::implicit_hasher)]
 pub fn save_with<M: DendriticModel>(
     model: &mut M,
     path: impl AsRef<Path>,

@@ -278,7 +278,9 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         let (improved, sign) = self.finish_update(config);
         let mut grad = vec![E::default(); layout.len];
         layout.axpy(&mut grad, &sign, &e);
-        grad.iter_mut().for_each(|g| *g /= n);
+        for g in &mut grad {
+            *g /= n;
+        }
         Ok(Some(Update {
             activation_grad: activation.device().try_tensor_from_vec(grad, shape)?,
             improved,
@@ -420,7 +422,7 @@ mod tests {
                 let v: Tensor<S, f64, Cpu> = dev.sample_uniform_like(&shape);
                 let mut e: Tensor<S, f64, Cpu> = dev.sample_normal_like(&shape);
                 // a learnable link between activation and error, so scores and signs move
-                e = e + v.clone() * (batch as f64 - 4.0);
+                e = e + v.clone() * (f64::from(batch) - 4.0);
                 if batch == 6 {
                     let mut values = e.as_vec();
                     values[1] = f64::NAN;

@@ -32,6 +32,8 @@ macro_rules! float {
             fn of_f64(v: f64) -> Self {
                 v as $t
             }
+            // `f64::from` does not take an f64 itself, and this body serves both types
+            #[allow(clippy::cast_lossless)]
             fn as_f64(self) -> f64 {
                 self as f64
             }
@@ -72,6 +74,8 @@ fn sigmoid_f32_avx2(values: &mut [f32]) {
     sigmoid_f32_loop(values);
 }
 
+// the sigmoid loop must inline into its target-feature callers to be vectorised with them
+#[allow(clippy::inline_always)]
 #[inline(always)]
 fn sigmoid_f32_loop(values: &mut [f32]) {
     for v in values {

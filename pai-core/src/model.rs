@@ -168,7 +168,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> DendriteLayer for Dendritic<M,
         Dendritic::seeds(self)
     }
     fn set_seeds(&mut self, seeds: SeedState) {
-        Dendritic::set_seeds(self, seeds)
+        Dendritic::set_seeds(self, seeds);
     }
     fn candidate_state(&self) -> Option<CandidateState> {
         Dendritic::candidate_state(self)
@@ -240,7 +240,7 @@ pub trait DendriticModel {
                 neurons: l.neuron_count(),
                 dendrites: l.dendrite_count(),
                 generation: l.generation(),
-            })
+            });
         });
         out
     }
@@ -440,7 +440,7 @@ impl<M: Convertible, Tags: 'static, P: Processor> DendriticModel for Dendritic<M
     }
 
     fn visit_layers(&self, path: &str, f: &mut dyn FnMut(&str, &dyn DendriteLayer)) {
-        f(path, self)
+        f(path, self);
     }
 
     fn visit_layers_mut(

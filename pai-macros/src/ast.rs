@@ -67,6 +67,8 @@ pub enum Kind {
     Skipped,
 }
 
+// `field.field` is the syn field this IR field was parsed from
+#[allow(clippy::struct_field_names)]
 pub struct Field<'a> {
     pub ident: &'a Ident,
     pub field: &'a syn::Field,
@@ -127,9 +129,8 @@ pub fn module_type(ty: &Type) -> TokenStream {
                 .collect();
             quote_spanned!(span=> #core::layers::PaiSequential<#(#inner),*>)
         }
-        Some(Known::Free) => quote!(#ty),
         None if args.is_empty() => quote_spanned!(span=> #ty<E, D>),
-        None => quote!(#ty),
+        Some(Known::Free) | None => quote!(#ty),
     }
 }
 
@@ -218,7 +219,7 @@ fn processor_type(p: &syn::Path, layer: &Type) -> TokenStream {
         .unwrap_or_default();
     let bare = p.segments.last().is_some_and(|s| s.arguments.is_none());
     if stateful_processor(&last) && bare {
-        let hidden = segment(layer).and_then(|s| args(s).get(1).cloned().cloned());
+        let hidden = segment(layer).and_then(|s| args(s).get(1).copied().cloned());
         if let Some(h) = hidden {
             let core = paths::core();
             let ident = &p.segments.last().expect("checked").ident;

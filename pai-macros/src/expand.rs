@@ -41,7 +41,7 @@ fn strip_pai(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
 pub fn stub(input: &syn::DeriveInput) -> TokenStream {
     let mut input = input.clone();
     if let syn::Data::Struct(s) = &mut input.data {
-        for f in s.fields.iter_mut() {
+        for f in &mut s.fields {
             f.attrs.retain(|a| !a.path().is_ident("pai"));
         }
     }

@@ -45,7 +45,7 @@ where
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
         let detached = x.detached();
         let chain = self.output_chain();
-        let path = self.path::<X, So, NoneTape>(&x, chain.first().copied())?;
+        let path = Self::path::<X, So, NoneTape>(&x, chain.first().copied())?;
         let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
         let (y, _) = self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, path, false)?;
         Ok(<P as Route<M, X, E, D>>::join(y, rest))
@@ -85,7 +85,7 @@ where
         match self.config.learning {
             DendriteLearning::Correlation => {
                 let detached = x.detached();
-                let path = self.path::<X, So, NoneTape>(&x, self.dendrites.first())?;
+                let path = Self::path::<X, So, NoneTape>(&x, self.dendrites.first())?;
                 let candidate_input =
                     (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
                 let out = if neuron_phase {
@@ -99,7 +99,7 @@ where
             }
             DendriteLearning::Gradient => {
                 let chain = self.output_chain();
-                let path = self.path::<X, So, T>(&x, chain.first().copied())?;
+                let path = Self::path::<X, So, T>(&x, chain.first().copied())?;
                 let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.fresh()).collect();
                 let out = if neuron_phase {
                     self.neurons.try_forward_mut(x)?
@@ -137,7 +137,7 @@ where
     /// (`first` of them: every dendrite is a copy of the same layer); [`Path::Modules`]
     /// elsewhere, without touching the input (a non-contiguous one would be copied for
     /// nothing).
-    fn path<X, So, T>(&self, x: &X, first: Option<&Dendrite<M>>) -> Result<Path<E, D, T>, D::Err>
+    fn path<X, So, T>(x: &X, first: Option<&Dendrite<M>>) -> Result<Path<E, D, T>, D::Err>
     where
         X: Inputs<E, D>,
         So: Shape,

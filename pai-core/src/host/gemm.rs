@@ -67,6 +67,8 @@ impl<'a, E> Dst<'a, E> {
 }
 
 /// `dst (+)= a · b` with dfdx's own CPU kernel (the `gemm` crate, threads as dfdx uses them).
+// operands are small borrowed views, built for the one call
+#[allow(clippy::needless_pass_by_value)]
 pub(crate) fn matmul<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
     let (m, k, a_rs, a_cs) = a.view();
     let (k2, n, b_rs, b_cs) = b.view();

@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Cpu, Gradients, Storage, Tape, Tensor, Trace};
-use dfdx::tensor_ops::{Backward, Device, ReshapeTo, SumTo, TryMul};
+use dfdx::tensor_ops::{Device, ReshapeTo, TryMul};
 
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -110,8 +110,8 @@ pub(crate) fn buffer_from_host<E: Float, D: Device<E>>(
     let mut grads = key
         .leaky_trace()
         .try_mul(values)
-        .and_then(|t| t.try_sum())
-        .and_then(|t| t.try_backward())
+        .and_then(dfdx::tensor_ops::SumTo::try_sum)
+        .and_then(dfdx::tensor_ops::Backward::try_backward)
         .map_err(Error::device)?;
     let mut out = <D as Storage<E>>::try_alloc_len(dev, len).map_err(Error::device)?;
     std::mem::swap(

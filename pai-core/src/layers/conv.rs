@@ -7,8 +7,8 @@
 //!
 //! Generics: `I` input channels, `O` output channels, `K` kernel size (every axis), `E` dtype,
 //! `D` device, then `S` stride (default 1), `P` zero padding (default 0), `L` dilation
-//! (default 1). Weights follow PyTorch's layout `(O, I, K, ...)`, initialised uniform in
-//! `±1/sqrt(I·K^n)`, so PyTorch weights load as they are. Grouped convolution is not provided.
+//! (default 1). Weights follow `PyTorch`'s layout `(O, I, K, ...)`, initialised uniform in
+//! `±1/sqrt(I·K^n)`, so `PyTorch` weights load as they are. Grouped convolution is not provided.
 //!
 //! ```
 //! use pai_core::layers::Conv2d;
@@ -52,7 +52,7 @@ fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: T
         .try_permute::<(B, Const<O>, usize), Axes3<0, 2, 1>>()
 }
 
-/// PyTorch's default: uniform in `±1/sqrt(fan_in)`.
+/// `PyTorch`'s default: uniform in `±1/sqrt(fan_in)`.
 fn fan_in_uniform<S: dfdx::shapes::Shape, E: Float, D: Device<E>>(
     t: &mut Tensor<S, E, D>,
     fan_in: usize,

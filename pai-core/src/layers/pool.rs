@@ -2,7 +2,7 @@
 //!
 //! Pools take `(B, C, H, W)` with a `K`x`K` window, stride `S` (default `K`) and padding `P`
 //! (default 0); max pooling pads with `-inf`, average pooling with zeros counted in the mean
-//! (PyTorch's defaults). Both are built on the same unfold as the convolutions.
+//! (`PyTorch`'s defaults). Both are built on the same unfold as the convolutions.
 
 use dfdx::nn::{Module, NonMutableModule, ZeroSizedModule};
 use dfdx::shapes::{Axes3, Axis, Const, Dim, HasShape};
@@ -135,7 +135,7 @@ mod tests {
                         let want_max = cells
                             .iter()
                             .flatten()
-                            .cloned()
+                            .copied()
                             .fold(f64::NEG_INFINITY, f64::max);
                         let want_avg = cells.iter().map(|c| c.unwrap_or(0.0)).sum::<f64>() / 9.0;
                         let k = ((b * 2 + c) * 3 + i) * 2 + j;

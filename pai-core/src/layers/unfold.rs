@@ -82,6 +82,9 @@ impl Window {
 
 /// Unfolds `x` (batch, channels, flattened spatial) into `(batch, positions, channels, offsets)`
 /// columns, using the gather index of [`Window::index`]; padding reads `pad`.
+///
+/// # Errors
+/// Backend errors (out of memory).
 pub fn unfold<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<(B, Const<C>, usize), E, D, T>,
     idx: Vec<usize>,

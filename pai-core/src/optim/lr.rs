@@ -1,15 +1,15 @@
-//! ReduceLROnPlateau for either direction of optimisation.
+//! `ReduceLROnPlateau` for either direction of optimisation.
 
 use serde::{Deserialize, Serialize};
 
-/// ReduceLROnPlateau's settings; the tracker runs it in neuron phases only.
+/// `ReduceLROnPlateau`'s settings; the tracker runs it in neuron phases only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlateauLr {
     /// Multiplier applied on a plateau. Default 0.5.
     pub factor: f64,
     /// Epochs without improvement before a decay. Default 5.
     pub patience: usize,
-    /// Relative improvement that counts, as in PyTorch's `threshold` (mode `rel`). Default 1e-4.
+    /// Relative improvement that counts, as in `PyTorch`'s `threshold` (mode `rel`). Default 1e-4.
     pub threshold: f64,
     /// Epochs to wait after a decay. Default 0.
     pub cooldown: usize,

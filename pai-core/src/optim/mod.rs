@@ -91,7 +91,7 @@ impl<E: Float, D: Device<E>> std::fmt::Debug for DendriticOptimizer<E, D> {
         f.debug_struct("DendriticOptimizer")
             .field("rule", &self.rule)
             .field("tensors_with_state", &self.slots.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,6 +149,9 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
     ///
     /// # Errors
     /// Backend errors.
+    ///
+    /// # Panics
+    /// Never: tensors have state only after a step, which records their device.
     pub fn export(&mut self) -> Result<(OptimizerState, Vec<ExtraTensor<E>>)> {
         let mut slots = Vec::new();
         let mut tensors = Vec::new();

@@ -109,7 +109,7 @@ pub struct TrackerConfig {
     pub running_window: usize,
     /// Capacity test: switch every epoch up to this many dendrites, then complete.
     pub capacity_test: Option<usize>,
-    /// ReduceLROnPlateau settings; `None` keeps the rate fixed.
+    /// `ReduceLROnPlateau` settings; `None` keeps the rate fixed.
     pub lr: Option<PlateauLr>,
     /// The rate after a restructure.
     pub lr_restart: LrRestart,

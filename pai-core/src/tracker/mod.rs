@@ -164,6 +164,9 @@ impl Tracker {
     /// [`Error::NonFinite`] for a NaN or infinite score (nothing is recorded);
     /// [`Error::WrongPhase`] when the model's phase was changed behind the tracker's back;
     /// file and model errors.
+    ///
+    /// # Panics
+    /// Never: the epoch's record is pushed before it is read back.
     pub fn add_validation_score<M: DendriticModel>(
         &mut self,
         score: f64,

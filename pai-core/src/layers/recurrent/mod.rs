@@ -1,6 +1,6 @@
 //! Recurrent layers: [`GruCell`], [`Gru`], [`LstmCell`], [`Lstm`].
 //!
-//! Gate layouts follow PyTorch, with one `Linear` per gate (so no tensor is ever sliced, which
+//! Gate layouts follow `PyTorch`, with one `Linear` per gate (so no tensor is ever sliced, which
 //! dfdx's CPU `slice` backward gets wrong when a tensor is sliced twice):
 //!
 //! ```text
@@ -10,7 +10,7 @@
 //!       o = σ(x_o(x) + h_o(h))   c' = f ⊙ c + i ⊙ g       h' = o ⊙ tanh(c')
 //! ```
 //!
-//! PyTorch's `weight_ih_l0` rows `[r; z; n]` (GRU) or `[i; f; g; o]` (LSTM) are the `x_*`
+//! `PyTorch`'s `weight_ih_l0` rows `[r; z; n]` (GRU) or `[i; f; g; o]` (LSTM) are the `x_*`
 //! weights in that order, `weight_hh_l0` the `h_*` weights; each `Linear` carries its bias.
 //!
 //! Cells take `(x, h)` (LSTM: `(x, (h, c))`) and return the new state. Sequence layers take
