@@ -60,6 +60,13 @@ fn panel<'a, 'b>(
     builder
 }
 
+type Area<'b> = DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>;
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
 /// Draws the graph to a temporary file and renames it over `graph.png`.
 pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
     register_font();
@@ -68,202 +75,11 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
         let root = BitMapBackend::new(&tmp, (1200, 1400)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let panels = root.split_evenly((4, 1));
-        let epochs = state.history.len().max(2) as f64;
-        let x = 0f64..epochs;
-        let switch_lines = |chart: &mut ChartContext<
-            '_,
-            BitMapBackend<'_>,
-            Cartesian2d<
-                plotters::coord::types::RangedCoordf64,
-                plotters::coord::types::RangedCoordf64,
-            >,
-        >,
-                            lo: f64,
-                            hi: f64|
-         -> Result<()> {
-            for s in &state.switches {
-                let color = if s.to == Phase::Dendrite { RED } else { BLUE };
-                let at = s.epoch as f64 + 0.5;
-                chart
-                    .draw_series(LineSeries::new([(at, lo), (at, hi)], color.stroke_width(2)))
-                    .map_err(plot_error)?;
-            }
-            Ok(())
-        };
-
-        // 1. scores
-        let (lo, hi) = range(state.history.iter().flat_map(|r| {
-            [Some(r.score), Some(r.running), r.test]
-                .into_iter()
-                .flatten()
-        }));
-        let direction = if config.maximize {
-            "higher is better"
-        } else {
-            "lower is better"
-        };
-        let mut chart = panel(
-            &panels[0],
-            &format!(
-                "validation score ({direction}); red: to dendrite phase, blue: to neuron phase"
-            ),
-        )
-        .build_cartesian_2d(x.clone(), lo..hi)
-        .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .draw()
-            .map_err(plot_error)?;
-        switch_lines(&mut chart, lo, hi)?;
-        chart
-            .draw_series(LineSeries::new(
-                state.history.iter().map(|r| (r.epoch as f64, r.score)),
-                PALETTE[0].stroke_width(2),
-            ))
-            .map_err(plot_error)?
-            .label("validation")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], PALETTE[0]));
-        if config.running_window > 1 {
-            chart
-                .draw_series(LineSeries::new(
-                    state.history.iter().map(|r| (r.epoch as f64, r.running)),
-                    PALETTE[3],
-                ))
-                .map_err(plot_error)?
-                .label("running")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], PALETTE[3]));
-        }
-        if state.history.iter().any(|r| r.test.is_some()) {
-            chart
-                .draw_series(LineSeries::new(
-                    state
-                        .history
-                        .iter()
-                        .filter_map(|r| r.test.map(|t| (r.epoch as f64, t))),
-                    PALETTE[1].stroke_width(2),
-                ))
-                .map_err(plot_error)?
-                .label("test")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], PALETTE[1]));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(plot_error)?;
-
-        // 2. learning rate
-        let mut rates: Vec<f64> = state
-            .history
-            .iter()
-            .map(|r| r.lr)
-            .filter(|v| *v > 0.0)
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        rates.dedup_by(|a, b| (*a - *b).abs() <= 1e-9 * b.abs());
-        let (lr_lo, lr_hi) = match (rates.first(), rates.last()) {
-            (Some(lo), Some(hi)) => (lo * 0.8, hi * 1.25),
-            _ => (1e-4, 1.0),
-        };
-        // ticks at the rates used (a log axis alone labels only powers of ten, often one)
-        let step = rates.len().div_ceil(8).max(1);
-        let ticks: Vec<f64> = rates.into_iter().step_by(step).collect();
-        let mut chart = panel(&panels[1], "learning rate")
-            .build_cartesian_2d(x.clone(), (lr_lo..lr_hi).log_scale().with_key_points(ticks))
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_label_formatter(&|v| format!("{v:.1e}"))
-            .draw()
-            .map_err(plot_error)?;
-        chart
-            .draw_series(LineSeries::new(
-                state.history.iter().map(|r| (r.epoch as f64, r.lr)),
-                PALETTE[2].stroke_width(2),
-            ))
-            .map_err(plot_error)?;
-
-        // 3. candidate correlations per layer
-        let mut layers: Vec<&String> = state
-            .history
-            .iter()
-            .flat_map(|r| r.correlations.iter().map(|(l, _)| l))
-            .collect();
-        layers.sort();
-        layers.dedup();
-        let (_, c_hi) = range(
-            state
-                .history
-                .iter()
-                .flat_map(|r| r.correlations.iter().map(|(_, c)| *c)),
-        );
-        let mut chart = panel(
-            &panels[2],
-            "candidate correlation (best snapshot) per layer",
-        )
-        .build_cartesian_2d(x.clone(), 0f64..c_hi.max(0.01))
-        .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .draw()
-            .map_err(plot_error)?;
-        switch_lines(&mut chart, 0.0, c_hi.max(0.01))?;
-        for (i, layer) in layers.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            chart
-                .draw_series(
-                    state
-                        .history
-                        .iter()
-                        .flat_map(|r| {
-                            r.correlations
-                                .iter()
-                                .filter(|(l, _)| l == *layer)
-                                .map(move |(_, c)| (r.epoch as f64, *c))
-                        })
-                        .map(|p| Circle::new(p, 3, color.filled())),
-                )
-                .map_err(plot_error)?
-                .label(layer.as_str())
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
-        }
-        if !layers.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_error)?;
-        }
-
-        // 4. epoch times
-        let (_, t_hi) = range(state.history.iter().map(|r| r.seconds));
-        let mut chart = panel(
-            &panels[3],
-            "epoch time, seconds (green: neuron phase, red: dendrite phase)",
-        )
-        .build_cartesian_2d(x, 0f64..t_hi.max(1e-3))
-        .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .draw()
-            .map_err(plot_error)?;
-        chart
-            .draw_series(state.history.iter().map(|r| {
-                let color = if r.phase == Phase::Dendrite {
-                    RED
-                } else {
-                    PALETTE[2]
-                };
-                Circle::new((r.epoch as f64, r.seconds), 3, color.filled())
-            }))
-            .map_err(plot_error)?;
+        let epochs = 0f64..state.history.len().max(2) as f64;
+        scores(&panels[0], config, state, epochs.clone())?;
+        learning_rate(&panels[1], state, epochs.clone())?;
+        correlations(&panels[2], state, epochs.clone())?;
+        epoch_times(&panels[3], state, epochs)?;
         root.present().map_err(plot_error)?;
     }
     let target = config.dir.join("graph.png");
@@ -272,4 +88,191 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
         path: target,
         source,
     })
+}
+
+/// A panel with linear axes over `epochs` and `lo..hi`, its mesh drawn.
+fn linear<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    epochs: std::ops::Range<f64>,
+    (lo, hi): (f64, f64),
+) -> Result<Chart<'a, 'b>> {
+    let mut chart = panel(area, caption)
+        .build_cartesian_2d(epochs, lo..hi)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(plot_error)?;
+    Ok(chart)
+}
+
+/// A vertical line at every phase switch: red into a dendrite phase, blue out of it.
+fn switch_lines(chart: &mut Chart<'_, '_>, state: &TrackerState, lo: f64, hi: f64) -> Result<()> {
+    for s in &state.switches {
+        let color = if s.to == Phase::Dendrite { RED } else { BLUE };
+        let at = s.epoch as f64 + 0.5;
+        chart
+            .draw_series(LineSeries::new([(at, lo), (at, hi)], color.stroke_width(2)))
+            .map_err(plot_error)?;
+    }
+    Ok(())
+}
+
+/// A labelled line.
+fn line(
+    chart: &mut Chart<'_, '_>,
+    points: impl Iterator<Item = (f64, f64)>,
+    style: ShapeStyle,
+    label: &str,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(points, style))
+        .map_err(plot_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+    Ok(())
+}
+
+/// The legend box of a panel.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(plot_error)
+}
+
+/// Validation (and running and test) scores with the switches.
+fn scores(
+    area: &Area<'_>,
+    config: &TrackerConfig,
+    state: &TrackerState,
+    epochs: std::ops::Range<f64>,
+) -> Result<()> {
+    let (lo, hi) = range(state.history.iter().flat_map(|r| {
+        [Some(r.score), Some(r.running), r.test]
+            .into_iter()
+            .flatten()
+    }));
+    let direction = if config.maximize {
+        "higher is better"
+    } else {
+        "lower is better"
+    };
+    let caption =
+        format!("validation score ({direction}); red: to dendrite phase, blue: to neuron phase");
+    let mut chart = linear(area, &caption, epochs, (lo, hi))?;
+    switch_lines(&mut chart, state, lo, hi)?;
+    let at = |r: &super::EpochRecord, v: f64| (r.epoch as f64, v);
+    let history = || state.history.iter();
+    line(
+        &mut chart,
+        history().map(|r| at(r, r.score)),
+        PALETTE[0].stroke_width(2),
+        "validation",
+    )?;
+    if config.running_window > 1 {
+        let running = history().map(|r| at(r, r.running));
+        line(&mut chart, running, PALETTE[3].into(), "running")?;
+    }
+    if history().any(|r| r.test.is_some()) {
+        let test = history().filter_map(|r| r.test.map(|t| at(r, t)));
+        line(&mut chart, test, PALETTE[1].stroke_width(2), "test")?;
+    }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// The learning rate on a log axis, ticked at the rates used (a log axis alone labels only
+/// powers of ten, often one).
+fn learning_rate(
+    area: &Area<'_>,
+    state: &TrackerState,
+    epochs: std::ops::Range<f64>,
+) -> Result<()> {
+    let mut rates: Vec<f64> = state
+        .history
+        .iter()
+        .map(|r| r.lr)
+        .filter(|v| *v > 0.0)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup_by(|a, b| (*a - *b).abs() <= 1e-9 * b.abs());
+    let (lo, hi) = match (rates.first(), rates.last()) {
+        (Some(lo), Some(hi)) => (lo * 0.8, hi * 1.25),
+        _ => (1e-4, 1.0),
+    };
+    let step = rates.len().div_ceil(8).max(1);
+    let ticks: Vec<f64> = rates.into_iter().step_by(step).collect();
+    let mut chart = panel(area, "learning rate")
+        .build_cartesian_2d(epochs, (lo..hi).log_scale().with_key_points(ticks))
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .draw()
+        .map_err(plot_error)?;
+    chart
+        .draw_series(LineSeries::new(
+            state.history.iter().map(|r| (r.epoch as f64, r.lr)),
+            PALETTE[2].stroke_width(2),
+        ))
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+/// Each layer's best candidate correlation, one colour per layer.
+fn correlations(area: &Area<'_>, state: &TrackerState, epochs: std::ops::Range<f64>) -> Result<()> {
+    let mut layers: Vec<&String> = state
+        .history
+        .iter()
+        .flat_map(|r| r.correlations.iter().map(|(l, _)| l))
+        .collect();
+    layers.sort();
+    layers.dedup();
+    let all = state.history.iter().flat_map(|r| r.correlations.iter());
+    let hi = range(all.map(|(_, c)| *c)).1.max(0.01);
+    let caption = "candidate correlation (best snapshot) per layer";
+    let mut chart = linear(area, caption, epochs, (0.0, hi))?;
+    switch_lines(&mut chart, state, 0.0, hi)?;
+    for (i, layer) in layers.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let points = state.history.iter().flat_map(|r| {
+            r.correlations
+                .iter()
+                .filter(|(l, _)| l == *layer)
+                .map(move |(_, c)| (r.epoch as f64, *c))
+        });
+        chart
+            .draw_series(points.map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(plot_error)?
+            .label(layer.as_str())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+    }
+    if layers.is_empty() {
+        return Ok(());
+    }
+    legend(&mut chart, SeriesLabelPosition::MiddleRight)
+}
+
+/// Seconds per epoch, coloured by phase.
+fn epoch_times(area: &Area<'_>, state: &TrackerState, epochs: std::ops::Range<f64>) -> Result<()> {
+    let hi = range(state.history.iter().map(|r| r.seconds)).1.max(1e-3);
+    let caption = "epoch time, seconds (green: neuron phase, red: dendrite phase)";
+    let mut chart = linear(area, caption, epochs, (0.0, hi))?;
+    chart
+        .draw_series(state.history.iter().map(|r| {
+            let color = if r.phase == Phase::Dendrite {
+                RED
+            } else {
+                PALETTE[2]
+            };
+            Circle::new((r.epoch as f64, r.seconds), 3, color.filled())
+        }))
+        .map_err(plot_error)?;
+    Ok(())
 }
