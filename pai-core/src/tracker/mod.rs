@@ -164,9 +164,6 @@ impl Tracker {
     /// [`Error::NonFinite`] for a NaN or infinite score (nothing is recorded);
     /// [`Error::WrongPhase`] when the model's phase was changed behind the tracker's back;
     /// file and model errors.
-    ///
-    /// # Panics
-    /// Never: the epoch's record is pushed before it is read back.
     pub fn add_validation_score<M: DendriticModel>(
         &mut self,
         score: f64,
@@ -193,43 +190,7 @@ impl Tracker {
             });
         }
         self.adopt_lr(opt.lr());
-        let now = Instant::now();
-        let seconds = self
-            .last_call
-            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
-        self.last_call = Some(now);
-        self.state.recent.push(score);
-        let window = self.config.running_window.min(self.state.recent.len());
-        let running = self.state.recent[self.state.recent.len() - window..]
-            .iter()
-            .sum::<f64>()
-            / window as f64;
-        let pending = std::mem::take(&mut self.pending);
-        let counts = model.param_counts()?;
-        let params = counts.inference();
-        let bytes = (counts.total() + counts.get(crate::params::Role::Buffer))
-            * std::mem::size_of::<M::Dtype>();
-        let dendrites = max_dendrites(model);
-        let correlations = model
-            .correlation_scores()
-            .into_iter()
-            .map(|(path, r)| (path, r.best_score))
-            .collect();
-        self.state.history.push(EpochRecord {
-            epoch: self.state.epoch,
-            phase: found,
-            score,
-            running,
-            test: pending.test,
-            train_loss: pending.train_loss,
-            extras: pending.extras,
-            lr: opt.lr(),
-            dendrites,
-            params,
-            bytes,
-            seconds,
-            correlations,
-        });
+        let running = self.record_epoch(score, model, opt)?;
         let step = match found {
             Phase::Neuron => self.neuron_epoch(running, model, opt)?,
             Phase::Dendrite => self.dendrite_epoch(model, opt)?,
@@ -242,7 +203,60 @@ impl Tracker {
         if every > 0 && (self.state.epoch.is_multiple_of(every) || restructured) {
             graph::draw(&self.config, &self.state)?;
         }
-        let last = self.state.history.last().expect("pushed above");
+        self.log_epoch(step);
+        Ok(step)
+    }
+
+    /// Appends this epoch's record to the history; returns the running score (the mean of
+    /// the phase's last `running_window` scores).
+    fn record_epoch<M: DendriticModel>(
+        &mut self,
+        score: f64,
+        model: &mut M,
+        opt: &OptimizerFor<M>,
+    ) -> Result<f64> {
+        let now = Instant::now();
+        let seconds = self
+            .last_call
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        self.last_call = Some(now);
+        self.state.recent.push(score);
+        let window = self.config.running_window.min(self.state.recent.len());
+        let recent = &self.state.recent[self.state.recent.len() - window..];
+        let running = recent.iter().sum::<f64>() / window as f64;
+        let pending = std::mem::take(&mut self.pending);
+        let counts = model.param_counts()?;
+        let bytes = (counts.total() + counts.get(crate::params::Role::Buffer))
+            * std::mem::size_of::<M::Dtype>();
+        let correlations = model
+            .correlation_scores()
+            .into_iter()
+            .map(|(path, r)| (path, r.best_score))
+            .collect();
+        self.state.history.push(EpochRecord {
+            epoch: self.state.epoch,
+            phase: self.state.phase,
+            score,
+            running,
+            test: pending.test,
+            train_loss: pending.train_loss,
+            extras: pending.extras,
+            lr: opt.lr(),
+            dendrites: max_dendrites(model),
+            params: counts.inference(),
+            bytes,
+            seconds,
+            correlations,
+        });
+        Ok(running)
+    }
+
+    /// The epoch just decided, as a `tracing` event.
+    fn log_epoch(&self, step: Step) {
+        let Some(last) = self.state.history.last() else {
+            return;
+        };
+        let best = self.state.best.as_ref();
         tracing::info!(
             target: "perforated",
             "epoch {} {} score {:.6} (running {:.6}) best {} lr {:.3e} dendrites {} params {} -> {:?}",
@@ -250,12 +264,11 @@ impl Tracker {
             last.phase,
             last.score,
             last.running,
-            self.state.best.as_ref().map_or("-".to_string(), |b| format!("{:.6}", b.score)),
+            best.map_or("-".to_string(), |b| format!("{:.6}", b.score)),
             last.lr,
             last.dendrites,
             last.params,
             step
         );
-        Ok(step)
     }
 }

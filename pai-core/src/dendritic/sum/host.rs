@@ -1,10 +1,12 @@
 //! The dendrite sum in one pass on the CPU: the fast path of [`super::dendrite_sum`].
 //!
-//! Per dendrite the sum is one or more broadcast multiplies, adds and a squash. dfdx 0.13 runs each as its own CPU kernel that allocates
-//! its output and walks every operand through a strided index, forward and backward; on the
-//! 64-128-10 benchmark that chain cost more than the dendrite's own matrix product. On
-//! [`Cpu`] the whole chain runs here as one forward loop and one backward op; on other devices
-//! [`super::ops`] builds it from dfdx ops (the reference this kernel is tested against).
+//! Per dendrite the sum is one or more broadcast multiplies, adds and a squash. dfdx 0.13 runs
+//! each as its own CPU kernel that allocates its output and walks every operand through a
+//! strided index, forward and backward; on the 64-128-10 benchmark that chain cost more than
+//! the dendrite's own matrix product. On the CPU the whole chain runs here as one forward loop
+//! ([`Pass::add_term`] per dendrite) and one backward op ([`Pass::backward`]); on other
+//! devices [`super::ops`] builds it from dfdx ops (the reference this kernel is tested
+//! against).
 //!
 //! Every operand is made contiguous first (`reshape_like` to its own shape is free when it
 //! already is), so host copies and gradient buffers are in logical order.
@@ -12,7 +14,7 @@
 use std::sync::Arc;
 
 use dfdx::shapes::{ConstDim, HasShape, Shape};
-use dfdx::tensor::{Merge, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{Gradients, Merge, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
 use super::{Pre, Term};
@@ -49,184 +51,196 @@ where
         return Ok((y, Vec::new()));
     }
     let shape = *y.shape();
-    let layout = Layout::of::<So, Tags>(&shape);
     // The terms are summed apart and added to `y` in place: the output keeps `y`'s id, so its
     // gradient is `y`'s, with no new tensor, gradient buffer or copy of `y` or of its gradient.
     let (mut y, mut tape) = y.try_reshape_like(&shape)?.split_tape();
-    let mut out = vec![E::default(); layout.len];
-
-    let trains_terms = P::OWNS_TAPE && T::OWNS_TAPE;
-    // the input matrix, on the host, for the affine terms
-    let mut input = match input {
+    let input = match input {
         Some(x) => {
             let (x, x_tape) = x.split_tape();
             tape = tape.merge(x_tape);
-            let (x, host) = scratch.host(x)?;
-            let (rows, features) = *x.shape();
-            Some(Input {
-                tensor: x,
-                host,
-                rows,
-                features,
-            })
+            Some(Input::of(x, scratch)?)
         }
         None => None,
     };
-    let mut acts: Vec<Vec<E>> = Vec::with_capacity(terms.len());
-    let mut pres = Vec::with_capacity(terms.len());
-    let mut cascades = Vec::with_capacity(terms.len());
-    let mut outputs = Vec::with_capacity(terms.len());
-    let mut biases = Vec::with_capacity(terms.len());
+    let mut pass = Pass::new(
+        Layout::of::<So, Tags>(&shape),
+        activation,
+        P::OWNS_TAPE && T::OWNS_TAPE,
+        input,
+        scratch,
+        terms.len(),
+    );
+    let mut out = vec![E::default(); pass.layout.len];
     for term in terms {
-        let (pre, mut z) = match term.pre {
-            Pre::Module(pre) => {
-                let (pre, z) = scratch.host(pre)?;
-                let (pre, pre_tape) = pre.split_tape();
-                tape = tape.merge(pre_tape);
-                (Saved::Module(pre), z)
-            }
-            Pre::Affine(weight) => {
-                let x = input
-                    .as_ref()
-                    .expect("affine terms come with the input matrix");
-                let (weight, w) = scratch.host(weight)?;
-                let neurons = weight.shape().0;
-                debug_assert_eq!(x.rows * neurons, layout.len);
-                let mut z = scratch.zeros(layout.len);
-                // z = x · Wᵀ
-                matmul(
-                    Dst::new(&mut z, x.rows, neurons, false),
-                    Operand::new(&x.host, x.rows, x.features, false),
-                    Operand::new(&w, neurons, x.features, true),
-                );
-                (
-                    Saved::Affine {
-                        weight,
-                        host: w,
-                        grad: Vec::new(),
-                    },
-                    z,
-                )
-            }
-        };
-        if let Some(bias) = term.bias {
-            layout.add(&mut z, &per_neuron(bias));
+        if let Some(pre_tape) = pass.add_term(term, &mut out)? {
+            tape = tape.merge(pre_tape);
         }
-        if trains_terms {
-            biases.push(term.bias.cloned());
-        }
-        let cascade: Vec<Vec<E>> = term.cascade.iter().map(per_neuron).collect();
-        for (c, a) in cascade.iter().zip(&acts) {
-            layout.axpy(&mut z, c, a);
-        }
-        let a = squash(z, activation);
-        let w = per_neuron(term.output);
-        layout.axpy(&mut out, &w, &a);
-        acts.push(a);
-        // kept for their gradients only: frozen, detached pre-activations are freed here
-        if trains_terms {
-            pres.push(pre);
-        } else if let Saved::Affine { host, .. } = pre {
-            scratch.give([host]);
-        }
-        cascades.push((term.cascade.to_vec(), cascade));
-        outputs.push((term.output.clone(), w));
     }
     let dev = y.device().clone();
     y.try_axpy(1.0, &dev.try_tensor_from_vec(out, shape)?, 1.0)?;
     let kept = match keep_acts {
-        true => acts
+        true => pass
+            .acts
             .iter()
             .map(|a| dev.try_tensor_from_vec(a.clone(), shape))
             .collect::<Result<Vec<_>, _>>()?,
         false => Vec::new(),
     };
-    if !trains_terms {
+    if !pass.trains {
         // nothing but `y` and the output weights needs the input from here on
-        if let Some(x) = input.take() {
-            scratch.give([x.host]);
+        if let Some(x) = pass.input.take() {
+            pass.scratch.give([x.host]);
         }
     }
     if !T::OWNS_TAPE {
-        scratch.give(acts);
+        pass.scratch.give(std::mem::take(&mut pass.acts));
         return Ok((y.put_tape(tape), kept));
     }
-
     let handle = y.clone();
-    let saved = acts;
-    let scratch = Arc::clone(scratch);
-    tape.add_backward_op(move |grads| {
-        // the output's gradient (which is `y`'s), lent out of `grads` (and returned below) so
-        // that other entries can be written while it is read, without copying it
-        let lent = std::mem::replace(grad_buffer(grads, &handle)?, empty(&dev)?);
-        let g: &[E] = &lent;
-        // dL/dzⱼ is built in preⱼ's own gradient buffer, lent out like the output's (preⱼ
-        // feeds only this sum), or for an affine term in a zeroed vector of its own: when j is
-        // reached it holds exactly the cascade terms of the later dendrites. (`pres` holds
-        // terms only when they train.)
-        let mut pres = pres;
-        for p in &mut pres {
+    tape.add_backward_op(move |grads| pass.backward(grads, &handle, &dev));
+    Ok((y.put_tape(tape), kept))
+}
+
+/// One call of the sum: what its forward pass computed and its backward pass needs.
+struct Pass<So: Shape, N: ConstDim, E: Float, D: Device<E>> {
+    layout: Layout,
+    activation: Activation,
+    /// The terms train (tapes on both sides): their gradients are written too.
+    trains: bool,
+    input: Option<Input<E, D>>,
+    scratch: Arc<Scratch<E>>,
+    /// `aⱼ`, in cascade order.
+    acts: Vec<Vec<E>>,
+    /// The pre-activations, kept only when the terms train.
+    pres: Vec<Saved<So, E, D>>,
+    /// Per term: its cascade weights, as tensors and on the host.
+    cascades: Vec<(Vec<PerNeuron<N, E, D>>, Vec<Vec<E>>)>,
+    /// Per term: its output weights, as a tensor and on the host.
+    outputs: Vec<(PerNeuron<N, E, D>, Vec<E>)>,
+    /// Per term, when the terms train: its bias.
+    biases: Vec<Option<PerNeuron<N, E, D>>>,
+}
+
+impl<So: Shape, N: ConstDim, E: Float, D: Device<E>> Pass<So, N, E, D> {
+    fn new(
+        layout: Layout,
+        activation: Activation,
+        trains: bool,
+        input: Option<Input<E, D>>,
+        scratch: &Arc<Scratch<E>>,
+        terms: usize,
+    ) -> Self {
+        Self {
+            layout,
+            activation,
+            trains,
+            input,
+            scratch: Arc::clone(scratch),
+            acts: Vec::with_capacity(terms),
+            pres: Vec::with_capacity(terms),
+            cascades: Vec::with_capacity(terms),
+            outputs: Vec::with_capacity(terms),
+            biases: Vec::with_capacity(terms),
+        }
+    }
+
+    /// Adds term `j`'s `wⱼ ⊙ aⱼ` to `out`, keeping what the backward pass needs; returns the
+    /// tape of a module pre-activation, to be merged into the output's.
+    fn add_term<P: Tape<E, D>>(
+        &mut self,
+        term: Term<'_, So, N, E, D, P>,
+        out: &mut [E],
+    ) -> Result<Option<P>, D::Err> {
+        let (saved, mut z, pre_tape) = match term.pre {
+            Pre::Module(pre) => {
+                let (pre, z) = self.scratch.host(pre)?;
+                let (pre, pre_tape) = pre.split_tape();
+                (Saved::Module(pre), z, Some(pre_tape))
+            }
+            Pre::Affine(weight) => {
+                let (saved, z) = self.affine_product(weight)?;
+                (saved, z, None)
+            }
+        };
+        if let Some(bias) = term.bias {
+            self.layout.add(&mut z, &per_neuron(bias));
+        }
+        if self.trains {
+            self.biases.push(term.bias.cloned());
+        }
+        let cascade: Vec<Vec<E>> = term.cascade.iter().map(per_neuron).collect();
+        for (c, a) in cascade.iter().zip(&self.acts) {
+            self.layout.axpy(&mut z, c, a);
+        }
+        let a = squash(z, self.activation);
+        let w = per_neuron(term.output);
+        self.layout.axpy(out, &w, &a);
+        self.acts.push(a);
+        // kept for their gradients only: frozen, detached pre-activations are freed here
+        if self.trains {
+            self.pres.push(saved);
+        } else if let Saved::Affine { host, .. } = saved {
+            self.scratch.give([host]);
+        }
+        self.cascades.push((term.cascade.to_vec(), cascade));
+        self.outputs.push((term.output.clone(), w));
+        Ok(pre_tape)
+    }
+
+    /// `z = x · Wᵀ` for an affine term, from the host copy of the input.
+    fn affine_product(
+        &self,
+        weight: Tensor<(usize, usize), E, D>,
+    ) -> Result<(Saved<So, E, D>, Vec<E>), D::Err> {
+        let x = self
+            .input
+            .as_ref()
+            .expect("affine terms come with the input matrix");
+        let (weight, w) = self.scratch.host(weight)?;
+        let neurons = weight.shape().0;
+        debug_assert_eq!(x.rows * neurons, self.layout.len);
+        let mut z = self.scratch.zeros(self.layout.len);
+        matmul(
+            Dst::new(&mut z, x.rows, neurons, false),
+            Operand::new(&x.host, x.rows, x.features, false),
+            Operand::new(&w, neurons, x.features, true),
+        );
+        let saved = Saved::Affine {
+            weight,
+            host: w,
+            grad: Vec::new(),
+        };
+        Ok((saved, z))
+    }
+
+    /// The backward op: from the output's gradient (which is `y`'s) to the output weights'
+    /// and, when the terms train, to every term's, latest dendrite first.
+    fn backward(
+        mut self,
+        grads: &mut Gradients<E, D>,
+        handle: &Tensor<So, E, D>,
+        dev: &D,
+    ) -> Result<(), D::Err> {
+        // the output's gradient, lent out of `grads` (and returned below) so that other
+        // entries can be written while it is read, without copying it
+        let lent = std::mem::replace(grad_buffer(grads, handle)?, empty(dev)?);
+        for p in &mut self.pres {
             if let Saved::Affine { grad, .. } = p {
-                *grad = scratch.zeros(layout.len);
+                *grad = self.scratch.zeros(self.layout.len);
             }
         }
-        for j in (0..saved.len()).rev() {
-            let (w_tensor, w) = &outputs[j];
-            add_into(grad_mut(grads, w_tensor)?, &layout.dot(&saved[j], g));
-            let Some((term, earlier)) = pres.get_mut(..=j).and_then(<[_]>::split_last_mut) else {
-                continue;
-            };
-            let mut lent_pre = None;
-            let d: &mut [E] = match term {
-                Saved::Module(pre) => {
-                    lent_pre.insert(std::mem::replace(grad_buffer(grads, pre)?, empty(&dev)?))
-                }
-                Saved::Affine { grad, .. } => grad,
-            };
-            layout.axpy(d, w, g);
-            // through the squash
-            squash_grad(d, &saved[j], activation);
-            if let Some(bias) = &biases[j] {
-                add_into(grad_mut(grads, bias)?, &layout.sum(d));
-            }
-            let (c_tensors, c) = &cascades[j];
-            for ((c_tensor, c), (a, earlier)) in
-                c_tensors.iter().zip(c).zip(saved.iter().zip(earlier))
-            {
-                add_into(grad_mut(grads, c_tensor)?, &layout.dot(a, d));
-                match earlier {
-                    Saved::Module(pre) => layout.axpy(grad_mut(grads, pre)?, c, d),
-                    Saved::Affine { grad, .. } => layout.axpy(grad, c, d),
-                }
-            }
-            match term {
-                Saved::Module(pre) => {
-                    if let Some(d) = lent_pre {
-                        *grad_buffer(grads, pre)? = d;
-                    }
-                }
-                Saved::Affine { weight, host, grad } => {
-                    let x = input
-                        .as_ref()
-                        .expect("affine terms come with the input matrix");
-                    let neurons = weight.shape().0;
-                    // dW += dᵀ · x
-                    matmul(
-                        Dst::new(grad_mut(grads, weight)?, neurons, x.features, true),
-                        Operand::new(grad, x.rows, neurons, true),
-                        Operand::new(&x.host, x.rows, x.features, false),
-                    );
-                    // dx += d · W
-                    matmul(
-                        Dst::new(grad_mut(grads, &x.tensor)?, x.rows, x.features, true),
-                        Operand::new(grad, x.rows, neurons, false),
-                        Operand::new(host, neurons, x.features, false),
-                    );
-                }
-            }
+        for j in (0..self.acts.len()).rev() {
+            self.term_backward(grads, j, &lent, dev)?;
         }
-        *grad_buffer(grads, &handle)? = lent;
-        scratch.give(saved);
+        *grad_buffer(grads, handle)? = lent;
+        let Self {
+            scratch,
+            acts,
+            pres,
+            input,
+            ..
+        } = self;
+        scratch.give(acts);
         for p in pres {
             if let Saved::Affine { host, grad, .. } = p {
                 scratch.give([host, grad]);
@@ -236,8 +250,78 @@ where
             scratch.give([x.host]);
         }
         Ok(())
-    });
-    Ok((y.put_tape(tape), kept))
+    }
+
+    /// Term `j`'s share of the backward pass, given the output's gradient `g`. dL/dzⱼ is built
+    /// in preⱼ's own gradient buffer, lent out like the output's (preⱼ feeds only this sum), or
+    /// for an affine term in a zeroed vector of its own: when `j` is reached it holds exactly
+    /// the cascade terms of the later dendrites.
+    fn term_backward(
+        &mut self,
+        grads: &mut Gradients<E, D>,
+        j: usize,
+        g: &[E],
+        dev: &D,
+    ) -> Result<(), D::Err> {
+        let (w_tensor, w) = &self.outputs[j];
+        add_into(
+            grad_mut(grads, w_tensor)?,
+            &self.layout.dot(&self.acts[j], g),
+        );
+        let Some((term, earlier)) = self.pres.get_mut(..=j).and_then(<[_]>::split_last_mut) else {
+            return Ok(());
+        };
+        let mut lent_pre = None;
+        let d: &mut [E] = match term {
+            Saved::Module(pre) => {
+                lent_pre.insert(std::mem::replace(grad_buffer(grads, pre)?, empty(dev)?))
+            }
+            Saved::Affine { grad, .. } => grad,
+        };
+        self.layout.axpy(d, w, g);
+        // through the squash
+        squash_grad(d, &self.acts[j], self.activation);
+        if let Some(bias) = &self.biases[j] {
+            add_into(grad_mut(grads, bias)?, &self.layout.sum(d));
+        }
+        let (c_tensors, c) = &self.cascades[j];
+        for ((c_tensor, c), (a, earlier)) in
+            c_tensors.iter().zip(c).zip(self.acts.iter().zip(earlier))
+        {
+            add_into(grad_mut(grads, c_tensor)?, &self.layout.dot(a, d));
+            match earlier {
+                Saved::Module(pre) => self.layout.axpy(grad_mut(grads, pre)?, c, d),
+                Saved::Affine { grad, .. } => self.layout.axpy(grad, c, d),
+            }
+        }
+        match term {
+            Saved::Module(pre) => {
+                if let Some(d) = lent_pre {
+                    *grad_buffer(grads, pre)? = d;
+                }
+            }
+            Saved::Affine { weight, host, grad } => {
+                let x = self
+                    .input
+                    .as_ref()
+                    .expect("affine terms come with the input matrix");
+                let neurons = weight.shape().0;
+                // dW += dᵀ · x
+                matmul(
+                    Dst::new(grad_mut(grads, weight)?, neurons, x.features, true),
+                    Operand::new(grad, x.rows, neurons, true),
+                    Operand::new(&x.host, x.rows, x.features, false),
+                );
+                // dx += d · W
+                matmul(
+                    Dst::new(grad_mut(grads, &x.tensor)?, x.rows, x.features, true),
+                    Operand::new(grad, x.rows, neurons, false),
+                    Operand::new(host, neurons, x.features, false),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The layer input of the affine terms: its `(rows, features)` tensor and a host copy.
@@ -246,6 +330,19 @@ struct Input<E: Float, D: Device<E>> {
     host: Vec<E>,
     rows: usize,
     features: usize,
+}
+
+impl<E: Float, D: Device<E>> Input<E, D> {
+    fn of(x: Tensor<(usize, usize), E, D>, scratch: &Scratch<E>) -> Result<Self, D::Err> {
+        let (tensor, host) = scratch.host(x)?;
+        let (rows, features) = *tensor.shape();
+        Ok(Self {
+            tensor,
+            host,
+            rows,
+            features,
+        })
+    }
 }
 
 /// A term's pre-activation as kept for the backward pass: the module output (its gradient
