@@ -14,7 +14,7 @@
 mod common;
 
 use common::args::Args;
-use perforated::optim::Rule;
+use perforated::optim::{OptimizerFor, Rule};
 use perforated::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -88,6 +88,42 @@ fn energy_distance(a: &[[f32; 2]], b: &[[f32; 2]]) -> f64 {
     2.0 * mean(a, b) - mean(a, a) - mean(b, b)
 }
 
+/// One epoch of `STEPS` alternating steps; returns the discriminator's summed loss.
+fn gan_epoch(
+    pair: &mut Pair<f32, AutoDevice>,
+    opt: &mut OptimizerFor<Pair<f32, AutoDevice>>,
+    dev: &AutoDevice,
+    rng: &mut StdRng,
+    labels: &Tensor<(usize, Const<1>), f32, AutoDevice>,
+    ones: &Tensor<(usize, Const<1>), f32, AutoDevice>,
+) -> Result<f32, Box<dyn std::error::Error>> {
+    let mut d_loss = 0.0;
+    for _ in 0..STEPS {
+        // discriminator: real points are 1, generated ones 0; the generator runs frozen
+        let z: Tensor<(usize, Const<NOISE>), f32, AutoDevice> =
+            dev.sample_normal_like(&(BATCH, Const));
+        let fake = pair.generator.forward(z);
+        let real = tensor(dev, &real_points(BATCH, rng));
+        // one batch, one forward pass: real and generated points together
+        let grads = pair.discriminator.alloc_grads()?;
+        let both = (real.traced(grads), fake).concat_along(Axis::<0>);
+        let logits = pair.discriminator.forward_mut(both);
+        let loss = binary_cross_entropy_with_logits_loss(logits, labels.clone());
+        d_loss += loss.array();
+        opt.step_at(&mut pair.discriminator, "discriminator", loss.backward())?;
+
+        // generator: make the (frozen) discriminator say 1
+        let z: Tensor<(usize, Const<NOISE>), f32, AutoDevice> =
+            dev.sample_normal_like(&(BATCH, Const));
+        let grads = pair.generator.alloc_grads()?;
+        let fake = pair.generator.forward_mut(z.traced(grads));
+        let loss =
+            binary_cross_entropy_with_logits_loss(pair.discriminator.forward(fake), ones.clone());
+        opt.step_at(&mut pair.generator, "generator", loss.backward())?;
+    }
+    Ok(d_loss)
+}
+
 fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::error::Error>> {
     let dev = AutoDevice::seed_from_u64(seed);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -115,32 +151,7 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
     println!("| epoch | phase | dendrites | energy distance | best |");
     println!("|---:|---|---:|---:|---:|");
     for epoch in 0..args.epochs {
-        let mut d_loss = 0.0;
-        for _ in 0..STEPS {
-            // discriminator: real points are 1, generated ones 0; the generator runs frozen
-            let z: Tensor<(usize, Const<NOISE>), f32, AutoDevice> =
-                dev.sample_normal_like(&(BATCH, Const));
-            let fake = pair.generator.forward(z);
-            let real = tensor(&dev, &real_points(BATCH, &mut rng));
-            // one batch, one forward pass: real and generated points together
-            let grads = pair.discriminator.alloc_grads()?;
-            let both = (real.traced(grads), fake).concat_along(Axis::<0>);
-            let logits = pair.discriminator.forward_mut(both);
-            let loss = binary_cross_entropy_with_logits_loss(logits, labels.clone());
-            d_loss += loss.array();
-            opt.step_at(&mut pair.discriminator, "discriminator", loss.backward())?;
-
-            // generator: make the (frozen) discriminator say 1
-            let z: Tensor<(usize, Const<NOISE>), f32, AutoDevice> =
-                dev.sample_normal_like(&(BATCH, Const));
-            let grads = pair.generator.alloc_grads()?;
-            let fake = pair.generator.forward_mut(z.traced(grads));
-            let loss = binary_cross_entropy_with_logits_loss(
-                pair.discriminator.forward(fake),
-                ones.clone(),
-            );
-            opt.step_at(&mut pair.generator, "generator", loss.backward())?;
-        }
+        let d_loss = gan_epoch(&mut pair, &mut opt, &dev, &mut rng, &labels, &ones)?;
         let generated: Vec<[f32; 2]> = pair
             .generator
             .forward(z_validation.clone())

@@ -132,14 +132,30 @@ fn base(name: &str) -> TrackerConfig {
         .graph_every(0)
 }
 
+/// A named run: its config, the scores fed, the decisions expected (see `Run::phases`) and
+/// the dendrites the model ends with.
+type Case = (&'static str, TrackerConfig, Vec<f64>, &'static str, usize);
+
+fn check_decisions(cases: Vec<Case>) {
+    for (name, config, scores, expected, dendrites) in cases {
+        let mut run = Run::new(config);
+        run.feed(&scores);
+        assert_eq!(run.phases(), expected, "{name}: full trace {}", run.trace);
+        assert_eq!(run.model.dendrite_count(), dendrites, "{name}");
+    }
+}
+
+fn up(v: &[f64]) -> Vec<f64> {
+    v.to_vec()
+}
+
 #[test]
-fn decisions_follow_the_switch_mode_direction_thresholds_retries_and_limits() {
-    let up = |v: &[f64]| v.to_vec();
+fn plateau_decisions_follow_direction_thresholds_retries_and_limits() {
     let down = |v: &[f64]| v.iter().map(|s| -s).collect::<Vec<_>>();
     let retry_scores = [
         0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65, 0.65,
     ];
-    let cases: Vec<(&str, TrackerConfig, Vec<f64>, &str, usize)> = vec![
+    check_decisions(vec![
         (
             "plateau, maximise: improve, plateau, a set that helps, then three that do not",
             base("max").maximize().max_dendrites(3),
@@ -172,6 +188,39 @@ fn decisions_follow_the_switch_mode_direction_thresholds_retries_and_limits() {
             1,
         ),
         (
+            "grace period delays the plateau count",
+            base("grace").maximize().grace_epochs(2).max_dendrites(1),
+            up(&[0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6]),
+            "icccRdRicccX",
+            1,
+        ),
+        (
+            "running window smooths the score",
+            base("window")
+                .maximize()
+                .running_window(2)
+                .switch(SwitchMode::Plateau { patience: 10 }),
+            up(&[0.5, 0.7, 0.6, 0.62]),
+            "iiic",
+            0,
+        ),
+        (
+            "keep all dendrites: no retries, the last set stays",
+            base("keepall")
+                .maximize()
+                .keep_all_dendrites()
+                .max_dendrites(2),
+            up(&[0.5, 0.6, 0.6, 0.6, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55]),
+            "iicRdRccRdRccX",
+            2,
+        ),
+    ]);
+}
+
+#[test]
+fn fixed_switch_modes_and_the_capacity_test() {
+    check_decisions(vec![
+        (
             "every n epochs, first phase longer",
             base("everyn")
                 .maximize()
@@ -199,46 +248,13 @@ fn decisions_follow_the_switch_mode_direction_thresholds_retries_and_limits() {
             0,
         ),
         (
-            "grace period delays the plateau count",
-            base("grace").maximize().grace_epochs(2).max_dendrites(1),
-            up(&[0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6]),
-            "icccRdRicccX",
-            1,
-        ),
-        (
-            "running window smooths the score",
-            base("window")
-                .maximize()
-                .running_window(2)
-                .switch(SwitchMode::Plateau { patience: 10 }),
-            up(&[0.5, 0.7, 0.6, 0.62]),
-            "iiic",
-            0,
-        ),
-        (
-            "keep all dendrites: no retries, the last set stays",
-            base("keepall")
-                .maximize()
-                .keep_all_dendrites()
-                .max_dendrites(2),
-            up(&[0.5, 0.6, 0.6, 0.6, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55]),
-            "iicRdRccRdRccX",
-            2,
-        ),
-        (
             "capacity test: a switch every epoch, then complete",
             base("capacity").maximize().capacity_test(2),
             up(&[0.5, 0.5, 0.5]),
             "RRRRX",
             2,
         ),
-    ];
-    for (name, config, scores, expected, dendrites) in cases {
-        let mut run = Run::new(config);
-        run.feed(&scores);
-        assert_eq!(run.phases(), expected, "{name}: full trace {}", run.trace);
-        assert_eq!(run.model.dendrite_count(), dendrites, "{name}");
-    }
+    ]);
 }
 
 #[test]

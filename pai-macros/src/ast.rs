@@ -1,12 +1,9 @@
-//! The parsed model: fields, what each is, the type it becomes. Keeps the user's spans.
+//! The parsed model: a plain IR that borrows the user's syntax (and so keeps its spans): each
+//! field, its attributes and what it is. Builds no tokens; `types` and `expand` do.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
-use syn::{GenericArgument, Ident, PathArguments, Type};
+use syn::{Ident, Type};
 
 use crate::attr::{self, FieldAttrs, ModelAttrs};
-use crate::paths;
 
 /// A layer name the macro knows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -50,19 +47,16 @@ pub fn stateful_processor(name: &str) -> bool {
 }
 
 /// What a field is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     /// Gets dendrites.
-    Converted {
-        module: TokenStream,
-        tags: Option<TokenStream>,
-        processor: Option<TokenStream>,
-    },
+    Converted,
     /// Trains without dendrites.
-    Tracked { module: TokenStream },
+    Tracked,
     /// No parameters.
     Free,
     /// Itself a perforated model (or any `DendriticModel`).
-    Nested { ty: TokenStream },
+    Nested,
     /// Left out of the registry and of the generated forward.
     Skipped,
 }
@@ -75,6 +69,8 @@ pub struct Field<'a> {
     pub attrs: FieldAttrs,
     /// Last path segment of the written type, if it is a path.
     pub name: Option<String>,
+    /// What that name is, if the macro knows it.
+    pub known: Option<Known>,
     pub kind: Kind,
 }
 
@@ -92,48 +88,6 @@ pub fn segment(ty: &Type) -> Option<&syn::PathSegment> {
     }
 }
 
-fn args(seg: &syn::PathSegment) -> Vec<&GenericArgument> {
-    match &seg.arguments {
-        PathArguments::AngleBracketed(a) => a.args.iter().collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The module type a written layer type becomes, with the model's `E, D`.
-pub fn module_type(ty: &Type) -> TokenStream {
-    let span = ty.span();
-    let Some(seg) = segment(ty) else {
-        return quote!(#ty);
-    };
-    let name = seg.ident.to_string();
-    let args = args(seg);
-    let dfdx = paths::dfdx();
-    let core = paths::core();
-    let ident = &seg.ident;
-    match known(&name) {
-        Some(Known::Dfdx { consts, .. }) => {
-            let (head, tail) = args.split_at(consts.min(args.len()));
-            quote_spanned!(span=> #dfdx::nn::modules::#ident<#(#head,)* E, D #(, #tail)*>)
-        }
-        Some(Known::Core { consts }) => {
-            let (head, tail) = args.split_at(consts.min(args.len()));
-            quote_spanned!(span=> #core::layers::#ident<#(#head,)* E, D #(, #tail)*>)
-        }
-        Some(Known::Sequential) => {
-            let inner: Vec<TokenStream> = args
-                .iter()
-                .map(|a| match a {
-                    GenericArgument::Type(t) => module_type(t),
-                    other => quote!(#other),
-                })
-                .collect();
-            quote_spanned!(span=> #core::layers::PaiSequential<#(#inner),*>)
-        }
-        None if args.is_empty() => quote_spanned!(span=> #ty<E, D>),
-        Some(Known::Free) | None => quote!(#ty),
-    }
-}
-
 /// Parses the struct into the IR. Never fails: problems go to `errors` (then `check` reports
 /// them) and a best guess is kept so expansion can still emit stubs.
 pub fn parse<'a>(
@@ -148,12 +102,14 @@ pub fn parse<'a>(
                 let ident = field.ident.as_ref().expect("named field");
                 let attrs = attr::field_attrs(&field.attrs, errors);
                 let name = segment(&field.ty).map(|s| s.ident.to_string());
-                let kind = classify(field, &attrs, name.as_deref());
+                let known = name.as_deref().and_then(known);
+                let kind = classify(&attrs, known);
                 fields.push(Field {
                     ident,
                     field,
                     attrs,
                     name,
+                    known,
                     kind,
                 });
             }
@@ -166,65 +122,25 @@ pub fn parse<'a>(
     }
 }
 
-fn classify(field: &syn::Field, attrs: &FieldAttrs, name: Option<&str>) -> Kind {
-    let ty = &field.ty;
+/// What a field is, from its attributes and its layer name. A bare normalisation (reported
+/// by `check`) is classed as tracked so that the expansion stays valid.
+fn classify(attrs: &FieldAttrs, known: Option<Known>) -> Kind {
     if attrs.skip.is_some() {
         return Kind::Skipped;
     }
     if attrs.track.is_some() {
-        return Kind::Tracked {
-            module: module_type(ty),
-        };
+        return Kind::Tracked;
     }
-    let known = name.and_then(known);
     let convertible = matches!(
         known,
         Some(Known::Dfdx { norm: false, .. } | Known::Core { .. } | Known::Sequential)
     );
     if convertible || attrs.convert.is_some() {
-        let module = module_type(ty);
-        let tags = attrs.dims.as_ref().map(|(span, idents)| {
-            let core = paths::core();
-            let tags = idents
-                .iter()
-                .map(|i| quote_spanned!(i.span()=> #core::axis::#i));
-            quote_spanned!(*span=> (#(#tags,)*))
-        });
-        let processor = attrs.processor.as_ref().map(|p| processor_type(p, ty));
-        return Kind::Converted {
-            module,
-            tags,
-            processor,
-        };
+        return Kind::Converted;
     }
     match known {
         Some(Known::Free) => Kind::Free,
-        // a bare normalisation: reported by `check`; tracked so the expansion stays valid
-        Some(Known::Dfdx { norm: true, .. }) => Kind::Tracked {
-            module: module_type(ty),
-        },
-        _ => Kind::Nested {
-            ty: module_type(ty),
-        },
+        Some(Known::Dfdx { norm: true, .. }) => Kind::Tracked,
+        _ => Kind::Nested,
     }
-}
-
-/// The processor type: known stateful processors get `<H, E, D>` with `H` the layer's
-/// second const argument (its hidden size).
-fn processor_type(p: &syn::Path, layer: &Type) -> TokenStream {
-    let last = p
-        .segments
-        .last()
-        .map(|s| s.ident.to_string())
-        .unwrap_or_default();
-    let bare = p.segments.last().is_some_and(|s| s.arguments.is_none());
-    if stateful_processor(&last) && bare {
-        let hidden = segment(layer).and_then(|s| args(s).get(1).copied().cloned());
-        if let Some(h) = hidden {
-            let core = paths::core();
-            let ident = &p.segments.last().expect("checked").ident;
-            return quote_spanned!(p.span()=> #core::layers::#ident<#h, E, D>);
-        }
-    }
-    quote!(#p)
 }

@@ -1,4 +1,5 @@
-//! IR -> tokens. Infallible: `check` has already reported every problem.
+//! IR -> tokens, one function per generated piece (struct, summary, build, registry walks,
+//! forward). Infallible: `check` has already reported every problem.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
@@ -6,31 +7,7 @@ use syn::spanned::Spanned;
 
 use crate::ast::{Field, Kind, Model};
 use crate::paths;
-
-/// The type a field has in the generated struct.
-fn field_type(f: &Field<'_>) -> TokenStream {
-    let core = paths::core();
-    match &f.kind {
-        Kind::Converted {
-            module,
-            tags,
-            processor,
-        } => match (tags, processor) {
-            (None, None) => quote!(#core::Dendritic<#module>),
-            (Some(t), None) => quote!(#core::Dendritic<#module, #t>),
-            (None, Some(p)) => {
-                quote!(#core::Dendritic<#module, <#module as #core::Convertible>::DefaultTags, #p>)
-            }
-            (Some(t), Some(p)) => quote!(#core::Dendritic<#module, #t, #p>),
-        },
-        Kind::Tracked { module } => module.clone(),
-        Kind::Nested { ty } => ty.clone(),
-        Kind::Free | Kind::Skipped => {
-            let ty = &f.field.ty;
-            quote!(#ty)
-        }
-    }
-}
+use crate::types::{field_type, module_type};
 
 fn strip_pai(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
     attrs.iter().filter(|a| !a.path().is_ident("pai")).collect()
@@ -78,10 +55,7 @@ pub fn item(m: &Model<'_>, plain_fields: bool) -> TokenStream {
         let fattrs = strip_pai(&f.field.attrs);
         let fvis = &f.field.vis;
         let ident = f.ident;
-        let ty = match &f.kind {
-            Kind::Converted { module, .. } if plain_fields => quote!(#core::Dendritic<#module>),
-            _ => field_type(f),
-        };
+        let ty = field_type(f, plain_fields);
         quote!(#(#fattrs)* #fvis #ident: #ty)
     });
     let (decls, _) = consts(m);
@@ -97,39 +71,88 @@ pub fn item(m: &Model<'_>, plain_fields: bool) -> TokenStream {
     }
 }
 
+/// Everything `#[perforated]` generates for a model that passed every check.
 pub fn model(m: &Model<'_>) -> TokenStream {
     let core = paths::core();
     let dfdx = paths::dfdx();
     let name = &m.input.ident;
-    let item = item(m, false);
     let (decls, names) = consts(m);
     let generics = quote!(#(#decls,)* E: #core::Float, D: #dfdx::tensor_ops::Device<E>);
     let ty = quote!(#name<#(#names,)* E, D>);
+    let item = item(m, false);
+    let summary = summary(m);
+    let build = build(m);
+    let registry = registry(m);
+    let forward = if m.attrs.custom_forward {
+        quote!()
+    } else {
+        forward(m, &decls, &ty)
+    };
+    quote! {
+        #item
 
+        #[automatically_derived]
+        impl<#generics> #ty {
+            /// What `#[perforated]` made of each field.
+            pub const PERFORATED_SUMMARY: &'static str = #summary;
+        }
+
+        #[automatically_derived]
+        impl<#generics> #core::BuildDendritic for #ty {
+            #build
+        }
+
+        #[automatically_derived]
+        impl<#generics> #core::DendriticModel for #ty {
+            type Dtype = E;
+            type Device = D;
+            #registry
+        }
+
+        #forward
+    }
+}
+
+/// `BuildDendritic::build_with`: each field built on the device, converted ones wrapped.
+fn build(m: &Model<'_>) -> TokenStream {
+    let core = paths::core();
+    let dfdx = paths::dfdx();
     let builds = m.fields.iter().map(|f| {
         let ident = f.ident;
         let span = f.field.ty.span();
-        let value = match &f.kind {
-            Kind::Converted { .. } => quote_spanned! {span=>
+        let value = match f.kind {
+            Kind::Converted => quote_spanned! {span=>
                 #core::Dendritic::new(dev, #dfdx::nn::BuildModule::try_build(dev).map_err(#core::Error::device)?, config.clone())?
             },
-            Kind::Tracked { .. } => quote_spanned! {span=>
+            Kind::Tracked => quote_spanned! {span=>
                 #dfdx::nn::BuildModule::try_build(dev).map_err(#core::Error::device)?
             },
-            Kind::Nested { ty } => quote_spanned! {span=> <#ty as #core::BuildDendritic>::build_with(dev, config)? },
+            Kind::Nested => {
+                let ty = module_type(&f.field.ty);
+                quote_spanned! {span=> <#ty as #core::BuildDendritic>::build_with(dev, config)? }
+            }
             Kind::Free | Kind::Skipped => quote_spanned! {span=> ::core::default::Default::default() },
         };
         quote!(#ident: #value)
     });
+    quote! {
+        fn build_with(dev: &D, config: &#core::DendriteConfig) -> #core::Result<Self> {
+            Ok(Self { #(#builds,)* })
+        }
+    }
+}
 
+/// The three walks of `DendriticModel`: tensors, layers, layers mutably.
+fn registry(m: &Model<'_>) -> TokenStream {
+    let core = paths::core();
     let visit_params = m.fields.iter().filter_map(|f| {
         let ident = f.ident;
         let lit = ident.to_string();
-        match &f.kind {
-            Kind::Converted { .. } | Kind::Nested { .. } => Some(quote! {
+        match f.kind {
+            Kind::Converted | Kind::Nested => Some(quote! {
                 #core::DendriticModel::visit_params(&mut self.#ident, &#core::params::join(path, #lit), visitor)?;
             }),
-            Kind::Tracked { .. } => Some(quote! {
+            Kind::Tracked => Some(quote! {
                 #core::params::visit_module(
                     &mut self.#ident,
                     #core::params::ModuleParams::new(&#core::params::join(path, #lit), #core::Role::Tracked, __pai_trains),
@@ -142,7 +165,7 @@ pub fn model(m: &Model<'_>) -> TokenStream {
     let layered: Vec<&Field<'_>> = m
         .fields
         .iter()
-        .filter(|f| matches!(f.kind, Kind::Converted { .. } | Kind::Nested { .. }))
+        .filter(|f| matches!(f.kind, Kind::Converted | Kind::Nested))
         .collect();
     let visit_layers = layered.iter().map(|f| {
         let ident = f.ident;
@@ -154,16 +177,40 @@ pub fn model(m: &Model<'_>) -> TokenStream {
         let lit = ident.to_string();
         quote!(#core::DendriticModel::visit_layers_mut(&mut self.#ident, &#core::params::join(path, #lit), f)?;)
     });
+    quote! {
+        fn visit_params<V: #core::params::ParamVisitor<E, D>>(&mut self, path: &str, visitor: &mut V) -> #core::Result<()> {
+            let __pai_trains = #core::DendriticModel::phase(self) == #core::Phase::Neuron;
+            let _ = __pai_trains;
+            #(#visit_params)*
+            Ok(())
+        }
+        fn visit_layers(&self, path: &str, f: &mut dyn FnMut(&str, &dyn #core::DendriteLayer)) {
+            let _ = (&path, &f);
+            #(#visit_layers)*
+        }
+        fn visit_layers_mut(
+            &mut self,
+            path: &str,
+            f: &mut dyn FnMut(&str, &mut dyn #core::DendriteLayer) -> #core::Result<()>,
+        ) -> #core::Result<()> {
+            let _ = (&path, &f);
+            #(#visit_layers_mut)*
+            Ok(())
+        }
+    }
+}
 
-    let summary: Vec<String> = m
+/// `PERFORATED_SUMMARY`: one line per field, what the macro made of it.
+fn summary(m: &Model<'_>) -> String {
+    let lines: Vec<String> = m
         .fields
         .iter()
         .map(|f| {
             let ty = &f.field.ty;
-            let what = match &f.kind {
-                Kind::Converted { .. } => "converted",
-                Kind::Tracked { .. } => "tracked (trains without dendrites)",
-                Kind::Nested { .. } => "nested model",
+            let what = match f.kind {
+                Kind::Converted => "converted",
+                Kind::Tracked => "tracked (trains without dendrites)",
+                Kind::Nested => "nested model",
                 Kind::Free => "no parameters",
                 Kind::Skipped => "skipped",
             };
@@ -175,57 +222,7 @@ pub fn model(m: &Model<'_>) -> TokenStream {
             )
         })
         .collect();
-    let summary = format!("{name}\n  {}", summary.join("\n  "));
-
-    let forward = if m.attrs.custom_forward {
-        quote!()
-    } else {
-        forward(m, &decls, &ty)
-    };
-
-    quote! {
-        #item
-
-        #[automatically_derived]
-        impl<#generics> #ty {
-            /// What `#[perforated]` made of each field.
-            pub const PERFORATED_SUMMARY: &'static str = #summary;
-        }
-
-        #[automatically_derived]
-        impl<#generics> #core::BuildDendritic for #ty {
-            fn build_with(dev: &D, config: &#core::DendriteConfig) -> #core::Result<Self> {
-                Ok(Self { #(#builds,)* })
-            }
-        }
-
-        #[automatically_derived]
-        impl<#generics> #core::DendriticModel for #ty {
-            type Dtype = E;
-            type Device = D;
-            fn visit_params<V: #core::params::ParamVisitor<E, D>>(&mut self, path: &str, visitor: &mut V) -> #core::Result<()> {
-                let __pai_trains = #core::DendriticModel::phase(self) == #core::Phase::Neuron;
-                let _ = __pai_trains;
-                #(#visit_params)*
-                Ok(())
-            }
-            fn visit_layers(&self, path: &str, f: &mut dyn FnMut(&str, &dyn #core::DendriteLayer)) {
-                let _ = (&path, &f);
-                #(#visit_layers)*
-            }
-            fn visit_layers_mut(
-                &mut self,
-                path: &str,
-                f: &mut dyn FnMut(&str, &mut dyn #core::DendriteLayer) -> #core::Result<()>,
-            ) -> #core::Result<()> {
-                let _ = (&path, &f);
-                #(#visit_layers_mut)*
-                Ok(())
-            }
-        }
-
-        #forward
-    }
+    format!("{}\n  {}", m.input.ident, lines.join("\n  "))
 }
 
 /// `Module` and `ModuleMut`: the fields in order, skipped ones left out.
@@ -236,7 +233,7 @@ fn forward(m: &Model<'_>, decls: &[TokenStream], ty: &TokenStream) -> TokenStrea
         .fields
         .iter()
         .filter(|f| !matches!(f.kind, Kind::Skipped))
-        .map(|f| (f, field_type(f)))
+        .map(|f| (f, field_type(f, false)))
         .collect();
     if steps.is_empty() {
         return quote!();

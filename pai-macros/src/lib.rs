@@ -10,6 +10,9 @@ mod expand;
 mod fallback;
 mod paths;
 mod processor;
+#[cfg(test)]
+mod tests;
+mod types;
 
 use proc_macro::TokenStream;
 
@@ -21,17 +24,26 @@ pub fn perforated(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn model(args: proc_macro2::TokenStream, input: &syn::DeriveInput) -> proc_macro2::TokenStream {
+    let (model, shape_ok, errors) = analyse(args, input);
+    if errors.is_empty() {
+        expand::model(&model)
+    } else {
+        fallback::errors(&model, shape_ok, errors)
+    }
+}
+
+/// Parse and check: the IR, whether the struct itself is well formed, and every error.
+fn analyse(
+    args: proc_macro2::TokenStream,
+    input: &syn::DeriveInput,
+) -> (ast::Model<'_>, bool, Vec<syn::Error>) {
     let mut errors = Vec::new();
     let attrs = attr::model_attrs(args, &mut errors);
     check::shape(input, &mut errors);
     let shape_ok = errors.is_empty();
     let model = ast::parse(input, attrs, &mut errors);
     check::fields(&model, &mut errors);
-    if errors.is_empty() {
-        expand::model(&model)
-    } else {
-        fallback::errors(&model, shape_ok, errors)
-    }
+    (model, shape_ok, errors)
 }
 
 /// Describes a layer with several inputs or outputs for conversion: which output element

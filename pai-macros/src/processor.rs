@@ -1,4 +1,4 @@
-//! `#[derive(Processor)]`: parse, check, expand in one file (small).
+//! `#[derive(Processor)]`: parse, check (one function per rule), expand, in one file (small).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
@@ -69,6 +69,12 @@ fn parse(input: &syn::DeriveInput, errors: &mut Vec<syn::Error>) -> Attrs {
 }
 
 fn check(input: &syn::DeriveInput, a: &Attrs, errors: &mut Vec<syn::Error>) {
+    generic_over_e_d(input, errors);
+    indices_fit(a, errors);
+    state_keys_pair(a, errors);
+}
+
+fn generic_over_e_d(input: &syn::DeriveInput, errors: &mut Vec<syn::Error>) {
     if !matches!(input.data, syn::Data::Struct(_)) {
         errors.push(syn::Error::new(input.ident.span(), "`#[derive(Processor)]` describes a layer with a struct: `struct MyProcessor<E, D>(PhantomData<(E, D)>);`"));
     }
@@ -92,12 +98,17 @@ fn check(input: &syn::DeriveInput, a: &Attrs, errors: &mut Vec<syn::Error>) {
             "a processor is generic over exactly `<E, D>` (dtype and device of the state it keeps): write `struct Name<E, D>(PhantomData<(E, D)>)`",
         ));
     }
+}
+
+fn indices_fit(a: &Attrs, errors: &mut Vec<syn::Error>) {
     let (k, ks) = a.outputs;
     if k == 0 {
         errors.push(syn::Error::new(
             ks,
             "`outputs` is the number of tensors the layer returns: at least 1",
         ));
+        // no index can fit; saying so for each would only repeat this error
+        return;
     }
     let fits = |(i, span): (usize, Span), key: &str, errors: &mut Vec<syn::Error>| {
         if i >= k {
@@ -113,6 +124,9 @@ fn check(input: &syn::DeriveInput, a: &Attrs, errors: &mut Vec<syn::Error>) {
     if let Some(s) = a.state {
         fits(s, STATE, errors);
     }
+}
+
+fn state_keys_pair(a: &Attrs, errors: &mut Vec<syn::Error>) {
     match (a.state, a.state_input) {
         (Some((_, span)), None) => errors.push(syn::Error::new(
             span,
@@ -170,38 +184,8 @@ fn expand(input: &syn::DeriveInput, a: &Attrs) -> TokenStream {
         .filter(|(i, _)| *i != m)
         .map(|(_, v)| v)
         .collect();
-    let (input_ty, input_generics, input_bound, dendrite_input) = match a.state_input {
-        Some(_) => (
-            quote!((__PaiX0, __PaiX1)),
-            quote!(__PaiX0, __PaiX1),
-            quote!(__PaiX1: #core::processor::StateSlot<E, D>,),
-            quote! {
-                let (__pai_x0, __pai_x1) = x;
-                Ok((__pai_x0, #core::processor::restore_state(&__pai_x1, state)?))
-            },
-        ),
-        None => (
-            quote!(__PaiX),
-            quote!(__PaiX),
-            quote!(),
-            quote!(let _ = state; Ok(x)),
-        ),
-    };
-    let (state_bound, state_of) = match a.state {
-        Some((s, _)) => {
-            let y = &ys[s];
-            let v = &vs[s];
-            (
-                quote!(#y: #core::processor::StateSlot<E, D>,),
-                quote! {
-                    let #pattern = output;
-                    let _ = (#(&#vs,)*);
-                    Some(#core::processor::store_state(#v))
-                },
-            )
-        }
-        None => (quote!(), quote!(let _ = output; None)),
-    };
+    let (input_ty, input_generics, input_bound, dendrite_input) = input_parts(a);
+    let (state_bound, state_of) = state_parts(a, &ys, &vs, &pattern);
     quote! {
         #[automatically_derived]
         impl<E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>> #core::processor::Processor for #name<E, D> {
@@ -238,5 +222,53 @@ fn expand(input: &syn::DeriveInput, a: &Attrs) -> TokenStream {
                 #state_of
             }
         }
+    }
+}
+
+/// The input side of the route: its type, the impl's generics for it, their bound and the
+/// body of `dendrite_input` (the dendrite's own state in place of the layer's).
+fn input_parts(a: &Attrs) -> (TokenStream, TokenStream, TokenStream, TokenStream) {
+    let core = paths::core();
+    match a.state_input {
+        Some(_) => (
+            quote!((__PaiX0, __PaiX1)),
+            quote!(__PaiX0, __PaiX1),
+            quote!(__PaiX1: #core::processor::StateSlot<E, D>,),
+            quote! {
+                let (__pai_x0, __pai_x1) = x;
+                Ok((__pai_x0, #core::processor::restore_state(&__pai_x1, state)?))
+            },
+        ),
+        None => (
+            quote!(__PaiX),
+            quote!(__PaiX),
+            quote!(),
+            quote!(let _ = state; Ok(x)),
+        ),
+    }
+}
+
+/// The state side: the bound on the state's output element and the body of `state_of`.
+fn state_parts(
+    a: &Attrs,
+    ys: &[syn::Ident],
+    vs: &[syn::Ident],
+    pattern: &TokenStream,
+) -> (TokenStream, TokenStream) {
+    let core = paths::core();
+    match a.state {
+        Some((s, _)) => {
+            let y = &ys[s];
+            let v = &vs[s];
+            (
+                quote!(#y: #core::processor::StateSlot<E, D>,),
+                quote! {
+                    let #pattern = output;
+                    let _ = (#(&#vs,)*);
+                    Some(#core::processor::store_state(#v))
+                },
+            )
+        }
+        None => (quote!(), quote!(let _ = output; None)),
     }
 }

@@ -1,8 +1,8 @@
 //! The host kernel held to the dfdx-ops reference, in value and in every gradient.
 
-use dfdx::shapes::{Const, Rank1, Rank2, Rank4};
+use dfdx::shapes::{Rank1, Rank2, Rank4};
 use dfdx::tensor::{Cpu, NoneTape, OwnedTape, SampleTensor, Tensor, TensorFrom};
-use dfdx::tensor_ops::{Backward, PermuteTo, ReshapeTo, SumTo, TryMatMul};
+use dfdx::tensor_ops::{Backward, ReshapeTo, SumTo};
 
 use super::{host, ops, Pre, Term};
 use crate::axis::{Any, Batch, Neurons};
@@ -145,105 +145,102 @@ fn scratch_vectors_are_reused_and_leave_no_trace() {
     assert_eq!(reused, step(&Arc::default(), &y2, &pres2));
 }
 
-#[test]
-fn affine_terms_match_the_product_taken_by_dfdx() {
-    // a (Batch, Neurons) layer of 3 neurons on 4 inputs, 5 rows; terms that train (one
-    // tape) and frozen ones (no tape on the terms), each with an affine product computed
-    // in the sum or by dfdx before it.
-    type Y = Tensor<Rank2<5, 3>, f64, Cpu>;
-    let dev = Cpu::seed_from_u64(8);
-    let x: Tensor<Rank2<5, 4>, f64, Cpu> = dev.sample_normal();
-    let y: Y = dev.sample_normal();
-    let weights: Vec<Tensor<Rank2<3, 4>, f64, Cpu>> = (0..3).map(|_| dev.sample_normal()).collect();
-    let biases: Vec<Vec3> = (0..3).map(|_| dev.sample_normal()).collect();
-    let outputs: Vec<Vec3> = (0..3).map(|_| dev.sample_normal()).collect();
-    let cascades: Vec<Vec<Vec3>> = (0..3)
-        .map(|j| (0..j).map(|_| dev.sample_normal()).collect())
-        .collect();
-    let target: Y = dev.sample_normal();
-    let scratch = Arc::default();
-    // the fused sum with a sigmoid, on `y`'s tape and terms on tape `P`
+/// A `(Batch, Neurons)` layer of 3 neurons on 4 inputs, 5 rows, with three affine dendrites.
+struct AffineLayer {
+    x: Tensor<Rank2<5, 4>, f64, Cpu>,
+    y: Tensor<Rank2<5, 3>, f64, Cpu>,
+    weights: Vec<Tensor<Rank2<3, 4>, f64, Cpu>>,
+    biases: Vec<Vec3>,
+    outputs: Vec<Vec3>,
+    cascades: Vec<Vec<Vec3>>,
+    target: Tensor<Rank2<5, 3>, f64, Cpu>,
+}
+
+impl AffineLayer {
+    fn new() -> Self {
+        let dev = Cpu::seed_from_u64(8);
+        let three = |dev: &Cpu| -> Vec<Vec3> { (0..3).map(|_| dev.sample_normal()).collect() };
+        Self {
+            x: dev.sample_normal(),
+            y: dev.sample_normal(),
+            weights: (0..3).map(|_| dev.sample_normal()).collect(),
+            biases: three(&dev),
+            outputs: three(&dev),
+            cascades: (0..3)
+                .map(|j| (0..j).map(|_| dev.sample_normal()).collect())
+                .collect(),
+            target: dev.sample_normal(),
+        }
+    }
+
+    /// The sum of the affine terms on `input` (tape `P`), by the host kernel or the reference.
     fn sum<P: Tape<f64, Cpu>>(
-        y: Tensor<Rank2<5, 3>, f64, Cpu, OwnedTape<f64, Cpu>>,
-        terms: Vec<Term<'_, Rank2<5, 3>, Const<3>, f64, Cpu, P>>,
-        input: Option<Tensor<(usize, usize), f64, Cpu, P>>,
+        &self,
+        host: bool,
+        input: Tensor<(usize, usize), f64, Cpu, P>,
         scratch: &Arc<Scratch<f64>>,
     ) -> Tensor<Rank2<5, 3>, f64, Cpu, OwnedTape<f64, Cpu>>
     where
         OwnedTape<f64, Cpu>: Merge<P>,
     {
-        host::dendrite_sum::<(Batch, Neurons), _, _, _, _, _>(
-            y,
-            terms,
-            input,
-            Activation::Sigmoid,
-            false,
-            scratch,
-        )
-        .unwrap()
-        .0
-    }
-    let run = |in_sum: bool, trains: bool| {
-        let tape = OwnedTape::<f64, Cpu>::default;
-        let taped_y = y.clone().put_tape(tape());
-        let matrix = |t: Tensor<Rank2<5, 4>, f64, Cpu, OwnedTape<f64, Cpu>>| {
-            t.reshape_like(&(5usize, 4usize))
-        };
-        let weight = |w: &Tensor<Rank2<3, 4>, f64, Cpu>| w.clone().reshape_like(&(3usize, 4usize));
-        let terms =
-            |pre: &mut dyn FnMut(usize) -> Pre<Rank2<5, 3>, f64, Cpu, OwnedTape<f64, Cpu>>| {
-                (0..3)
-                    .map(|j| Term {
-                        pre: pre(j),
-                        bias: Some(&biases[j]),
-                        cascade: &cascades[j],
-                        output: &outputs[j],
-                    })
-                    .collect::<Vec<_>>()
-            };
-        let out = if trains {
-            let (terms, input) = if in_sum {
-                let terms = terms(&mut |j| Pre::Affine(weight(&weights[j])));
-                (terms, Some(matrix(x.clone().put_tape(tape()))))
-            } else {
-                let product = |j: usize| {
-                    x.clone()
-                        .put_tape(tape())
-                        .matmul(weights[j].clone().permute())
-                };
-                (terms(&mut |j| Pre::Module(product(j))), None)
-            };
-            sum(taped_y, terms, input, &scratch)
+        let y = self.y.clone().put_tape(OwnedTape::default());
+        let terms = (0..3)
+            .map(|j| Term {
+                pre: Pre::Affine(self.weights[j].clone().reshape_like(&(3usize, 4usize))),
+                bias: Some(&self.biases[j]),
+                cascade: &self.cascades[j],
+                output: &self.outputs[j],
+            })
+            .collect();
+        let activation = Activation::Sigmoid;
+        let input = Some(input);
+        let sum = if host {
+            host::dendrite_sum::<(Batch, Neurons), _, _, _, _, _>(
+                y, terms, input, activation, false, scratch,
+            )
         } else {
-            let terms: Vec<Term<'_, _, _, _, _, NoneTape>> = (0..3)
-                .map(|j| Term {
-                    pre: if in_sum {
-                        Pre::Affine(weight(&weights[j]))
-                    } else {
-                        Pre::Module(x.clone().matmul(weights[j].clone().permute()))
-                    },
-                    bias: Some(&biases[j]),
-                    cascade: &cascades[j],
-                    output: &outputs[j],
-                })
-                .collect();
-            let input = in_sum.then(|| x.clone().reshape_like(&(5usize, 4usize)));
-            sum(taped_y, terms, input, &scratch)
+            ops::dendrite_sum::<(Batch, Neurons), _, _, _, _, _>(y, terms, input, activation, false)
+        };
+        sum.unwrap().0
+    }
+
+    /// The output and the gradients of a squared error: of `y` and the output weights, and
+    /// when the terms train of `x` and every term's weight, bias and cascade weights.
+    fn run(&self, host: bool, trains: bool, scratch: &Arc<Scratch<f64>>) -> Vec<Vec<f64>> {
+        let matrix = (5usize, 4usize);
+        let out = if trains {
+            let x = self.x.clone().put_tape(OwnedTape::<f64, Cpu>::default());
+            self.sum(host, x.reshape_like(&matrix), scratch)
+        } else {
+            self.sum(host, self.x.clone().reshape_like(&matrix), scratch)
         };
         let value = out.retaped::<NoneTape>().as_vec();
-        let grads = (out - target.clone()).square().sum::<(), _>().backward();
-        let mut all = vec![value, grads.get(&y).as_vec()];
+        let grads = (out - self.target.clone())
+            .square()
+            .sum::<(), _>()
+            .backward();
+        let mut all = vec![value, grads.get(&self.y).as_vec()];
         if trains {
-            all.push(grads.get(&x).as_vec());
-            all.extend(weights.iter().map(|w| grads.get(w).as_vec()));
-            all.extend(biases.iter().map(|b| grads.get(b).as_vec()));
-            all.extend(cascades.iter().flatten().map(|c| grads.get(c).as_vec()));
+            all.push(grads.get(&self.x).as_vec());
+            all.extend(self.weights.iter().map(|w| grads.get(w).as_vec()));
+            all.extend(self.biases.iter().map(|b| grads.get(b).as_vec()));
+            let cascades = self.cascades.iter().flatten();
+            all.extend(cascades.map(|c| grads.get(c).as_vec()));
         }
-        all.extend(outputs.iter().map(|w| grads.get(w).as_vec()));
+        all.extend(self.outputs.iter().map(|w| grads.get(w).as_vec()));
         all
-    };
+    }
+}
+
+#[test]
+fn affine_terms_match_the_reference_in_value_and_every_gradient() {
+    // terms that train (tapes on both sides) and frozen ones (no tape on the terms); the
+    // reference takes each product with dfdx's matmul, the host kernel from the input copy.
+    let layer = AffineLayer::new();
+    let scratch = Arc::default();
     for trains in [true, false] {
-        let (got, want) = (run(true, trains), run(false, trains));
+        let got = layer.run(true, trains, &scratch);
+        let want = layer.run(false, trains, &scratch);
         assert_eq!(got.len(), want.len());
         for (k, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g.len(), w.len());
