@@ -486,7 +486,7 @@ fn files_for_people_are_written() {
     };
     assert_eq!(
         header("scores.csv"),
-        "epoch,phase,score,running,test,train_loss,lr,dendrites,params,seconds,f1"
+        "epoch,phase,score,running,test,train_loss,lr,dendrites,params,bytes,seconds,f1"
     );
     assert_eq!(header("switches.csv"), "epoch,to,dendrites,reason");
     assert_eq!(header("params.csv"), "epoch,dendrites,params");
@@ -504,6 +504,11 @@ fn files_for_people_are_written() {
             .starts_with("0,neuron,0.5,0.5,0.4,1.5,0.01,0,3,"),
         "{scores}"
     );
+    // every row has a value per named column (`bytes` once had no name)
+    let columns = |line: &str| line.split(',').count();
+    let mut lines = scores.lines();
+    let named = columns(lines.next().unwrap());
+    assert!(lines.all(|l| columns(l) == named), "{scores}");
     let switches = std::fs::read_to_string(dir.join("switches.csv")).unwrap();
     assert_eq!(switches.lines().count(), 3, "{switches}");
     let png = std::fs::read(dir.join("graph.png")).unwrap();

@@ -220,22 +220,6 @@ impl<C: ConstDim> NeuronAxis<(C,)> for (Neurons,) {
     }
 }
 
-impl<C: ConstDim> NeuronAxis<(C,)> for NeuronsLast {
-    type Neurons = C;
-    const AXIS: usize = 0;
-    fn broadcast<E: Dtype, D: Device<E>, T: Tape<E, D>>(
-        per_neuron: Tensor<(C,), E, D, T>,
-        shape: &(C,),
-    ) -> Result<Tensor<(C,), E, D, T>, D::Err> {
-        <(Neurons,) as NeuronAxis<(C,)>>::broadcast(per_neuron, shape)
-    }
-    fn sum_others<E: Dtype, D: Device<E>, T: Tape<E, D>>(
-        t: Tensor<(C,), E, D, T>,
-    ) -> Result<Tensor<(C,), E, D, T>, D::Err> {
-        Ok(t)
-    }
-}
-
 /// One impl of [`NeuronAxis`] for a tag tuple with `Neurons` at one position.
 ///
 /// `[$($tag),*]` are the tag types (generic `Aᵢ: OtherAxis` or `Neurons`), `[$($dim),*]` the
@@ -304,6 +288,7 @@ neuron_axis!((A0, A1, Neurons, A3, A4), [A0, A1, A3, A4], (D0, D1, D2, D3, D4), 
 neuron_axis!((A0, A1, A2, Neurons, A4), [A0, A1, A2, A4], (D0, D1, D2, D3, D4), D3, 3, Axes4<0, 1, 2, 4>);
 neuron_axis!((A0, A1, A2, A3, Neurons), [A0, A1, A2, A3], (D0, D1, D2, D3, D4), D4, 4, Axes4<0, 1, 2, 3>);
 
+neurons_last!((Neurons), (D0), D0);
 neurons_last!((Batch, Neurons), (D0, D1), D1);
 neurons_last!((Batch, Any, Neurons), (D0, D1, D2), D2);
 neurons_last!((Batch, Any, Any, Neurons), (D0, D1, D2, D3), D3);

@@ -215,10 +215,21 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         error: &Tensor<S, E, D>,
         config: &CorrelationConfig,
     ) -> Result<Option<Update<S, E, D>>, D::Err> {
-        match on_host::<E, D>() {
-            true => self.update_on_host::<S, Tags>(activation, error, config),
-            false => self.update_by_ops::<S, Tags>(activation, error, config),
+        if !on_host::<E, D>() {
+            return self.update_by_ops::<S, Tags>(activation, error, config);
         }
+        let shape = *activation.shape();
+        let layout = Layout::of::<S, Tags>(&shape);
+        let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
+        let a = host(activation.clone())?.1;
+        let e = host(error.clone())?.1;
+        let Some((grad, improved)) = self.update_on_host(layout, n, a, e, config) else {
+            return Ok(None);
+        };
+        Ok(Some(Update {
+            activation_grad: activation.device().try_tensor_from_vec(grad, shape)?,
+            improved,
+        }))
     }
 
     /// Weight of the new batch in the running averages: the first batch always starts them,
@@ -232,23 +243,22 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
     }
 
     /// [`Self::update`] on the CPU: one pass per statistic over host copies of the
-    /// activation and the error, instead of some twenty dfdx ops with broadcasts.
-    fn update_on_host<S: Shape, Tags: NeuronAxis<S, Neurons = C>>(
+    /// activation `a` and the error `e` (laid out by `layout`, `n` elements per neuron),
+    /// instead of some twenty dfdx ops with broadcasts. Returns the activation's gradient and
+    /// whether the score improved; `None` for a non-finite error.
+    fn update_on_host(
         &mut self,
-        activation: &Tensor<S, E, D>,
-        error: &Tensor<S, E, D>,
+        layout: Layout,
+        n: E,
+        mut a: Vec<E>,
+        mut e: Vec<E>,
         config: &CorrelationConfig,
-    ) -> Result<Option<Update<S, E, D>>, D::Err> {
-        let shape = *activation.shape();
-        let layout = Layout::of::<S, Tags>(&shape);
-        let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
+    ) -> Option<(Vec<E>, bool)> {
         let alpha = self.alpha(config);
-        let mut e = host(error.clone())?.1;
         let batch_mean_error: Vec<E> = layout.sum(&e).into_iter().map(|s| s / n).collect();
         if !batch_mean_error.iter().all(|v| v.is_finite()) {
-            return Ok(None);
+            return None;
         }
-        let mut a = host(activation.clone())?.1;
         let batch_mean_activation: Vec<E> = layout.sum(&a).into_iter().map(|s| s / n).collect();
         let fold = |running: &mut Tensor<(C,), E, D>, batch: &[E]| {
             let mut r = vec![E::default(); C::SIZE];
@@ -281,10 +291,7 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         for g in &mut grad {
             *g /= n;
         }
-        Ok(Some(Update {
-            activation_grad: activation.device().try_tensor_from_vec(grad, shape)?,
-            improved,
-        }))
+        Some((grad, improved))
     }
 
     /// After the moments moved: counts the batch, refreshes the scores, takes a snapshot
@@ -428,7 +435,7 @@ mod tests {
                     values[1] = f64::NAN;
                     e = dev.tensor_from_vec(values, shape);
                 }
-                let a = host.update_on_host::<S, Tags>(&v, &e, &config).unwrap();
+                let a = host.update::<S, Tags>(&v, &e, &config).unwrap();
                 let b = ops.update_by_ops::<S, Tags>(&v, &e, &config).unwrap();
                 match (a, b) {
                     (None, None) => assert_eq!(batch, 6),

@@ -24,3 +24,23 @@ pub(crate) fn check_gradient(
         );
     }
 }
+
+/// [`check_gradient`] for the tensor `pick` selects in `model`: its gradient in `grads`
+/// against central differences of `loss` with that tensor moved.
+pub(crate) fn check_param<M: Clone, S: dfdx::shapes::Shape>(
+    name: &str,
+    model: &M,
+    pick: fn(&mut M) -> &mut dfdx::tensor::Tensor<S, f64, dfdx::tensor::Cpu>,
+    grads: &dfdx::tensor::Gradients<f64, dfdx::tensor::Cpu>,
+    loss: impl Fn(&M) -> f64,
+) {
+    let mut copy = model.clone();
+    let analytic = grads.get(pick(&mut copy)).as_vec();
+    let w0 = pick(&mut copy).as_vec();
+    let at = |v: &[f64]| {
+        let mut m = model.clone();
+        pick(&mut m).copy_from(v);
+        loss(&m)
+    };
+    check_gradient(name, at, &w0, &analytic, 1e-6);
+}

@@ -172,18 +172,8 @@ fn expand(input: &syn::DeriveInput, a: &Attrs) -> TokenStream {
     };
     let main_ty = &ys[m];
     let main_v = &vs[m];
-    let rest_tys: Vec<_> = ys
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != m)
-        .map(|(_, y)| y)
-        .collect();
-    let rest_vs: Vec<_> = vs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != m)
-        .map(|(_, v)| v)
-        .collect();
+    let rest_tys = all_but(&ys, m);
+    let rest_vs = all_but(&vs, m);
     let (input_ty, input_generics, input_bound, dendrite_input) = input_parts(a);
     let (state_bound, state_of) = state_parts(a, &ys, &vs, &pattern);
     quote! {
@@ -271,4 +261,10 @@ fn state_parts(
         }
         None => (quote!(), quote!(let _ = output; None)),
     }
+}
+
+/// Every item but the one at `skip`, in order.
+fn all_but<T>(items: &[T], skip: usize) -> Vec<&T> {
+    let (before, after) = items.split_at(skip);
+    before.iter().chain(after.iter().skip(1)).collect()
 }

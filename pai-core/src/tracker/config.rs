@@ -117,6 +117,19 @@ pub struct TrackerConfig {
     pub graph_every: usize,
 }
 
+/// Builder methods that set one field to their argument.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident($($arg:ident: $ty:ty)?) = $value:expr;)+) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $($arg: $ty)?) -> Self {
+                self.$field = $value;
+                self
+            }
+        )+
+    };
+}
+
 impl TrackerConfig {
     /// Defaults, writing under `dir`, minimising.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -152,88 +165,35 @@ impl TrackerConfig {
         self
     }
 
-    /// Sets the switch mode.
-    pub fn switch(mut self, mode: SwitchMode) -> Self {
-        self.switch = mode;
-        self
-    }
-
-    /// Sets the dendrite-phase patience.
-    pub fn dendrite_patience(mut self, epochs: usize) -> Self {
-        self.dendrite_patience = epochs;
-        self
-    }
-
-    /// Caps dendrite phases at the length of the first neuron phase.
-    pub fn cap_dendrite_phase(mut self) -> Self {
-        self.cap_dendrite_phase = true;
-        self
-    }
-
-    /// Sets the relative improvement threshold schedule.
-    pub fn relative_threshold(mut self, s: Schedule) -> Self {
-        self.relative_threshold = s;
-        self
-    }
-
-    /// Sets the absolute improvement threshold schedule.
-    pub fn absolute_threshold(mut self, s: Schedule) -> Self {
-        self.absolute_threshold = s;
-        self
-    }
-
-    /// Sets the most dendrites per layer.
-    pub fn max_dendrites(mut self, n: usize) -> Self {
-        self.max_dendrites = n;
-        self
-    }
-
-    /// Sets the retries after a set of dendrites that did not help.
-    pub fn max_retries(mut self, n: usize) -> Self {
-        self.max_retries = n;
-        self
-    }
-
-    /// Keeps every set of dendrites.
-    pub fn keep_all_dendrites(mut self) -> Self {
-        self.keep_all_dendrites = true;
-        self
-    }
-
-    /// Sets the grace period after a switch.
-    pub fn grace_epochs(mut self, n: usize) -> Self {
-        self.grace_epochs = n;
-        self
-    }
-
-    /// Sets the running-score window.
-    pub fn running_window(mut self, n: usize) -> Self {
-        self.running_window = n;
-        self
-    }
-
-    /// Turns on the capacity test up to `dendrites`.
-    pub fn capacity_test(mut self, dendrites: usize) -> Self {
-        self.capacity_test = Some(dendrites);
-        self
-    }
-
-    /// Sets (or, with `None`, turns off) the plateau learning-rate schedule.
-    pub fn lr(mut self, lr: Option<PlateauLr>) -> Self {
-        self.lr = lr;
-        self
-    }
-
-    /// Sets the learning-rate policy after a restructure.
-    pub fn lr_restart(mut self, policy: LrRestart) -> Self {
-        self.lr_restart = policy;
-        self
-    }
-
-    /// Sets how often the PNG is redrawn (0: never).
-    pub fn graph_every(mut self, epochs: usize) -> Self {
-        self.graph_every = epochs;
-        self
+    setters! {
+        /// Sets the switch mode.
+        switch(mode: SwitchMode) = mode;
+        /// Sets the dendrite-phase patience.
+        dendrite_patience(epochs: usize) = epochs;
+        /// Sets the relative improvement threshold schedule.
+        relative_threshold(s: Schedule) = s;
+        /// Sets the absolute improvement threshold schedule.
+        absolute_threshold(s: Schedule) = s;
+        /// Sets the most dendrites per layer.
+        max_dendrites(n: usize) = n;
+        /// Sets the retries after a set of dendrites that did not help.
+        max_retries(n: usize) = n;
+        /// Sets the grace period after a switch.
+        grace_epochs(n: usize) = n;
+        /// Sets the running-score window.
+        running_window(n: usize) = n;
+        /// Sets (or, with `None`, turns off) the plateau learning-rate schedule.
+        lr(lr: Option<PlateauLr>) = lr;
+        /// Sets the learning-rate policy after a restructure.
+        lr_restart(policy: LrRestart) = policy;
+        /// Sets how often the PNG is redrawn (0: never).
+        graph_every(epochs: usize) = epochs;
+        /// Caps dendrite phases at the length of the first neuron phase.
+        cap_dendrite_phase() = true;
+        /// Keeps every set of dendrites.
+        keep_all_dendrites() = true;
+        /// Turns on the capacity test up to `dendrites`.
+        capacity_test(dendrites: usize) = Some(dendrites);
     }
 
     /// Checks every value is usable.

@@ -13,17 +13,17 @@ use crate::float::Float;
 /// A GRU step: `(x, h) -> h'` (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct GruCell<const I: usize, const H: usize, E: Dtype, D: dfdx::tensor::Storage<E>> {
-    /// Input weights of the reset, update and new gates.
+    /// `x_r`: the reset gate's input weights.
     pub x_r: Gate<I, H, E, D>,
-    #[allow(missing_docs)]
+    /// `x_z`: the update gate's input weights.
     pub x_z: Gate<I, H, E, D>,
-    #[allow(missing_docs)]
+    /// `x_n`: the new gate's input weights.
     pub x_n: Gate<I, H, E, D>,
-    /// Hidden-state weights of the reset, update and new gates.
+    /// `h_r`: the reset gate's hidden-state weights.
     pub h_r: Gate<H, H, E, D>,
-    #[allow(missing_docs)]
+    /// `h_z`: the update gate's hidden-state weights.
     pub h_z: Gate<H, H, E, D>,
-    #[allow(missing_docs)]
+    /// `h_n`: the new gate's hidden-state weights.
     pub h_n: Gate<H, H, E, D>,
 }
 

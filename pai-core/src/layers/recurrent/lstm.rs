@@ -14,21 +14,21 @@ use crate::float::Float;
 /// An LSTM step: `(x, (h, c)) -> (h', c')` (see the [module docs](super)).
 #[derive(Debug, Clone)]
 pub struct LstmCell<const I: usize, const H: usize, E: Dtype, D: dfdx::tensor::Storage<E>> {
-    /// Input weights of the input, forget, cell and output gates.
+    /// `x_i`: the input gate's input weights.
     pub x_i: Gate<I, H, E, D>,
-    #[allow(missing_docs)]
+    /// `x_f`: the forget gate's input weights.
     pub x_f: Gate<I, H, E, D>,
-    #[allow(missing_docs)]
+    /// `x_g`: the cell gate's input weights.
     pub x_g: Gate<I, H, E, D>,
-    #[allow(missing_docs)]
+    /// `x_o`: the output gate's input weights.
     pub x_o: Gate<I, H, E, D>,
-    /// Hidden-state weights of the input, forget, cell and output gates.
+    /// `h_i`: the input gate's hidden-state weights.
     pub h_i: Gate<H, H, E, D>,
-    #[allow(missing_docs)]
+    /// `h_f`: the forget gate's hidden-state weights.
     pub h_f: Gate<H, H, E, D>,
-    #[allow(missing_docs)]
+    /// `h_g`: the cell gate's hidden-state weights.
     pub h_g: Gate<H, H, E, D>,
-    #[allow(missing_docs)]
+    /// `h_o`: the output gate's hidden-state weights.
     pub h_o: Gate<H, H, E, D>,
 }
 
@@ -39,46 +39,10 @@ pub struct Lstm<const I: usize, const H: usize, E: Dtype, D: dfdx::tensor::Stora
     pub cell: LstmCell<I, H, E, D>,
 }
 
-// eight fields: nested tuples (dfdx's field tuples stop at six)
-impl<const I: usize, const H: usize, E: Float, D: Device<E>> TensorCollection<E, D>
-    for LstmCell<I, H, E, D>
-{
-    type To<E2: Dtype, D2: Device<E2>> = LstmCell<I, H, E2, D2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-        visitor: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            (
-                (
-                    Self::module("x_i", |s| &s.x_i, |s| &mut s.x_i),
-                    Self::module("x_f", |s| &s.x_f, |s| &mut s.x_f),
-                    Self::module("x_g", |s| &s.x_g, |s| &mut s.x_g),
-                    Self::module("x_o", |s| &s.x_o, |s| &mut s.x_o),
-                ),
-                (
-                    Self::module("h_i", |s| &s.h_i, |s| &mut s.h_i),
-                    Self::module("h_f", |s| &s.h_f, |s| &mut s.h_f),
-                    Self::module("h_g", |s| &s.h_g, |s| &mut s.h_g),
-                    Self::module("h_o", |s| &s.h_o, |s| &mut s.h_o),
-                ),
-            ),
-            |((x_i, x_f, x_g, x_o), (h_i, h_f, h_g, h_o))| LstmCell {
-                x_i,
-                x_f,
-                x_g,
-                x_o,
-                h_i,
-                h_f,
-                h_g,
-                h_o,
-            },
-        )
-    }
-}
-impl<const I: usize, const H: usize, E: Dtype, D: dfdx::tensor::Storage<E>> NonMutableModule
-    for LstmCell<I, H, E, D>
-{
-}
+collection!(LstmCell {
+    (x_i, x_f, x_g, x_o),
+    (h_i, h_f, h_g, h_o)
+});
 collection!(Lstm { cell });
 
 impl<const I: usize, const H: usize, E: Float, D: Device<E>> LstmCell<I, H, E, D> {

@@ -36,20 +36,28 @@ type SeqOut<B, const H: usize, E, D, T> = Tensor<(B, usize, Const<H>), E, D, T>;
 /// dfdx's `TensorCollection` (and `NonMutableModule`) for a layer of named sub-modules.
 macro_rules! collection {
     ($name:ident { $($field:ident),+ }) => {
+        collection!(@impl $name, ($(Self::module(stringify!($field), |s| &s.$field, |s| &mut s.$field),)+), ($($field,)+), $($field),+);
+    };
+    // more than six fields: in groups (dfdx's field tuples stop at six)
+    ($name:ident { $(($($field:ident),+)),+ }) => {
+        collection!(@impl $name,
+            ($(($(Self::module(stringify!($field), |s| &s.$field, |s| &mut s.$field),)+),)+),
+            ($(($($field,)+),)+),
+            $($($field),+),+);
+    };
+    (@impl $name:ident, $fields:expr, $pattern:pat, $($field:ident),+) => {
         impl<const I: usize, const H: usize, E: Float, D: Device<E>> TensorCollection<E, D> for $name<I, H, E, D> {
             type To<E2: Dtype, D2: Device<E2>> = $name<I, H, E2, D2>;
             fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
                 visitor: &mut V,
             ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-                visitor.visit_fields(
-                    ($(Self::module(stringify!($field), |s| &s.$field, |s| &mut s.$field),)+),
-                    |($($field,)+)| $name { $($field,)+ },
-                )
+                visitor.visit_fields($fields, |$pattern| $name { $($field,)+ })
             }
         }
         impl<const I: usize, const H: usize, E: Dtype, D: dfdx::tensor::Storage<E>> NonMutableModule for $name<I, H, E, D> {}
     };
 }
+
 /// A `(batch, hidden)` state tensor.
 pub(crate) type Hidden<B, const H: usize, E, D, T> = Tensor<(B, Const<H>), E, D, T>;
 

@@ -1,11 +1,11 @@
 //! Sequence layers against their cells, and gradients against finite differences.
 
 use dfdx::nn::Module;
-use dfdx::shapes::Const;
+use dfdx::shapes::{Const, HasShape, Rank2};
 use dfdx::tensor::{NoneTape, Tensor};
 
 use super::{at_time, Gru, Lstm};
-use crate::testing::check_gradient;
+use crate::testing::{check_gradient, check_param};
 use dfdx::prelude::{
     AsArray, BuildModule, Cpu, Rank0, SampleTensor, SumTo, TensorFromVec, Trace, ZerosTensor,
 };
@@ -13,25 +13,8 @@ use dfdx::tensor::OwnedTape;
 use dfdx::tensor_ops::Backward;
 
 type Seq = Tensor<(usize, usize, Const<3>), f64, Cpu>;
-
-/// Checks the gradient of the weight `pick` selects against central differences of `loss`.
-fn check_weight<M: Clone, S: dfdx::shapes::Shape>(
-    name: &str,
-    model: &M,
-    pick: fn(&mut M) -> &mut Tensor<S, f64, Cpu>,
-    grads: &dfdx::tensor::Gradients<f64, Cpu>,
-    loss: impl Fn(&M) -> f64,
-) {
-    let mut copy = model.clone();
-    let analytic = grads.get(pick(&mut copy)).as_vec();
-    let w0 = pick(&mut copy).as_vec();
-    let at = |v: &[f64]| {
-        let mut m = model.clone();
-        pick(&mut m).copy_from(v);
-        loss(&m)
-    };
-    check_gradient(name, at, &w0, &analytic, 1e-6);
-}
+/// Selects a weight of a model.
+type Pick<M, const I: usize> = fn(&mut M) -> &mut Tensor<Rank2<4, I>, f64, Cpu>;
 
 #[test]
 fn sequence_layers_equal_stepping_their_cells() {
@@ -68,96 +51,91 @@ fn sequence_layers_equal_stepping_their_cells() {
     assert_eq!(&out.as_vec()[3 * 5..4 * 5], &h.as_vec()[..5]);
 }
 
-#[test]
-fn gru_gradients_match_finite_differences() {
-    let dev: Cpu = Default::default();
-    let shape = (2usize, 3usize, Const::<3>);
-    let x: Seq = dev.sample_normal_like(&shape);
-    let g: Tensor<(usize, usize, Const<4>), f64, Cpu> = dev.sample_normal_like(&(2, 3, Const));
-    let gru = Gru::<3, 4, f64, Cpu>::build(&dev);
-    let loss = |gru: &Gru<3, 4, f64, Cpu>, x: Seq| {
-        (gru.forward(x).0 * g.clone()).sum::<Rank0, _>().array()
-    };
-    let t = x.clone().leaky_traced();
-    let h = t.retaped::<NoneTape>();
-    let grads = (gru.forward(t).0 * g.clone()).sum::<Rank0, _>().backward();
-    check_gradient(
-        "x",
-        |v| loss(&gru, dev.tensor_from_vec(v.to_vec(), shape)),
-        &x.as_vec(),
-        &grads.get(&h).as_vec(),
-        1e-6,
-    );
-    let loss_of = |m: &Gru<3, 4, f64, Cpu>| loss(m, x.clone());
-    check_weight(
-        "x_r.weight",
-        &gru,
-        |m| &mut m.cell.x_r.weight,
-        &grads,
-        loss_of,
-    );
-    check_weight(
-        "x_n.weight",
-        &gru,
-        |m| &mut m.cell.x_n.weight,
-        &grads,
-        loss_of,
-    );
-    check_weight(
-        "h_z.weight",
-        &gru,
-        |m| &mut m.cell.h_z.weight,
-        &grads,
-        loss_of,
-    );
-    check_weight(
-        "h_n.weight",
-        &gru,
-        |m| &mut m.cell.h_n.weight,
-        &grads,
-        loss_of,
-    );
+/// The outputs of a `(2, 3, 4)` sequence layer, on tape `T`.
+type Out<T = NoneTape> = Tensor<(usize, usize, Const<4>), f64, Cpu, T>;
+type Taped<S> = Tensor<S, f64, Cpu, OwnedTape<f64, Cpu>>;
+
+/// A sequence layer's gradient test: `x`, the loss weights `g`, and the gradients of
+/// `sum(layer(x).0 ⊙ g)`, whose input part is checked here against central differences.
+struct SequenceCheck {
+    x: Seq,
+    g: Out,
+}
+
+impl SequenceCheck {
+    fn new(dev: &Cpu) -> Self {
+        Self {
+            x: dev.sample_normal_like(&(2, 3, Const)),
+            g: dev.sample_normal_like(&(2, 3, Const)),
+        }
+    }
+
+    fn loss<M: Module<Seq, Output = (Out, St)>, St>(&self, layer: &M, x: Seq) -> f64 {
+        (layer.forward(x).0 * self.g.clone())
+            .sum::<Rank0, _>()
+            .array()
+    }
+
+    /// Checks the input gradient; returns every gradient of one backward pass.
+    fn input_gradient<M, St>(&self, layer: &M) -> dfdx::tensor::Gradients<f64, Cpu>
+    where
+        M: Module<Seq, Output = (Out, St)>
+            + Module<Taped<(usize, usize, Const<3>)>, Output = (Out<OwnedTape<f64, Cpu>>, St)>,
+    {
+        let t = self.x.clone().leaky_traced();
+        let h = t.retaped::<NoneTape>();
+        let grads = (layer.forward(t).0 * self.g.clone())
+            .sum::<Rank0, _>()
+            .backward();
+        let dev = self.x.device().clone();
+        let shape = *self.x.shape();
+        let at = |v: &[f64]| self.loss(layer, dev.tensor_from_vec(v.to_vec(), shape));
+        check_gradient("x", at, &self.x.as_vec(), &grads.get(&h).as_vec(), 1e-6);
+        grads
+    }
+}
+
+impl SequenceCheck {
+    /// The input gradient and those of the named input (`I = 3`) and hidden-state (`4`)
+    /// weights, each against central differences.
+    fn all<M, St>(&self, layer: &M, inputs: &[(&str, Pick<M, 3>)], hidden: &[(&str, Pick<M, 4>)])
+    where
+        M: Clone
+            + Module<Seq, Output = (Out, St)>
+            + Module<Taped<(usize, usize, Const<3>)>, Output = (Out<OwnedTape<f64, Cpu>>, St)>,
+    {
+        let grads = self.input_gradient(layer);
+        let loss = |m: &M| self.loss(m, self.x.clone());
+        for (name, pick) in inputs {
+            check_param(name, layer, *pick, &grads, loss);
+        }
+        for (name, pick) in hidden {
+            check_param(name, layer, *pick, &grads, loss);
+        }
+    }
 }
 
 #[test]
-fn lstm_gradients_match_finite_differences() {
+fn gru_and_lstm_gradients_match_finite_differences() {
     let dev: Cpu = Default::default();
-    let shape = (2usize, 3usize, Const::<3>);
-    let x: Seq = dev.sample_normal_like(&shape);
-    let g: Tensor<(usize, usize, Const<4>), f64, Cpu> = dev.sample_normal_like(&(2, 3, Const));
+    let check = SequenceCheck::new(&dev);
+    let gru = Gru::<3, 4, f64, Cpu>::build(&dev);
+    let gru_inputs: &[(&str, Pick<Gru<3, 4, f64, Cpu>, 3>)] = &[
+        ("x_r.weight", |m| &mut m.cell.x_r.weight),
+        ("x_n.weight", |m| &mut m.cell.x_n.weight),
+    ];
+    let gru_hidden: &[(&str, Pick<Gru<3, 4, f64, Cpu>, 4>)] = &[
+        ("h_z.weight", |m| &mut m.cell.h_z.weight),
+        ("h_n.weight", |m| &mut m.cell.h_n.weight),
+    ];
+    check.all(&gru, gru_inputs, gru_hidden);
     let lstm = Lstm::<3, 4, f64, Cpu>::build(&dev);
-    let loss =
-        |m: &Lstm<3, 4, f64, Cpu>, x: Seq| (m.forward(x).0 * g.clone()).sum::<Rank0, _>().array();
-    let t: Tensor<_, f64, Cpu, OwnedTape<f64, Cpu>> = x.clone().leaky_traced();
-    let h = t.retaped::<NoneTape>();
-    let grads = (lstm.forward(t).0 * g.clone()).sum::<Rank0, _>().backward();
-    check_gradient(
-        "x",
-        |v| loss(&lstm, dev.tensor_from_vec(v.to_vec(), shape)),
-        &x.as_vec(),
-        &grads.get(&h).as_vec(),
-        1e-6,
-    );
-    let loss_of = |m: &Lstm<3, 4, f64, Cpu>| loss(m, x.clone());
-    check_weight(
-        "h_f.weight",
-        &lstm,
-        |m| &mut m.cell.h_f.weight,
-        &grads,
-        loss_of,
-    );
-    check_weight(
-        "h_g.weight",
-        &lstm,
-        |m| &mut m.cell.h_g.weight,
-        &grads,
-        loss_of,
-    );
-    check_weight(
-        "h_o.weight",
-        &lstm,
-        |m| &mut m.cell.h_o.weight,
-        &grads,
-        loss_of,
-    );
+    let lstm_inputs: &[(&str, Pick<Lstm<3, 4, f64, Cpu>, 3>)] =
+        &[("x_i.weight", |m| &mut m.cell.x_i.weight)];
+    let lstm_hidden: &[(&str, Pick<Lstm<3, 4, f64, Cpu>, 4>)] = &[
+        ("h_f.weight", |m| &mut m.cell.h_f.weight),
+        ("h_g.weight", |m| &mut m.cell.h_g.weight),
+        ("h_o.weight", |m| &mut m.cell.h_o.weight),
+    ];
+    check.all(&lstm, lstm_inputs, lstm_hidden);
 }
