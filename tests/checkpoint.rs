@@ -105,10 +105,10 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
         b"this is not a checkpoint, just some text of decent length",
     )
     .unwrap();
-    assert!(matches!(
-        expect_err(load(&mut target, &p)),
-        Error::Corrupt { .. }
-    ));
+    let e = expect_err(load(&mut target, &p));
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    // the parser's own error stays reachable as the source
+    assert!(std::error::Error::source(&e).is_some(), "{e:?}");
     // missing file
     let e = expect_err(load(&mut target, d.join("missing.safetensors")));
     assert!(

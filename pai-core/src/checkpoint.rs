@@ -60,9 +60,12 @@ fn encode(structure: &[LayerStructure]) -> String {
 }
 
 fn decode(text: &str, file: &Path) -> Result<Vec<LayerStructure>> {
-    serde_json::from_str(text).map_err(|e| Error::Corrupt {
-        path: file.to_path_buf(),
-        reason: format!("bad structure metadata ({e})"),
+    serde_json::from_str(text).map_err(|e| {
+        Error::corrupt(
+            file,
+            format!("bad structure metadata ({e})"),
+            Some(e.into()),
+        )
     })
 }
 
@@ -139,10 +142,18 @@ pub fn save_with<M: DendriticModel>(
                 .map(|v| (name.clone(), v))
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Config(format!("cannot encode a tensor: {e:?}")))?;
+        .map_err(|e| encode_error(path, "a tensor", e))?;
     let bytes = safetensors::tensor::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Config(format!("cannot encode the checkpoint: {e:?}")))?;
+        .map_err(|e| encode_error(path, "the file", e))?;
     write_atomic(path, &bytes)
+}
+
+fn encode_error(path: &Path, what: &str, e: safetensors::SafeTensorError) -> Error {
+    Error::Encode {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source: e.into(),
+    }
 }
 
 /// Tensors of a file by name: shape and values.
@@ -166,10 +177,8 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 /// Every tensor of a safetensors file, in dtype `E`. Rank-0 entries (module scalars such as a
 /// norm's epsilon, which dfdx saves as f64) are configuration, not weights, and are skipped.
 fn tensors_of<E: Float>(bytes: &[u8], path: &Path) -> Result<Values<E>> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("unreadable tensors ({e:?})"),
-    })?;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::corrupt(path, format!("unreadable tensors ({e:?})"), Some(e.into())))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.shape().is_empty() {
@@ -189,12 +198,9 @@ fn tensors_of<E: Float>(bytes: &[u8], path: &Path) -> Result<Values<E>> {
 
 fn read<E: Float>(path: &Path) -> Result<Loaded<E>> {
     let bytes = read_bytes(path)?;
-    let corrupt = |reason: String| Error::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let corrupt = |reason: String| Error::corrupt(path, reason, None);
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| corrupt(format!("unreadable header ({e:?})")))?;
+        .map_err(|e| Error::corrupt(path, format!("unreadable header ({e:?})"), Some(e.into())))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     if metadata.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
         return Err(corrupt(format!(

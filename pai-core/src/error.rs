@@ -62,6 +62,20 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+        /// The parser's own error, where one found the problem.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A checkpoint could not be encoded (a tensor or the file format refused it).
+    #[error("cannot encode checkpoint `{path}`: {what}")]
+    Encode {
+        /// The file being written.
+        path: PathBuf,
+        /// What could not be encoded.
+        what: String,
+        /// The encoder's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Reading or writing a file failed.
     #[error("{action} `{path}`: {source}")]
@@ -100,6 +114,20 @@ impl Error {
             _ => {}
         }
         self
+    }
+
+    /// A corrupt file: `reason` says what is wrong, `source` is the parser's error if one
+    /// found it.
+    pub fn corrupt(
+        path: &std::path::Path,
+        reason: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+            source,
+        }
     }
 
     /// Wraps a backend error (dfdx's `CpuError` or `CudaError`).

@@ -74,14 +74,12 @@ pub(super) fn metadata<T: serde::de::DeserializeOwned>(
     key: &str,
     path: &Path,
 ) -> Result<T> {
-    let text = map.get(key).ok_or_else(|| Error::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("no `{key}` metadata: not a tracker checkpoint"),
+    let text = map.get(key).ok_or_else(|| {
+        let reason = format!("no `{key}` metadata: not a tracker checkpoint");
+        Error::corrupt(path, reason, None)
     })?;
-    serde_json::from_str(text).map_err(|e| Error::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("bad `{key}` metadata ({e})"),
-    })
+    serde_json::from_str(text)
+        .map_err(|e| Error::corrupt(path, format!("bad `{key}` metadata ({e})"), Some(e.into())))
 }
 
 /// The device of the model's tensors.
