@@ -2,8 +2,10 @@
 //!
 //! `y[b, o, q] = bias[o] + Σ_{c, k} weight[o, c, k] · x[b, c, q·S + k·L − P]` (zero outside),
 //! over one, two or three spatial axes. Channels are const dims, so the neuron axis (axis 1,
-//! the output channels) stays typed; spatial sizes are run-time dims. Computed as an unfold
-//! by `gather` followed by one matmul (see [`super::unfold`]), on any dfdx device.
+//! the output channels) stays typed; spatial sizes are run-time dims. On the CPU it is computed
+//! by im2col and matrix products as one op ([`super::im2col`]); on other devices as an unfold
+//! by `gather` followed by one matmul (see [`super::unfold`]), which is also the reference the
+//! CPU kernel is tested against.
 //!
 //! Generics: `I` input channels, `O` output channels, `K` kernel size (every axis), `E` dtype,
 //! `D` device, then `S` stride (default 1), `P` zero padding (default 0), `L` dilation
@@ -27,14 +29,47 @@ use dfdx::shapes::{Axes2, Axes3, Const, Dim, Dtype, HasShape, Rank1, Rank3, Rank
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{BroadcastTo, Device, PermuteTo, ReshapeTo, TryAdd, TryMatMul};
 
+use super::im2col::Geometry;
 use super::unfold::{unfold, Window};
 use crate::axis::{Any, Batch, Neurons};
 use crate::dendritic::{copy_module, reinit_module, Convertible};
 use crate::float::Float;
+use crate::host::{gemm_runs, on_host};
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
 
-/// Unfolds, multiplies by the flattened weight, adds the bias: `(B, O, positions)`.
+/// The convolution as `(B, O, positions)`: by im2col and matrix products on the CPU
+/// ([`super::im2col`]), by [`convolve_by_gather`] elsewhere.
 fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<(B, Const<I>, usize), E, D, T>,
+    weight: Tensor<(Const<O>, usize), E, D, T>,
+    bias: Tensor<(Const<O>,), E, D, T>,
+    idx: Vec<usize>,
+    offsets: usize,
+    positions: usize,
+) -> Result<Tensor<(B, Const<O>, usize), E, D, T>, D::Err> {
+    if !(on_host::<E, D>() && gemm_runs::<E>()) {
+        return convolve_by_gather(x, weight, bias, idx, offsets, positions);
+    }
+    let geometry = Geometry {
+        channels: I,
+        numel: x.shape().2,
+        offsets,
+        positions,
+        idx,
+    };
+    super::im2col::convolve(x, weight, bias, geometry)
+}
+
+/// Unfolds by `gather`, multiplies by the flattened weight, adds the bias: `(B, O, positions)`
+/// from dfdx ops, on any device; the reference the CPU kernel is tested against.
+pub(super) fn convolve_by_gather<
+    B: Dim,
+    const I: usize,
+    const O: usize,
+    E: Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+>(
     x: Tensor<(B, Const<I>, usize), E, D, T>,
     weight: Tensor<(Const<O>, usize), E, D, T>,
     bias: Tensor<(Const<O>,), E, D, T>,

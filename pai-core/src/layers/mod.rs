@@ -2,6 +2,7 @@
 //! recurrent layers, and [`PaiSequential`] groups.
 
 pub mod conv;
+mod im2col;
 pub mod pool;
 pub mod recurrent;
 pub mod sequential;

@@ -1,0 +1,325 @@
+//! Convolution on the CPU: im2col and matrix products, as one op with its own backward.
+//!
+//! For each batch element the input's windows are copied into a column matrix
+//! `cols (I·Kⁿ × positions)` (im2col), and the output is one product
+//! `y_b (O × positions) = W (O × I·Kⁿ) · cols_b + bias`. The backward pass takes
+//! `dW += dy_b · cols_bᵀ`, `dbias += Σ dy_b` and `dcols_b = Wᵀ · dy_b`, which col2im adds back
+//! into `dx` (overlapping windows accumulate). The products are dfdx's own CPU kernel (the
+//! `gemm` crate, on all threads); the columns are kept from the forward pass for the weight
+//! gradient.
+//!
+//! The gather version in [`super::unfold`] computes the same from dfdx ops, on any device: it
+//! is what runs elsewhere and the reference this kernel is tested against.
+
+use dfdx::shapes::{Const, Dim, HasShape};
+use dfdx::tensor::{Gradients, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor_ops::Device;
+
+use crate::float::Float;
+use crate::host::{empty, grad_buffer, grad_mut, host, matmul, Dst, Operand};
+
+/// The geometry of one convolution call: `channels` input channels of `numel` elements each,
+/// `offsets` kernel offsets and `positions` output positions, and the gather index of
+/// [`super::unfold::Window::index`] (`offsets × positions`, `numel` in the padding).
+pub(super) struct Geometry {
+    pub channels: usize,
+    pub numel: usize,
+    pub offsets: usize,
+    pub positions: usize,
+    pub idx: Vec<usize>,
+}
+
+impl Geometry {
+    /// Rows of the column matrix: one per input channel and kernel offset.
+    fn rows(&self) -> usize {
+        self.channels * self.offsets
+    }
+
+    /// The columns of one batch element `x` (`channels × numel`) into `cols`
+    /// (`rows × positions`); padding reads zero.
+    fn im2col<E: Float>(&self, x: &[E], cols: &mut [E]) {
+        let p = self.positions;
+        for c in 0..self.channels {
+            let channel = &x[c * self.numel..(c + 1) * self.numel];
+            for k in 0..self.offsets {
+                let row = &mut cols[(c * self.offsets + k) * p..][..p];
+                for (dst, &src) in row.iter_mut().zip(&self.idx[k * p..(k + 1) * p]) {
+                    *dst = channel.get(src).copied().unwrap_or(E::zero());
+                }
+            }
+        }
+    }
+
+    /// Adds the column gradients `dcols` (`rows × positions`) of one batch element into its
+    /// input gradient `dx` (`channels × numel`); padding takes nothing.
+    fn col2im<E: Float>(&self, dcols: &[E], dx: &mut [E]) {
+        let p = self.positions;
+        for c in 0..self.channels {
+            let channel = &mut dx[c * self.numel..(c + 1) * self.numel];
+            for k in 0..self.offsets {
+                let row = &dcols[(c * self.offsets + k) * p..][..p];
+                for (&g, &src) in row.iter().zip(&self.idx[k * p..(k + 1) * p]) {
+                    if let Some(d) = channel.get_mut(src) {
+                        *d += g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y[b, o, q] = bias[o] + Σ_r weight[o, r] · cols_b[r, q]`: the convolution of `x`
+/// (`(B, I, numel)`) with `weight` (`(O, I·Kⁿ)`) and `bias`, all on tape `T`, as one op on the
+/// CPU. Call only on the CPU with `f32` or `f64`.
+///
+/// # Errors
+/// Backend errors.
+pub(super) fn convolve<B: Dim, const I: usize, const O: usize, E, D, T>(
+    x: Tensor<(B, Const<I>, usize), E, D, T>,
+    weight: Tensor<(Const<O>, usize), E, D, T>,
+    bias: Tensor<(Const<O>,), E, D, T>,
+    geometry: Geometry,
+) -> Result<Tensor<(B, Const<O>, usize), E, D, T>, D::Err>
+where
+    E: Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let (b, _, _) = *x.shape();
+    let (x, x_tape) = x.split_tape();
+    let (weight, w_tape) = weight.split_tape();
+    let (bias, b_tape) = bias.split_tape();
+    let tape = x_tape.merge(w_tape).merge(b_tape);
+    let (x, x_host) = host(x)?;
+    let (weight, w_host) = host(weight)?;
+    let b_host = bias.as_vec();
+    let batch = b.size();
+    let (rows, p) = (geometry.rows(), geometry.positions);
+    let mut cols = vec![E::zero(); batch * rows * p];
+    let mut out = vec![E::zero(); batch * O * p];
+    let per_input = I * geometry.numel;
+    for bi in 0..batch {
+        let cols_b = &mut cols[bi * rows * p..][..rows * p];
+        geometry.im2col(&x_host[bi * per_input..][..per_input], cols_b);
+        let out_b = &mut out[bi * O * p..][..O * p];
+        for (o, run) in out_b.chunks_exact_mut(p.max(1)).enumerate() {
+            run.fill(b_host[o]);
+        }
+        matmul(
+            Dst::new(out_b, O, p, true),
+            Operand::new(&w_host, O, rows, false),
+            Operand::new(cols_b, rows, p, false),
+        );
+    }
+    let dev = x.device().clone();
+    let y = dev.try_tensor_from_vec(out, (b, Const::<O>, p))?;
+    if !T::OWNS_TAPE {
+        return Ok(y.put_tape(tape));
+    }
+    let saved = Saved {
+        x,
+        weight,
+        bias,
+        w_host,
+        cols,
+        geometry,
+        batch,
+        out: O,
+    };
+    let handle = y.clone();
+    let mut tape = tape;
+    tape.add_backward_op(move |grads| saved.backward(grads, &handle, &dev));
+    Ok(y.put_tape(tape))
+}
+
+/// What the backward pass needs from the forward pass.
+struct Saved<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> {
+    x: Tensor<(B, Const<I>, usize), E, D>,
+    weight: Tensor<(Const<O>, usize), E, D>,
+    bias: Tensor<(Const<O>,), E, D>,
+    w_host: Vec<E>,
+    cols: Vec<E>,
+    geometry: Geometry,
+    batch: usize,
+    out: usize,
+}
+
+impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I, O, E, D> {
+    fn backward(
+        self,
+        grads: &mut Gradients<E, D>,
+        handle: &Tensor<(B, Const<O>, usize), E, D>,
+        dev: &D,
+    ) -> Result<(), D::Err> {
+        // the output's gradient, lent out of `grads` while the others are written
+        let dy = std::mem::replace(grad_buffer(grads, handle)?, empty(dev)?);
+        let (rows, p, o) = (self.geometry.rows(), self.geometry.positions, self.out);
+        let db = grad_mut(grads, &self.bias)?;
+        for dy_b in dy.chunks_exact((o * p).max(1)) {
+            for (d, run) in db.iter_mut().zip(dy_b.chunks_exact(p.max(1))) {
+                *d += run.iter().fold(E::zero(), |s, v| s + *v);
+            }
+        }
+        let dw = grad_mut(grads, &self.weight)?;
+        for bi in 0..self.batch {
+            matmul(
+                Dst::new(dw, o, rows, true),
+                Operand::new(&dy[bi * o * p..][..o * p], o, p, false),
+                Operand::new(&self.cols[bi * rows * p..][..rows * p], rows, p, true),
+            );
+        }
+        let per_input = I * self.geometry.numel;
+        let dx = grad_mut(grads, &self.x)?;
+        // the columns are not needed any more: their buffer takes each element's gradient
+        let mut dcols = self.cols;
+        dcols.truncate(rows * p);
+        for bi in 0..self.batch {
+            matmul(
+                Dst::new(&mut dcols, rows, p, false),
+                Operand::new(&self.w_host, o, rows, true),
+                Operand::new(&dy[bi * o * p..][..o * p], o, p, false),
+            );
+            self.geometry
+                .col2im(&dcols, &mut dx[bi * per_input..][..per_input]);
+        }
+        *grad_buffer(grads, handle)? = dy;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dfdx::shapes::{Const, HasShape};
+    use dfdx::tensor::{Cpu, OwnedTape, SampleTensor, Tensor, Trace};
+    use dfdx::tensor_ops::{Backward, SumTo};
+    use rand_distr::{Distribution, StandardNormal};
+
+    use super::Geometry;
+    use crate::float::Float;
+    use crate::layers::conv::convolve_by_gather;
+    use crate::layers::unfold::Window;
+
+    const I: usize = 3;
+    const O: usize = 4;
+
+    /// The value and the gradients (x, weight, bias) of `sum(conv(x) ⊙ g)`, by the kernel or
+    /// the gather reference.
+    fn run<E: Float>(
+        fast: bool,
+        batch: usize,
+        dims: &[usize],
+        window: Window,
+        seed: u64,
+    ) -> Vec<Vec<E>>
+    where
+        StandardNormal: Distribution<E>,
+        Cpu: dfdx::tensor_ops::Device<E>,
+    {
+        let dev = Cpu::seed_from_u64(seed);
+        let numel: usize = dims.iter().product();
+        let (out, idx) = window.index(dims);
+        let positions: usize = out.iter().product();
+        let offsets = window.kernel.pow(dims.len() as u32);
+        let x: Tensor<(usize, Const<I>, usize), E, Cpu> =
+            dev.sample_normal_like(&(batch, Const, numel));
+        let w: Tensor<(Const<O>, usize), E, Cpu> = dev.sample_normal_like(&(Const, I * offsets));
+        let b: Tensor<(Const<O>,), E, Cpu> = dev.sample_normal();
+        let g: Tensor<(usize, Const<O>, usize), E, Cpu> =
+            dev.sample_normal_like(&(batch, Const, positions));
+        let tx = x.leaky_trace();
+        let tw = w.retaped::<OwnedTape<E, Cpu>>();
+        let tb = b.retaped::<OwnedTape<E, Cpu>>();
+        let y = if fast {
+            let geometry = Geometry {
+                channels: I,
+                numel,
+                offsets,
+                positions,
+                idx,
+            };
+            super::convolve(tx, tw, tb, geometry)
+        } else {
+            convolve_by_gather(tx, tw, tb, idx, offsets, positions)
+        }
+        .unwrap();
+        let value = y.retaped::<dfdx::tensor::NoneTape>().as_vec();
+        let grads = (y * g).sum::<(), _>().backward();
+        vec![
+            value,
+            grads.get(&x).as_vec(),
+            grads.get(&w).as_vec(),
+            grads.get(&b).as_vec(),
+        ]
+    }
+
+    fn window(kernel: usize, stride: usize, padding: usize, dilation: usize) -> Window {
+        Window {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
+    fn agree<E: Float>(tol: f64)
+    where
+        StandardNormal: Distribution<E>,
+        Cpu: dfdx::tensor_ops::Device<E>,
+    {
+        let cases: [(usize, &[usize], Window); 8] = [
+            (2, &[5, 7], window(3, 1, 1, 1)),
+            (1, &[4, 4], window(1, 1, 0, 1)),
+            (2, &[7, 6], window(3, 2, 1, 1)),
+            (1, &[9, 8], window(3, 1, 2, 2)),
+            (3, &[11], window(3, 2, 1, 2)),
+            (1, &[3, 4, 5], window(2, 1, 1, 1)),
+            (2, &[5, 5], window(5, 1, 0, 1)),
+            (1, &[7, 7], window(3, 3, 0, 1)),
+        ];
+        for (seed, (batch, dims, w)) in cases.into_iter().enumerate() {
+            let fast = run::<E>(true, batch, dims, w, seed as u64);
+            let slow = run::<E>(false, batch, dims, w, seed as u64);
+            for (k, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(a.len(), b.len(), "case {seed} entry {k}");
+                for (a, b) in a.iter().zip(b) {
+                    let (a, b) = (a.as_f64(), b.as_f64());
+                    assert!(
+                        (a - b).abs() <= tol * (1.0 + b.abs()),
+                        "case {seed} ({dims:?}, {w:?}), entry {k}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_matches_the_gather_reference_in_f64() {
+        agree::<f64>(1e-12);
+    }
+
+    #[test]
+    fn kernel_matches_the_gather_reference_in_f32() {
+        agree::<f32>(1e-5);
+    }
+
+    #[test]
+    fn a_window_larger_than_the_input_gives_an_empty_output() {
+        // the gather reference cannot take this case (dfdx reads an empty tensor's first
+        // element); the kernel returns `(B, O, 0)`
+        let dev = Cpu::default();
+        let x: Tensor<(usize, Const<I>, usize), f64, Cpu> = dev.sample_normal_like(&(2, Const, 4));
+        let w: Tensor<(Const<O>, usize), f64, Cpu> = dev.sample_normal_like(&(Const, I * 25));
+        let b: Tensor<(Const<O>,), f64, Cpu> = dev.sample_normal();
+        let (out, idx) = window(5, 1, 0, 1).index(&[2, 2]);
+        assert_eq!(out, [0, 0]);
+        let geometry = Geometry {
+            channels: I,
+            numel: 4,
+            offsets: 25,
+            positions: 0,
+            idx,
+        };
+        let y = super::convolve(x, w, b, geometry).unwrap();
+        assert_eq!(*y.shape(), (2, Const::<O>, 0));
+    }
+}
