@@ -67,9 +67,24 @@ impl<'a, E> Dst<'a, E> {
 }
 
 /// `dst (+)= a · b` with dfdx's own CPU kernel (the `gemm` crate, threads as dfdx uses them).
+pub(crate) fn matmul<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
+    product(dst, a, b, gemm::Parallelism::Rayon(0));
+}
+
+/// [`matmul`] on the calling thread only: for callers that already spread their work over the
+/// thread pool.
+pub(crate) fn matmul_serial<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
+    product(dst, a, b, gemm::Parallelism::None);
+}
+
 // operands are small borrowed views, built for the one call
 #[allow(clippy::needless_pass_by_value)]
-pub(crate) fn matmul<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
+fn product<E: Float>(
+    dst: Dst<'_, E>,
+    a: Operand<'_, E>,
+    b: Operand<'_, E>,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, a_rs, a_cs) = a.view();
     let (k2, n, b_rs, b_cs) = b.view();
     assert!(
@@ -101,7 +116,7 @@ pub(crate) fn matmul<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         );
     }
 }

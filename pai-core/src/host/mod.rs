@@ -11,8 +11,8 @@
 mod gemm;
 mod pool;
 
-pub(crate) use gemm::{gemm_runs, matmul, Dst, Operand};
-pub(crate) use pool::Scratch;
+pub(crate) use gemm::{gemm_runs, matmul, matmul_serial, Dst, Operand};
+pub(crate) use pool::{shared, Scratch};
 
 use std::any::{Any, TypeId};
 use std::sync::{Mutex, MutexGuard, PoisonError};

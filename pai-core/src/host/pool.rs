@@ -1,6 +1,7 @@
 //! [`Scratch`]: host vectors kept from one training step to the next.
 
-use std::sync::Mutex;
+use std::any::{Any, TypeId};
+use std::sync::{Mutex, OnceLock};
 
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Tape, Tensor};
@@ -49,6 +50,25 @@ impl<E: Float> Scratch<E> {
         v
     }
 
+    /// A vector of `len` values from the pool, the one that fits best; its contents are
+    /// whatever it held (only growth is zeroed): the caller overwrites every element.
+    pub(crate) fn reused(&self, len: usize) -> Vec<E> {
+        let mut free = lock(&self.free);
+        let fit = free
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i);
+        let mut v = match fit {
+            Some(i) => free.swap_remove(i),
+            None => free.pop().unwrap_or_default(),
+        };
+        drop(free);
+        v.resize(len, E::zero());
+        v
+    }
+
     /// [`host`], in a vector from the pool.
     pub(crate) fn host<S: Shape, D: Device<E>, T: Tape<E, D>>(
         &self,
@@ -72,4 +92,18 @@ impl<E: Float> Scratch<E> {
             }
         }
     }
+}
+
+/// The pool shared by callers that have no home for one of their own (the convolution: a
+/// layer is a plain dfdx-style struct of tensors), one per dtype.
+pub(crate) fn shared<E: Float>() -> &'static Scratch<E> {
+    static F32: OnceLock<Scratch<f32>> = OnceLock::new();
+    static F64: OnceLock<Scratch<f64>> = OnceLock::new();
+    let pool: &dyn Any = if TypeId::of::<E>() == TypeId::of::<f32>() {
+        F32.get_or_init(Scratch::default)
+    } else {
+        F64.get_or_init(Scratch::default)
+    };
+    pool.downcast_ref()
+        .expect("Float is implemented for f32 and f64 only")
 }

@@ -50,13 +50,7 @@ fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: T
     if !(on_host::<E, D>() && gemm_runs::<E>()) {
         return convolve_by_gather(x, weight, bias, idx, offsets, positions);
     }
-    let geometry = Geometry {
-        channels: I,
-        numel: x.shape().2,
-        offsets,
-        positions,
-        idx,
-    };
+    let geometry = Geometry::new(I, x.shape().2, offsets, positions, &idx);
     super::im2col::convolve(x, weight, bias, geometry)
 }
 

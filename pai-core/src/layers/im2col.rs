@@ -6,7 +6,8 @@
 //! `dW += dy_b · cols_bᵀ`, `dbias += Σ dy_b` and `dcols_b = Wᵀ · dy_b`, which col2im adds back
 //! into `dx` (overlapping windows accumulate). The products are dfdx's own CPU kernel (the
 //! `gemm` crate, on all threads); the columns are kept from the forward pass for the weight
-//! gradient.
+//! gradient. Batch elements are spread over rayon's thread pool (the one dfdx's products use,
+//! sized by `RAYON_NUM_THREADS`); with fewer elements than threads, each product uses them all.
 //!
 //! The gather version in [`super::unfold`] computes the same from dfdx ops, on any device: it
 //! is what runs elsewhere and the reference this kernel is tested against.
@@ -16,35 +17,78 @@ use dfdx::tensor::{Gradients, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use crate::float::Float;
-use crate::host::{empty, grad_buffer, grad_mut, host, matmul, Dst, Operand};
+use rayon::prelude::*;
+
+use crate::host::{
+    empty, grad_buffer, grad_mut, host, matmul, matmul_serial, shared, Dst, Operand,
+};
 
 /// The geometry of one convolution call: `channels` input channels of `numel` elements each,
-/// `offsets` kernel offsets and `positions` output positions, and the gather index of
-/// [`super::unfold::Window::index`] (`offsets × positions`, `numel` in the padding).
+/// `offsets` kernel offsets and `positions` output positions, and for each offset the input
+/// elements its row of columns reads, as runs.
 pub(super) struct Geometry {
-    pub channels: usize,
-    pub numel: usize,
-    pub offsets: usize,
-    pub positions: usize,
-    pub idx: Vec<usize>,
+    channels: usize,
+    numel: usize,
+    offsets: usize,
+    positions: usize,
+    /// Per kernel offset, its row's runs in position order.
+    runs: Vec<Vec<Run>>,
+}
+
+/// Consecutive output positions `at..at + len` of one kernel offset that read input elements
+/// `from, from + step, ...` (`Some((from, step))`), or the padding (`None`). With stride 1 most
+/// runs are whole rows of the image with step 1, which im2col copies and col2im adds as slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    at: usize,
+    len: usize,
+    src: Option<(usize, usize)>,
 }
 
 impl Geometry {
+    /// From the gather index of [`super::unfold::Window::index`] (`offsets × positions`,
+    /// `numel` in the padding).
+    pub fn new(
+        channels: usize,
+        numel: usize,
+        offsets: usize,
+        positions: usize,
+        idx: &[usize],
+    ) -> Self {
+        let runs = (0..offsets)
+            .map(|k| runs(&idx[k * positions..(k + 1) * positions], numel))
+            .collect();
+        Self {
+            channels,
+            numel,
+            offsets,
+            positions,
+            runs,
+        }
+    }
+
     /// Rows of the column matrix: one per input channel and kernel offset.
     fn rows(&self) -> usize {
         self.channels * self.offsets
     }
 
     /// The columns of one batch element `x` (`channels × numel`) into `cols`
-    /// (`rows × positions`); padding reads zero.
+    /// (`rows × positions`, row-major); padding reads zero.
     fn im2col<E: Float>(&self, x: &[E], cols: &mut [E]) {
-        let p = self.positions;
-        for c in 0..self.channels {
+        let rows = cols.chunks_exact_mut(self.positions.max(1));
+        for (r, row) in rows.enumerate() {
+            let (c, k) = (r / self.offsets, r % self.offsets);
             let channel = &x[c * self.numel..(c + 1) * self.numel];
-            for k in 0..self.offsets {
-                let row = &mut cols[(c * self.offsets + k) * p..][..p];
-                for (dst, &src) in row.iter_mut().zip(&self.idx[k * p..(k + 1) * p]) {
-                    *dst = channel.get(src).copied().unwrap_or(E::zero());
+            for run in &self.runs[k] {
+                let dst = &mut row[run.at..run.at + run.len];
+                match run.src {
+                    None => dst.fill(E::zero()),
+                    Some((from, 1)) => dst.copy_from_slice(&channel[from..from + run.len]),
+                    Some((from, step)) => {
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = channel[from + i * step];
+                        }
+                    }
                 }
             }
         }
@@ -53,19 +97,64 @@ impl Geometry {
     /// Adds the column gradients `dcols` (`rows × positions`) of one batch element into its
     /// input gradient `dx` (`channels × numel`); padding takes nothing.
     fn col2im<E: Float>(&self, dcols: &[E], dx: &mut [E]) {
-        let p = self.positions;
-        for c in 0..self.channels {
+        let rows = dcols.chunks_exact(self.positions.max(1));
+        for (r, row) in rows.enumerate() {
+            let (c, k) = (r / self.offsets, r % self.offsets);
             let channel = &mut dx[c * self.numel..(c + 1) * self.numel];
-            for k in 0..self.offsets {
-                let row = &dcols[(c * self.offsets + k) * p..][..p];
-                for (&g, &src) in row.iter().zip(&self.idx[k * p..(k + 1) * p]) {
-                    if let Some(d) = channel.get_mut(src) {
-                        *d += g;
+            for run in &self.runs[k] {
+                let g = &row[run.at..run.at + run.len];
+                match run.src {
+                    None => {}
+                    Some((from, 1)) => {
+                        for (d, g) in channel[from..from + run.len].iter_mut().zip(g) {
+                            *d += *g;
+                        }
+                    }
+                    Some((from, step)) => {
+                        for (i, g) in g.iter().enumerate() {
+                            channel[from + i * step] += *g;
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// One kernel offset's row of the gather index as runs: padding, or elements a constant step
+/// apart.
+fn runs(row: &[usize], numel: usize) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut q = 0;
+    while q < row.len() {
+        let first = row[q];
+        let mut end = q + 1;
+        if first >= numel {
+            while end < row.len() && row[end] >= numel {
+                end += 1;
+            }
+            runs.push(Run {
+                at: q,
+                len: end - q,
+                src: None,
+            });
+        } else {
+            let step = match row.get(end) {
+                Some(&next) if next < numel && next > first => next - first,
+                _ => 1,
+            };
+            while end < row.len() && row[end] < numel && row[end] == row[end - 1] + step {
+                end += 1;
+            }
+            runs.push(Run {
+                at: q,
+                len: end - q,
+                src: Some((first, step)),
+            });
+        }
+        q = end;
+    }
+    runs
 }
 
 /// `y[b, o, q] = bias[o] + Σ_r weight[o, r] · cols_b[r, q]`: the convolution of `x`
@@ -95,25 +184,47 @@ where
     let b_host = bias.as_vec();
     let batch = b.size();
     let (rows, p) = (geometry.rows(), geometry.positions);
-    let mut cols = vec![E::zero(); batch * rows * p];
-    let mut out = vec![E::zero(); batch * O * p];
     let per_input = I * geometry.numel;
-    for bi in 0..batch {
-        let cols_b = &mut cols[bi * rows * p..][..rows * p];
-        geometry.im2col(&x_host[bi * per_input..][..per_input], cols_b);
-        let out_b = &mut out[bi * O * p..][..O * p];
-        for (o, run) in out_b.chunks_exact_mut(p.max(1)).enumerate() {
-            run.fill(b_host[o]);
+    // every element's columns in one buffer kept from call to call: freed each step, glibc
+    // would hand it back to the system and page-fault it in again
+    let mut cols = shared::<E>().reused(batch * rows * p);
+    let mut out = vec![E::zero(); batch * O * p];
+    // one batch element: its columns, and its output `W · cols + bias`
+    let element = |bi: usize, (cols, out): (&mut [E], &mut [E]), threaded: bool| {
+        geometry.im2col(&x_host[bi * per_input..][..per_input], cols);
+        for (run, &b) in out.chunks_exact_mut(p).zip(&b_host) {
+            run.fill(b);
         }
-        matmul(
-            Dst::new(out_b, O, p, true),
+        let (dst, w) = (
+            Dst::new(out, O, p, true),
             Operand::new(&w_host, O, rows, false),
-            Operand::new(cols_b, rows, p, false),
         );
+        let cols = Operand::new(cols, rows, p, false);
+        if threaded {
+            matmul(dst, w, cols);
+        } else {
+            matmul_serial(dst, w, cols);
+        }
+    };
+    if p > 0 {
+        // batch elements over the threads; with fewer elements than threads, each product
+        // uses them all instead
+        if batch >= rayon::current_num_threads() {
+            let parts = cols.par_chunks_mut(rows * p).zip(out.par_chunks_mut(O * p));
+            parts
+                .enumerate()
+                .for_each(|(bi, part)| element(bi, part, false));
+        } else {
+            let parts = cols.chunks_mut(rows * p).zip(out.chunks_mut(O * p));
+            parts
+                .enumerate()
+                .for_each(|(bi, part)| element(bi, part, true));
+        }
     }
     let dev = x.device().clone();
     let y = dev.try_tensor_from_vec(out, (b, Const::<O>, p))?;
     if !T::OWNS_TAPE {
+        shared::<E>().give([cols]);
         return Ok(y.put_tape(tape));
     }
     let saved = Saved {
@@ -138,6 +249,7 @@ struct Saved<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> {
     weight: Tensor<(Const<O>, usize), E, D>,
     bias: Tensor<(Const<O>,), E, D>,
     w_host: Vec<E>,
+    /// Every batch element's columns, `rows × positions` each.
     cols: Vec<E>,
     geometry: Geometry,
     batch: usize,
@@ -160,28 +272,49 @@ impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I,
                 *d += run.iter().fold(E::zero(), |s, v| s + *v);
             }
         }
-        let dw = grad_mut(grads, &self.weight)?;
-        for bi in 0..self.batch {
-            matmul(
-                Dst::new(dw, o, rows, true),
-                Operand::new(&dy[bi * o * p..][..o * p], o, p, false),
-                Operand::new(&self.cols[bi * rows * p..][..rows * p], rows, p, true),
-            );
+        if p == 0 {
+            *grad_buffer(grads, handle)? = dy;
+            shared::<E>().give([self.cols]);
+            return Ok(());
         }
+        // batch elements in one chunk per thread: each chunk's weight gradient apart, summed
+        // after; each element's input gradient through a column buffer of the chunk's own
         let per_input = I * self.geometry.numel;
+        let chunk = self.batch.div_ceil(rayon::current_num_threads()).max(1);
         let dx = grad_mut(grads, &self.x)?;
-        // the columns are not needed any more: their buffer takes each element's gradient
-        let mut dcols = self.cols;
-        dcols.truncate(rows * p);
-        for bi in 0..self.batch {
-            matmul(
-                Dst::new(&mut dcols, rows, p, false),
-                Operand::new(&self.w_host, o, rows, true),
-                Operand::new(&dy[bi * o * p..][..o * p], o, p, false),
-            );
-            self.geometry
-                .col2im(&dcols, &mut dx[bi * per_input..][..per_input]);
+        let partials: Vec<Vec<E>> = dx
+            .par_chunks_mut((per_input * chunk).max(1))
+            .enumerate()
+            .map(|(t, dx_chunk)| {
+                let mut dw = vec![E::zero(); o * rows];
+                let mut dcols = shared::<E>().reused(rows * p);
+                for (j, dx_b) in dx_chunk.chunks_mut(per_input.max(1)).enumerate() {
+                    let bi = t * chunk + j;
+                    let dy_b = &dy[bi * o * p..][..o * p];
+                    let cols_b = &self.cols[bi * rows * p..][..rows * p];
+                    matmul_serial(
+                        Dst::new(&mut dw, o, rows, true),
+                        Operand::new(dy_b, o, p, false),
+                        Operand::new(cols_b, rows, p, true),
+                    );
+                    matmul_serial(
+                        Dst::new(&mut dcols, rows, p, false),
+                        Operand::new(&self.w_host, o, rows, true),
+                        Operand::new(dy_b, o, p, false),
+                    );
+                    self.geometry.col2im(&dcols, dx_b);
+                }
+                shared::<E>().give([dcols]);
+                dw
+            })
+            .collect();
+        let dw = grad_mut(grads, &self.weight)?;
+        for part in partials {
+            for (d, v) in dw.iter_mut().zip(part) {
+                *d += v;
+            }
         }
+        shared::<E>().give([self.cols]);
         *grad_buffer(grads, handle)? = dy;
         Ok(())
     }
@@ -230,13 +363,7 @@ mod tests {
         let tw = w.retaped::<OwnedTape<E, Cpu>>();
         let tb = b.retaped::<OwnedTape<E, Cpu>>();
         let y = if fast {
-            let geometry = Geometry {
-                channels: I,
-                numel,
-                offsets,
-                positions,
-                idx,
-            };
+            let geometry = Geometry::new(I, numel, offsets, positions, &idx);
             super::convolve(tx, tw, tb, geometry)
         } else {
             convolve_by_gather(tx, tw, tb, idx, offsets, positions)
@@ -312,13 +439,7 @@ mod tests {
         let b: Tensor<(Const<O>,), f64, Cpu> = dev.sample_normal();
         let (out, idx) = window(5, 1, 0, 1).index(&[2, 2]);
         assert_eq!(out, [0, 0]);
-        let geometry = Geometry {
-            channels: I,
-            numel: 4,
-            offsets: 25,
-            positions: 0,
-            idx,
-        };
+        let geometry = Geometry::new(I, 4, 25, 0, &idx);
         let y = super::convolve(x, w, b, geometry).unwrap();
         assert_eq!(*y.shape(), (2, Const::<O>, 0));
     }
