@@ -37,8 +37,17 @@ use crate::float::Float;
 use crate::host::{gemm_runs, on_host};
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
 
+/// How a convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The CPU kernel where it applies, the gather unfold elsewhere.
+    Fastest,
+    /// The gather unfold.
+    Gather,
+}
+
 /// The convolution as `(B, O, positions)`: by im2col and matrix products on the CPU
-/// ([`super::im2col`]), by [`convolve_by_gather`] elsewhere.
+/// ([`super::im2col`]), by [`convolve_by_gather`] elsewhere (or when asked).
 fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<(B, Const<I>, usize), E, D, T>,
     weight: Tensor<(Const<O>, usize), E, D, T>,
@@ -46,8 +55,9 @@ fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: T
     idx: Vec<usize>,
     offsets: usize,
     positions: usize,
+    path: Path,
 ) -> Result<Tensor<(B, Const<O>, usize), E, D, T>, D::Err> {
-    if !(on_host::<E, D>() && gemm_runs::<E>()) {
+    if path == Path::Gather || !(on_host::<E, D>() && gemm_runs::<E>()) {
         return convolve_by_gather(x, weight, bias, idx, offsets, positions);
     }
     let geometry = Geometry::new(I, x.shape().2, offsets, positions, &idx);
@@ -160,6 +170,30 @@ macro_rules! conv {
             type Error = D::Err;
 
             fn try_forward(&self, x: Tensor<(B, Const<I>, $($sp,)+), E, D, T>) -> Result<Self::Output, D::Err> {
+                self.convolve_with(x, Path::Fastest)
+            }
+        }
+
+        impl<const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, const S: usize, const P: usize, const L: usize>
+            $name<I, O, K, E, D, S, P, L>
+        {
+            /// The forward pass by the `gather` unfold and dfdx ops, as other devices run it:
+            /// the reference the CPU kernel is tested against (slower on the CPU).
+            ///
+            /// # Errors
+            /// Backend errors.
+            pub fn try_forward_by_gather<B: Dim, $($sp: Dim,)+ T: Tape<E, D>>(
+                &self,
+                x: Tensor<(B, Const<I>, $($sp,)+), E, D, T>,
+            ) -> Result<Tensor<$out, E, D, T>, D::Err> {
+                self.convolve_with(x, Path::Gather)
+            }
+
+            fn convolve_with<B: Dim, $($sp: Dim,)+ T: Tape<E, D>>(
+                &self,
+                x: Tensor<(B, Const<I>, $($sp,)+), E, D, T>,
+                path: Path,
+            ) -> Result<Tensor<$out, E, D, T>, D::Err> {
                 let shape = *x.shape();
                 let dims = shape.concrete();
                 let spatial: Vec<usize> = dims[2..].to_vec();
@@ -169,7 +203,7 @@ macro_rules! conv {
                 let x = x.try_reshape_like(&(shape.0, Const::<I>, numel))?;
                 let weight = self.weight.clone().retaped::<T>().try_reshape_like(&(Const::<O>, I * K.pow($n)))?;
                 let bias = self.bias.clone().retaped::<T>();
-                let y = convolve(x, weight, bias, idx, K.pow($n), positions)?;
+                let y = convolve(x, weight, bias, idx, K.pow($n), positions, path)?;
                 y.try_reshape_like(&conv!(@out shape.0, out_dims, $($sp),+))
             }
         }

@@ -1,0 +1,62 @@
+"""PyTorch on the shapes of `cargo bench --bench conv`, for the side-by-side table in README.md.
+
+Measurement only: Python is in no build or test. Run it in the same period as the Rust bench:
+
+    python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch
+    /tmp/torchenv/bin/python scripts/torch_conv_bench.py
+
+Rows: Conv2d forward + backward with the input gradient, and a training step (forward,
+backward, Adam) of the bare layer; (32, 16, 28, 28) input, 32 3x3 filters, padding 1, f32;
+best of 7 after one untimed call, on 1 thread and on all threads.
+"""
+
+import os
+import time
+
+import torch
+
+
+def best(f, reps=7):
+    f()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1e3
+
+
+def rows():
+    torch.manual_seed(0)
+    x = torch.randn(32, 16, 28, 28)
+    conv = torch.nn.Conv2d(16, 32, 3, padding=1)
+
+    def fwd_bwd():
+        xi = x.clone().requires_grad_(True)
+        conv(xi).sum().backward()
+
+    opt = torch.optim.Adam(conv.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        conv(x).sum().backward()
+        opt.step()
+
+    return [("forward + backward (input gradient)", best(fwd_bwd)), ("training step, Adam", best(step))]
+
+
+def main():
+    all_threads = os.cpu_count()
+    print(f"PyTorch {torch.__version__}, conv2d (32, 16, 28, 28), 32 filters 3x3, padding 1, f32")
+    results = {}
+    for n in (1, all_threads):
+        torch.set_num_threads(n)
+        results[n] = rows()
+    print(f"| row | ms, 1 thread | ms, {all_threads} threads |")
+    print("|---|---:|---:|")
+    for (name, a), (_, b) in zip(results[1], results[all_threads]):
+        print(f"| {name} | {a:.2f} | {b:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
