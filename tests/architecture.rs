@@ -10,6 +10,7 @@ const LAYERS: &[&str] = &[
     "phase",
     "error",
     "disk",
+    "idx",
     "host",
     "testing",
     "axis",

@@ -1,4 +1,6 @@
-//! The command-line overrides every example accepts: `--seeds N`, `--epochs N`, `--out DIR`.
+//! The command-line overrides every example accepts: `--seeds N`, `--epochs N`, `--out DIR`,
+//! `--data DIR` (where the example reads its data from, if it reads files), `--quick` (a short
+//! run: one seed, fewer epochs, a part of the training set) and `--quiet` (no progress bars).
 
 use std::path::PathBuf;
 
@@ -8,6 +10,9 @@ pub struct Args {
     pub seeds: usize,
     pub epochs: usize,
     pub out: PathBuf,
+    pub data: Option<PathBuf>,
+    pub quick: bool,
+    pub quiet: bool,
 }
 
 impl Args {
@@ -17,6 +22,9 @@ impl Args {
             seeds,
             epochs,
             out: PathBuf::from("runs").join(example),
+            data: None,
+            quick: false,
+            quiet: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -25,9 +33,12 @@ impl Args {
                 "--seeds" => args.seeds = number(&value("--seeds")?)?,
                 "--epochs" => args.epochs = number(&value("--epochs")?)?,
                 "--out" => args.out = PathBuf::from(value("--out")?),
+                "--data" => args.data = Some(PathBuf::from(value("--data")?)),
+                "--quick" => args.quick = true,
+                "--quiet" => args.quiet = true,
                 "--help" | "-h" => {
                     return Err(format!(
-                        "usage: cargo run --release --example {example} -- [--seeds N] [--epochs N] [--out DIR]"
+                        "usage: cargo run --release --example {example} -- [--seeds N] [--epochs N] [--out DIR] [--data DIR] [--quick] [--quiet]"
                     ))
                 }
                 other => return Err(format!("unknown argument `{other}` (try --help)")),

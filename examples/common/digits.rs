@@ -1,4 +1,6 @@
-//! The digits data shipped in `data/digits.csv` (UCI optical digits, 8x8, fixed split).
+//! The examples' datasets as rows of pixels in [0, 1] and labels 0..9, split three ways: the
+//! digits shipped in `data/digits.csv` (UCI optical digits, 8x8, fixed split), and the shape
+//! every dataset has (`Dataset<P>`, `P` pixels an image).
 
 use std::path::PathBuf;
 
@@ -10,20 +12,23 @@ pub const PIXELS: usize = 64;
 /// Classes.
 pub const CLASSES: usize = 10;
 
-/// One split: images as rows of 64 values in [0, 1], labels 0..9.
+/// One split: images as rows of `P` values in [0, 1], labels 0..9.
 #[derive(Debug, Clone, Default)]
-pub struct Split {
+pub struct Split<const P: usize = PIXELS> {
     pub pixels: Vec<f32>,
     pub labels: Vec<usize>,
 }
 
-/// The fixed train / validation / test split.
+/// A fixed train / validation / test split of images of `P` pixels.
 #[derive(Debug, Clone)]
-pub struct Digits {
-    pub train: Split,
-    pub val: Split,
-    pub test: Split,
+pub struct Dataset<const P: usize = PIXELS> {
+    pub train: Split<P>,
+    pub val: Split<P>,
+    pub test: Split<P>,
 }
+
+/// The digits: 8x8 images.
+pub type Digits = Dataset<PIXELS>;
 
 impl Digits {
     /// Reads `data/digits.csv` from the repository.
@@ -65,7 +70,7 @@ impl Digits {
     }
 }
 
-impl Split {
+impl<const P: usize> Split<P> {
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -88,14 +93,14 @@ impl Split {
         dev: &D,
         rows: &[usize],
     ) -> (
-        Tensor<(usize, Const<PIXELS>), E, D>,
+        Tensor<(usize, Const<P>), E, D>,
         Tensor<(usize, Const<CLASSES>), E, D>,
     ) {
-        let mut x = Vec::with_capacity(rows.len() * PIXELS);
+        let mut x = Vec::with_capacity(rows.len() * P);
         let mut y = vec![E::of_f64(0.0); rows.len() * CLASSES];
         for (i, &r) in rows.iter().enumerate() {
             x.extend(
-                self.pixels[r * PIXELS..(r + 1) * PIXELS]
+                self.pixels[r * P..(r + 1) * P]
                     .iter()
                     .map(|p| E::of_f64(f64::from(*p))),
             );
@@ -113,7 +118,7 @@ impl Split {
         &self,
         dev: &D,
     ) -> (
-        Tensor<(usize, Const<PIXELS>), E, D>,
+        Tensor<(usize, Const<P>), E, D>,
         Tensor<(usize, Const<CLASSES>), E, D>,
     ) {
         self.tensors(dev, &(0..self.len()).collect::<Vec<_>>())

@@ -1,7 +1,8 @@
-//! Code the examples share: the digits data and command-line overrides.
+//! Code the examples share: the datasets, the training loop and command-line overrides.
 #![allow(dead_code)]
 
 pub mod args;
 pub mod digits;
+pub mod fashion;
 pub mod mlp;
 pub mod run;

@@ -5,15 +5,16 @@ use std::time::Instant;
 
 use perforated::optim::Rule;
 use perforated::prelude::*;
-use perforated::tracker::LrRestart;
+use perforated::tracker::{LrRestart, Progress};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::args::Args;
-use super::digits::{Digits, Split, CLASSES, PIXELS};
+use super::digits::{Dataset, Split, CLASSES, PIXELS};
 
 /// Images as the loader gives them, and the logits the models return.
-pub type Images<T = NoneTape> = Tensor<(usize, Const<PIXELS>), f32, AutoDevice, T>;
+pub type Images<T = NoneTape, const P: usize = PIXELS> =
+    Tensor<(usize, Const<P>), f32, AutoDevice, T>;
 pub type Logits<T = NoneTape> = Tensor<(usize, Const<CLASSES>), f32, AutoDevice, T>;
 
 /// One finished run.
@@ -28,8 +29,8 @@ pub struct Outcome {
 const BATCH: usize = 32;
 
 /// What one run trains on and how.
-pub struct Setup<'a> {
-    pub digits: &'a Digits,
+pub struct Setup<'a, const P: usize = PIXELS> {
+    pub digits: &'a Dataset<P>,
     pub dev: &'a AutoDevice,
     pub seed: u64,
     pub args: &'a Args,
@@ -40,15 +41,19 @@ pub struct Setup<'a> {
     pub dendrites: Option<usize>,
     /// Epochs a dendrite phase waits for a candidate to improve before accepting it.
     pub candidate_patience: usize,
+    /// Epochs without a better validation loss before a neuron phase ends.
+    pub switch_patience: usize,
+    /// Dendrite phases last at most as long as the first neuron phase.
+    pub cap_dendrite_phase: bool,
     /// The learning rate a neuron phase starts from after dendrites were added.
     pub lr_restart: LrRestart,
 }
 
-impl<'a> Setup<'a> {
+impl<'a, const P: usize> Setup<'a, P> {
     /// A run with the tracker's defaults: candidates wait 10 epochs, and the learning rate
     /// restarts from its initial value after each restructure.
     pub fn new(
-        digits: &'a Digits,
+        digits: &'a Dataset<P>,
         dev: &'a AutoDevice,
         seed: u64,
         args: &'a Args,
@@ -63,6 +68,8 @@ impl<'a> Setup<'a> {
             name,
             dendrites,
             candidate_patience: 10,
+            switch_patience: 15,
+            cap_dendrite_phase: false,
             lr_restart: LrRestart::Initial,
         }
     }
@@ -72,11 +79,11 @@ impl<'a> Setup<'a> {
 pub type RowFn<'a> = &'a dyn Fn(u64) -> Result<Outcome, perforated::Error>;
 
 /// Trains `model` on the digits with the tracker (see [`Setup`]).
-pub fn run<M>(
-    setup: &Setup<'_>,
+pub fn run<M, const P: usize>(
+    setup: &Setup<'_, P>,
     model: &mut M,
-    train: impl Fn(&mut M, Images<OwnedTape<f32, AutoDevice>>) -> Logits<OwnedTape<f32, AutoDevice>>,
-    infer: impl Fn(&M, Images) -> Logits,
+    train: impl Fn(&mut M, Images<OwnedTape<f32, AutoDevice>, P>) -> Logits<OwnedTape<f32, AutoDevice>>,
+    infer: impl Fn(&M, Images<NoneTape, P>) -> Logits,
 ) -> Result<Outcome, perforated::Error>
 where
     M: DendriticModel<Dtype = f32, Device = AutoDevice>,
@@ -89,20 +96,27 @@ where
         name,
         dendrites,
         candidate_patience,
+        switch_patience,
+        cap_dendrite_phase,
         ref lr_restart,
     } = *setup;
     let mut rng = StdRng::seed_from_u64(seed);
-    let config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
+    let mut config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
         // the validation loss is smoother than the accuracy of 360 images
         .minimize()
         .switch(match dendrites {
-            Some(_) => SwitchMode::Plateau { patience: 15 },
+            Some(_) => SwitchMode::Plateau {
+                patience: switch_patience,
+            },
             None => SwitchMode::Never,
         })
         .dendrite_patience(candidate_patience)
         .lr_restart(lr_restart.clone())
         .max_dendrites(dendrites.unwrap_or(0))
         .graph_every(10);
+    if cap_dendrite_phase {
+        config = config.cap_dendrite_phase();
+    }
     let mut tracker = Tracker::new(config)?;
     let mut opt = tracker.optimizer(Rule::Adam(AdamConfig {
         lr: 1e-2,
@@ -110,7 +124,7 @@ where
     }));
     let start = Instant::now();
     let mut since_best = 0;
-    let evaluate = |model: &M, split: &Split| {
+    let evaluate = |model: &M, split: &Split<P>| {
         let (x, y) = split.all::<f32, _>(dev);
         let logits = infer(model, x);
         let loss = f64::from(cross_entropy_with_logits_loss(logits.clone(), y).array());
@@ -119,13 +133,17 @@ where
     for _ in 0..args.epochs {
         let mut loss_sum = 0.0;
         let batches = digits.train.batches(BATCH, &mut rng);
+        let label = format!("{name} seed {seed} epoch {}", tracker.state().epoch);
+        let mut progress = Progress::new(&label, batches.len(), !args.quiet);
         for rows in &batches {
             let (x, y) = digits.train.tensors::<f32, _>(dev, rows);
             let grads = model.alloc_grads()?;
             let loss = cross_entropy_with_logits_loss(train(model, x.traced(grads)), y);
             loss_sum += f64::from(loss.array());
             opt.step(model, loss.backward())?;
+            progress.tick();
         }
+        progress.finish();
         let (val_loss, _) = evaluate(model, &digits.val);
         let (_, test) = evaluate(model, &digits.test);
         tracker.add_test_score(test);

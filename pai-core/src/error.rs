@@ -66,6 +66,17 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A data file (IDX images or labels) is unreadable, truncated or not what it claims.
+    #[error("data file `{path}`: {reason}")]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        reason: String,
+        /// The reader's own error, where one found the problem.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// A checkpoint could not be encoded (a tensor or the file format refused it).
     #[error("cannot encode checkpoint `{path}`: {what}")]
     Encode {

@@ -14,6 +14,7 @@ mod disk;
 mod error;
 mod float;
 mod host;
+pub mod idx;
 pub mod layers;
 pub mod model;
 pub mod optim;

@@ -3,7 +3,7 @@
 //! `y[b, o, q] = bias[o] + Σ_{c, k} weight[o, c, k] · x[b, c, q·S + k·L − P]` (zero outside),
 //! over one, two or three spatial axes. Channels are const dims, so the neuron axis (axis 1,
 //! the output channels) stays typed; spatial sizes are run-time dims. On the CPU it is computed
-//! by im2col and matrix products as one op ([`super::im2col`]); on other devices as an unfold
+//! by im2col and matrix products as one op (`layers/im2col.rs`); on other devices as an unfold
 //! by `gather` followed by one matmul (see [`super::unfold`]), which is also the reference the
 //! CPU kernel is tested against.
 //!
