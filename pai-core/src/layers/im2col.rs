@@ -27,22 +27,29 @@ use crate::host::{
 /// `offsets` kernel offsets and `positions` output positions, and for each offset the input
 /// elements its row of columns reads, as runs.
 pub(super) struct Geometry {
-    channels: usize,
-    numel: usize,
-    offsets: usize,
-    positions: usize,
+    pub channels: usize,
+    pub numel: usize,
+    pub offsets: usize,
+    pub positions: usize,
     /// Per kernel offset, its row's runs in position order.
-    runs: Vec<Vec<Run>>,
+    pub runs: Vec<Vec<Run>>,
 }
 
 /// Consecutive output positions `at..at + len` of one kernel offset that read input elements
 /// `from, from + step, ...` (`Some((from, step))`), or the padding (`None`). With stride 1 most
 /// runs are whole rows of the image with step 1, which im2col copies and col2im adds as slices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Run {
-    at: usize,
-    len: usize,
-    src: Option<(usize, usize)>,
+pub(super) struct Run {
+    pub at: usize,
+    pub len: usize,
+    pub src: Option<(usize, usize)>,
+}
+
+impl Run {
+    /// The input element read at the `i`-th position of the run, if not padding.
+    pub fn source(&self, i: usize) -> Option<usize> {
+        self.src.map(|(from, step)| from + i * step)
+    }
 }
 
 impl Geometry {

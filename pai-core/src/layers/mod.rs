@@ -4,6 +4,7 @@
 pub mod conv;
 mod im2col;
 pub mod pool;
+mod pool_kernel;
 pub mod recurrent;
 pub mod sequential;
 pub mod unfold;

@@ -2,18 +2,22 @@
 //!
 //! Pools take `(B, C, H, W)` with a `K`x`K` window, stride `S` (default `K`) and padding `P`
 //! (default 0); max pooling pads with `-inf`, average pooling with zeros counted in the mean
-//! (`PyTorch`'s defaults). Both are built on the same unfold as the convolutions.
+//! (`PyTorch`'s defaults). On the CPU a direct kernel (`layers/pool_kernel.rs`); elsewhere the
+//! same `gather` unfold as the convolutions, which is also the kernel's reference.
 
 use dfdx::nn::{Module, NonMutableModule, ZeroSizedModule};
 use dfdx::shapes::{Axes3, Axis, Const, Dim, HasShape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{Device, MaxTo, MeanTo, PermuteTo, ReshapeTo};
 
+use super::im2col::Geometry;
+use super::pool_kernel::{self, Reduce};
 use super::unfold::{unfold, Window};
 use crate::float::Float;
+use crate::host::on_host;
 
 macro_rules! pool {
-    ($(#[$doc:meta])* $name:ident, $pad:expr, $reduce:ident) => {
+    ($(#[$doc:meta])* $name:ident, $pad:expr, $reduce:ident, $kernel:ident) => {
         $(#[$doc])*
         #[derive(Debug, Default, Clone, Copy)]
         pub struct $name<const K: usize, const S: usize = K, const P: usize = 0>;
@@ -28,11 +32,39 @@ macro_rules! pool {
             type Error = D::Err;
 
             fn try_forward(&self, x: Tensor<(B, Const<C>, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+                self.pool_with(x, on_host::<E, D>())
+            }
+        }
+
+        impl<const K: usize, const S: usize, const P: usize> $name<K, S, P> {
+            /// The pooling by the `gather` unfold and dfdx ops, as other devices run it: the
+            /// reference the CPU kernel is tested against (slower on the CPU).
+            ///
+            /// # Errors
+            /// Backend errors.
+            pub fn try_forward_by_gather<B: Dim, const C: usize, H: Dim, W: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
+                &self,
+                x: Tensor<(B, Const<C>, H, W), E, D, T>,
+            ) -> Result<Tensor<(B, Const<C>, usize, usize), E, D, T>, D::Err> {
+                self.pool_with(x, false)
+            }
+
+            fn pool_with<B: Dim, const C: usize, H: Dim, W: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
+                &self,
+                x: Tensor<(B, Const<C>, H, W), E, D, T>,
+                kernel: bool,
+            ) -> Result<Tensor<(B, Const<C>, usize, usize), E, D, T>, D::Err> {
                 let (b, _, h, w) = *x.shape();
                 let window = Window { kernel: K, stride: S, padding: P, dilation: 1 };
                 let (out, idx) = window.index(&[h.size(), w.size()]);
                 let positions = out[0] * out[1];
-                let x = x.try_reshape_like(&(b, Const::<C>, h.size() * w.size()))?;
+                let numel = h.size() * w.size();
+                let x = x.try_reshape_like(&(b, Const::<C>, numel))?;
+                if kernel {
+                    let geometry = Geometry::new(1, numel, K * K, positions, &idx);
+                    return pool_kernel::pool(x, geometry, Reduce::$kernel)?
+                        .try_reshape_like(&(b, Const::<C>, out[0], out[1]));
+                }
                 let cols = unfold(x, idx, K * K, positions, $pad)?;
                 let pooled = cols.$reduce::<(B, usize, Const<C>), Axis<3>>()?;
                 pooled
@@ -45,11 +77,11 @@ macro_rules! pool {
 
 pool!(
     /// Max pooling over `K`x`K` windows.
-    MaxPool2d, E::neg_infinity(), try_max
+    MaxPool2d, E::neg_infinity(), try_max, Max
 );
 pool!(
     /// Average pooling over `K`x`K` windows.
-    AvgPool2d, E::of_f64(0.0), try_mean
+    AvgPool2d, E::of_f64(0.0), try_mean, Mean
 );
 
 /// Flattens every axis but the first into `N` features: `(B, C, H, W) -> (B, N)` (also rank 3
@@ -175,6 +207,54 @@ mod tests {
             &dx,
             1e-6,
         );
+    }
+
+    /// The kernel and the gather reference agree on `pool` in value and input gradient.
+    macro_rules! agree {
+        ($pool:expr, $x:expr) => {{
+            let x: &Tensor<(usize, Const<3>, usize, usize), f64, Cpu> = $x;
+            let run = |kernel: bool| {
+                let t = x.clone().leaky_traced();
+                let handle = t.retaped::<NoneTape>();
+                let y = if kernel {
+                    $pool.forward(t)
+                } else {
+                    $pool.try_forward_by_gather(t).unwrap()
+                };
+                let value = y.retaped::<NoneTape>().as_vec();
+                let g = y.device().tensor_from_vec(
+                    (0..value.len()).map(|i| (i % 7) as f64 - 3.0).collect(),
+                    *y.shape(),
+                );
+                let dx = (y * g).sum::<Rank0, _>().backward().get(&handle).as_vec();
+                [value, dx]
+            };
+            let (fast, slow) = (run(true), run(false));
+            for (k, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(a.len(), b.len());
+                for (a, b) in a.iter().zip(b) {
+                    assert!(
+                        (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                        "entry {k}: {a} vs {b}"
+                    );
+                }
+            }
+        }};
+    }
+
+    #[test]
+    fn the_kernel_matches_the_gather_reference_ties_included() {
+        let dev = Cpu::seed_from_u64(4);
+        // after a ReLU, whole windows are zero: the max's gradient goes to every tie
+        let x: Tensor<(usize, Const<3>, usize, usize), f64, _> =
+            dev.sample_normal_like(&(2, Const, 7, 6));
+        let x = x.relu();
+        agree!(MaxPool2d::<2>, &x);
+        agree!(MaxPool2d::<3, 2, 1>, &x);
+        agree!(MaxPool2d::<2, 1>, &x);
+        agree!(AvgPool2d::<2>, &x);
+        agree!(AvgPool2d::<3, 2, 1>, &x);
+        agree!(AvgPool2d::<3, 1, 1>, &x);
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! Max and average pooling on the CPU: one pass over each window, as one op with its own
+//! backward, instead of the `gather` unfold and a reduction (which other devices run, and which
+//! this kernel is tested against).
+//!
+//! Windows are read by the runs of [`super::im2col::Geometry`]; padding never wins a max (it is
+//! `-inf`) and adds zero to a mean that still divides by the whole window (`PyTorch`'s
+//! defaults, as the reference). The max's gradient goes to every element of the window equal to
+//! the max, as dfdx's `max` does.
+
+use dfdx::shapes::{Const, Dim, HasShape};
+use dfdx::tensor::{Gradients, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor_ops::Device;
+
+use super::im2col::Geometry;
+use crate::float::Float;
+use crate::host::{empty, grad_buffer, grad_mut, host};
+
+/// The reduction over each window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reduce {
+    Max,
+    Mean,
+}
+
+impl Geometry {
+    /// `f(q, source)` for every output position `q` and every input element its window reads
+    /// (padding left out), in kernel-offset order.
+    fn each_read(&self, mut f: impl FnMut(usize, usize)) {
+        for runs in &self.runs {
+            for run in runs {
+                for i in 0..run.len {
+                    if let Some(src) = run.source(i) {
+                        f(run.at + i, src);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pools `x` (`(B, C, numel)`) over the windows of `geometry` (one channel at a time):
+/// `(B, C, positions)`. Call only on the CPU.
+///
+/// # Errors
+/// Backend errors.
+pub(super) fn pool<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<(B, Const<C>, usize), E, D, T>,
+    geometry: Geometry,
+    reduce: Reduce,
+) -> Result<Tensor<(B, Const<C>, usize), E, D, T>, D::Err> {
+    let (b, _, numel) = *x.shape();
+    let p = geometry.positions;
+    let (x, tape) = x.split_tape();
+    let (x, xh) = host(x)?;
+    let start = match reduce {
+        Reduce::Max => E::neg_infinity(),
+        Reduce::Mean => E::zero(),
+    };
+    let mut out = vec![start; b.size() * C * p];
+    let scale = E::one() / E::of_f64(geometry.offsets as f64);
+    for (x_c, out_c) in xh.chunks(numel.max(1)).zip(out.chunks_mut(p.max(1))) {
+        match reduce {
+            Reduce::Max => geometry.each_read(|q, src| out_c[q] = out_c[q].max(x_c[src])),
+            Reduce::Mean => geometry.each_read(|q, src| out_c[q] += x_c[src]),
+        }
+        if reduce == Reduce::Mean {
+            for v in out_c.iter_mut() {
+                *v *= scale;
+            }
+        }
+    }
+    let dev = x.device().clone();
+    let y = dev.try_tensor_from_vec(out.clone(), (b, Const::<C>, p))?;
+    if !T::OWNS_TAPE {
+        return Ok(y.put_tape(tape));
+    }
+    let handle = y.clone();
+    let mut tape = tape;
+    tape.add_backward_op(move |grads: &mut Gradients<E, D>| {
+        let dy = std::mem::replace(grad_buffer(grads, &handle)?, empty(&dev)?);
+        let dx = grad_mut(grads, &x)?;
+        let per_channel = dx.chunks_mut(numel.max(1)).zip(dy.chunks(p.max(1)));
+        for (c, (dx_c, dy_c)) in per_channel.enumerate() {
+            let x_c = &xh[c * numel..][..numel];
+            let out_c = &out[c * p..][..p];
+            match reduce {
+                Reduce::Max => geometry.each_read(|q, src| {
+                    if x_c[src] == out_c[q] {
+                        dx_c[src] += dy_c[q];
+                    }
+                }),
+                Reduce::Mean => geometry.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
+            }
+        }
+        *grad_buffer(grads, &handle)? = dy;
+        Ok(())
+    });
+    Ok(y.put_tape(tape))
+}
