@@ -6,6 +6,9 @@
 //! - a training step (forward, backward, Adam): the bare layer with dfdx's own Adam, and the
 //!   layer with 0, 1 and 3 dendrites (neuron phase, correlation mode) with pai-core's optimizer.
 //!
+//! - a training step of `fashion_cnn`'s 8-16 CNN (batch 32, 28x28, cross-entropy, Adam), with
+//!   no dendrites and with one per layer.
+//!
 //! Each row is the best of several timed repetitions; the ratio column divides by the bare
 //! layer's training step on the same thread count.
 //!
@@ -32,6 +35,40 @@ fn best(mut f: impl FnMut(), reps: usize) -> Duration {
         })
         .min()
         .unwrap_or_default()
+}
+
+/// `fashion_cnn`'s 8-16 CNN.
+#[perforated]
+struct Cnn {
+    block1: PaiSequential<Conv2d<1, 8, 3, 1, 1>, BatchNorm2D<8>>,
+    act1: ReLU,
+    pool1: MaxPool2d<2>,
+    block2: PaiSequential<Conv2d<8, 16, 3, 1, 1>, BatchNorm2D<16>>,
+    act2: ReLU,
+    pool2: MaxPool2d<2>,
+    flat: Flatten<784>,
+    head: Linear<784, 10>,
+}
+
+/// One training step of the CNN with `dendrites` per layer, timed.
+fn cnn_step(dev: &Cpu, batch: usize, dendrites: usize, reps: usize) -> Duration {
+    let mut model = Cnn::<f32, Cpu>::build(dev).expect("valid config");
+    model
+        .visit_layers_mut("", &mut |_, layer| layer.grow_dendrites(dendrites))
+        .expect("neuron phase");
+    let mut opt = DendriticOptimizer::adam(AdamConfig::default());
+    let x: Img<1> = dev.sample_normal_like(&(batch, Const, 28, 28));
+    let y: Tensor<(usize, Const<10>), f32, Cpu> =
+        dev.sample_normal_like(&(batch, Const)).softmax::<Axis<1>>();
+    best(
+        || {
+            let grads = model.alloc_grads().expect("gradients");
+            let logits = model.forward_mut(x.trace(grads));
+            let loss = cross_entropy_with_logits_loss(logits, y.clone());
+            opt.step(&mut model, loss.backward()).expect("finite");
+        },
+        reps,
+    )
 }
 
 /// The dendritic layer with `dendrites` accepted dendrites, and its optimizer.
@@ -95,6 +132,13 @@ fn rows(batch: usize, reps: usize) -> Vec<(String, Duration)> {
             reps,
         );
         rows.push((format!("training step, {k} dendrites"), time));
+    }
+    for k in [0, 1] {
+        let time = cnn_step(&dev, batch, k, reps);
+        rows.push((
+            format!("fashion_cnn 8-16 training step, {k} dendrites a layer"),
+            time,
+        ));
     }
     rows
 }
