@@ -44,3 +44,19 @@ pub(crate) fn check_param<M: Clone, S: dfdx::shapes::Shape>(
     };
     check_gradient(name, at, &w0, &analytic, 1e-6);
 }
+
+/// Every pair of `got` and `want` (lists of values, compared list by list) within `tol`
+/// relative to `1 + |want|`; `what` names the comparison in the failure.
+pub(crate) fn assert_close<A: AsRef<[f64]>>(got: &[A], want: &[A], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: number of lists");
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g.as_ref(), w.as_ref());
+        assert_eq!(g.len(), w.len(), "{what}, list {k}: lengths");
+        for (a, b) in g.iter().zip(w) {
+            assert!(
+                (a - b).abs() <= tol * (1.0 + b.abs()),
+                "{what}, list {k}: {a} vs {b}"
+            );
+        }
+    }
+}

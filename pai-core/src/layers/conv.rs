@@ -46,24 +46,6 @@ enum Path {
     Gather,
 }
 
-/// The convolution as `(B, O, positions)`: by im2col and matrix products on the CPU
-/// ([`super::im2col`]), by [`convolve_by_gather`] elsewhere (or when asked).
-fn convolve<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
-    x: Tensor<(B, Const<I>, usize), E, D, T>,
-    weight: Tensor<(Const<O>, usize), E, D, T>,
-    bias: Tensor<(Const<O>,), E, D, T>,
-    idx: Vec<usize>,
-    offsets: usize,
-    positions: usize,
-    path: Path,
-) -> Result<Tensor<(B, Const<O>, usize), E, D, T>, D::Err> {
-    if path == Path::Gather || !(on_host::<E, D>() && gemm_runs::<E>()) {
-        return convolve_by_gather(x, weight, bias, idx, offsets, positions);
-    }
-    let geometry = Geometry::new(I, x.shape().2, offsets, positions, &idx);
-    super::im2col::convolve(x, weight, bias, geometry)
-}
-
 /// Unfolds by `gather`, multiplies by the flattened weight, adds the bias: `(B, O, positions)`
 /// from dfdx ops, on any device; the reference the CPU kernel is tested against.
 pub(super) fn convolve_by_gather<
@@ -203,7 +185,13 @@ macro_rules! conv {
                 let x = x.try_reshape_like(&(shape.0, Const::<I>, numel))?;
                 let weight = self.weight.clone().retaped::<T>().try_reshape_like(&(Const::<O>, I * K.pow($n)))?;
                 let bias = self.bias.clone().retaped::<T>();
-                let y = convolve(x, weight, bias, idx, K.pow($n), positions, path)?;
+                // the CPU kernel where it applies (`im2col.rs`), the gather unfold elsewhere
+                let y = if path == Path::Gather || !(on_host::<E, D>() && gemm_runs::<E>()) {
+                    convolve_by_gather(x, weight, bias, idx, K.pow($n), positions)?
+                } else {
+                    let geometry = Geometry::new(I, numel, K.pow($n), positions, &idx);
+                    super::im2col::convolve(x, weight, bias, geometry)?
+                };
                 y.try_reshape_like(&conv!(@out shape.0, out_dims, $($sp),+))
             }
         }

@@ -338,6 +338,7 @@ mod tests {
     use crate::float::Float;
     use crate::layers::conv::convolve_by_gather;
     use crate::layers::unfold::Window;
+    use crate::testing::assert_close;
 
     const I: usize = 3;
     const O: usize = 4;
@@ -386,43 +387,31 @@ mod tests {
         ]
     }
 
-    fn window(kernel: usize, stride: usize, padding: usize, dilation: usize) -> Window {
-        Window {
-            kernel,
-            stride,
-            padding,
-            dilation,
-        }
-    }
-
     fn agree<E: Float>(tol: f64)
     where
         StandardNormal: Distribution<E>,
         Cpu: dfdx::tensor_ops::Device<E>,
     {
         let cases: [(usize, &[usize], Window); 8] = [
-            (2, &[5, 7], window(3, 1, 1, 1)),
-            (1, &[4, 4], window(1, 1, 0, 1)),
-            (2, &[7, 6], window(3, 2, 1, 1)),
-            (1, &[9, 8], window(3, 1, 2, 2)),
-            (3, &[11], window(3, 2, 1, 2)),
-            (1, &[3, 4, 5], window(2, 1, 1, 1)),
-            (2, &[5, 5], window(5, 1, 0, 1)),
-            (1, &[7, 7], window(3, 3, 0, 1)),
+            (2, &[5, 7], Window::new(3, 1, 1, 1)),
+            (1, &[4, 4], Window::new(1, 1, 0, 1)),
+            (2, &[7, 6], Window::new(3, 2, 1, 1)),
+            (1, &[9, 8], Window::new(3, 1, 2, 2)),
+            (3, &[11], Window::new(3, 2, 1, 2)),
+            (1, &[3, 4, 5], Window::new(2, 1, 1, 1)),
+            (2, &[5, 5], Window::new(5, 1, 0, 1)),
+            (1, &[7, 7], Window::new(3, 3, 0, 1)),
         ];
         for (seed, (batch, dims, w)) in cases.into_iter().enumerate() {
             let fast = run::<E>(true, batch, dims, w, seed as u64);
             let slow = run::<E>(false, batch, dims, w, seed as u64);
-            for (k, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                assert_eq!(a.len(), b.len(), "case {seed} entry {k}");
-                for (a, b) in a.iter().zip(b) {
-                    let (a, b) = (a.as_f64(), b.as_f64());
-                    assert!(
-                        (a - b).abs() <= tol * (1.0 + b.abs()),
-                        "case {seed} ({dims:?}, {w:?}), entry {k}: {a} vs {b}"
-                    );
-                }
-            }
+            let wide = |v: Vec<Vec<E>>| -> Vec<Vec<f64>> {
+                v.into_iter()
+                    .map(|l| l.into_iter().map(Float::as_f64).collect())
+                    .collect()
+            };
+            let what = format!("case {seed} ({dims:?}, {w:?})");
+            assert_close(&wide(fast), &wide(slow), tol, &what);
         }
     }
 
@@ -444,7 +433,7 @@ mod tests {
         let x: Tensor<(usize, Const<I>, usize), f64, Cpu> = dev.sample_normal_like(&(2, Const, 4));
         let w: Tensor<(Const<O>, usize), f64, Cpu> = dev.sample_normal_like(&(Const, I * 25));
         let b: Tensor<(Const<O>,), f64, Cpu> = dev.sample_normal();
-        let (out, idx) = window(5, 1, 0, 1).index(&[2, 2]);
+        let (out, idx) = Window::new(5, 1, 0, 1).index(&[2, 2]);
         assert_eq!(out, [0, 0]);
         let geometry = Geometry::new(I, 4, 25, 0, &idx);
         let y = super::convolve(x, w, b, geometry).unwrap();

@@ -26,6 +26,17 @@ pub struct Window {
 }
 
 impl Window {
+    /// A window of `kernel` elements along every axis.
+    #[must_use]
+    pub const fn new(kernel: usize, stride: usize, padding: usize, dilation: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
     /// Output size along an axis of size `n` (0 when the input is smaller than the window).
     pub fn output_len(&self, n: usize) -> usize {
         let span = self.dilation * (self.kernel - 1) + 1;
@@ -109,32 +120,23 @@ pub fn unfold<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
 mod tests {
     use super::*;
 
-    fn window(kernel: usize, stride: usize, padding: usize, dilation: usize) -> Window {
-        Window {
-            kernel,
-            stride,
-            padding,
-            dilation,
-        }
-    }
-
     #[test]
     fn index_reads_the_right_elements_with_padding_stride_and_dilation() {
-        let w = window(2, 2, 1, 1);
+        let w = Window::new(2, 2, 1, 1);
         // 1-d input of 4: padded [_, 0, 1, 2, 3, _]; windows start at -1, 1, 3
         let (out, idx) = w.index(&[4]);
         assert_eq!(out, [3]);
         assert_eq!(idx, [4, 1, 3, 0, 2, 4]);
-        let w = window(2, 1, 0, 2);
+        let w = Window::new(2, 1, 0, 2);
         let (out, idx) = w.index(&[5]);
         assert_eq!(out, [3]);
         assert_eq!(idx, [0, 1, 2, 2, 3, 4]);
         // 2-d 3x3, kernel 2: 4 offsets x 4 positions
-        let w = window(2, 1, 0, 1);
+        let w = Window::new(2, 1, 0, 1);
         let (out, idx) = w.index(&[3, 3]);
         assert_eq!(out, [2, 2]);
         assert_eq!(&idx[..4], [0, 1, 3, 4]);
         assert_eq!(&idx[12..], [4, 5, 7, 8]);
-        assert_eq!(window(5, 1, 0, 1).output_len(3), 0);
+        assert_eq!(Window::new(5, 1, 0, 1).output_len(3), 0);
     }
 }

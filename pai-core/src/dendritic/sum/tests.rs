@@ -8,6 +8,7 @@ use super::{host, ops, Pre, Term};
 use crate::axis::{Any, Batch, Neurons};
 use crate::dendritic::config::Activation;
 use crate::host::Scratch;
+use crate::testing::assert_close;
 use dfdx::tensor::{Merge, PutTape, Tape};
 use std::sync::Arc;
 
@@ -241,15 +242,6 @@ fn affine_terms_match_the_reference_in_value_and_every_gradient() {
     for trains in [true, false] {
         let got = layer.run(true, trains, &scratch);
         let want = layer.run(false, trains, &scratch);
-        assert_eq!(got.len(), want.len());
-        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.len(), w.len());
-            for (a, b) in g.iter().zip(w) {
-                assert!(
-                    (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
-                    "trains {trains}, entry {k}: {g:?} vs {w:?}"
-                );
-            }
-        }
+        assert_close(&got, &want, 1e-12, &format!("trains {trains}"));
     }
 }
