@@ -195,13 +195,16 @@ where
     // every element's columns in one buffer kept from call to call: freed each step, glibc
     // would hand it back to the system and page-fault it in again
     let mut cols = shared::<E>().reused(batch * rows * p);
-    let mut out = vec![E::zero(); batch * O * p];
+    // the bias in every output position: the products add to it (written once, not zeroed)
+    let mut out: Vec<E> = Vec::with_capacity(batch * O * p);
+    for _ in 0..batch {
+        for &b in &b_host {
+            out.extend(std::iter::repeat_n(b, p));
+        }
+    }
     // one batch element: its columns, and its output `W · cols + bias`
     let element = |bi: usize, (cols, out): (&mut [E], &mut [E]), threaded: bool| {
         geometry.im2col(&x_host[bi * per_input..][..per_input], cols);
-        for (run, &b) in out.chunks_exact_mut(p).zip(&b_host) {
-            run.fill(b);
-        }
         let (dst, w) = (
             Dst::new(out, O, p, true),
             Operand::new(&w_host, O, rows, false),
