@@ -16,7 +16,12 @@
 //! cargo bench --bench conv
 //! ```
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::cnn::Cnn;
 
 use perforated::layers::Conv2d;
 use perforated::prelude::*;
@@ -37,22 +42,9 @@ fn best(mut f: impl FnMut(), reps: usize) -> Duration {
         .unwrap_or_default()
 }
 
-/// `fashion_cnn`'s 8-16 CNN.
-#[perforated]
-struct Cnn {
-    block1: PaiSequential<Conv2d<1, 8, 3, 1, 1>, BatchNorm2D<8>>,
-    act1: ReLU,
-    pool1: MaxPool2d<2>,
-    block2: PaiSequential<Conv2d<8, 16, 3, 1, 1>, BatchNorm2D<16>>,
-    act2: ReLU,
-    pool2: MaxPool2d<2>,
-    flat: Flatten<784>,
-    head: Linear<784, 10>,
-}
-
 /// One training step of the CNN with `dendrites` per layer, timed.
 fn cnn_step(dev: &Cpu, batch: usize, dendrites: usize, reps: usize) -> Duration {
-    let mut model = Cnn::<f32, Cpu>::build(dev).expect("valid config");
+    let mut model = Cnn::<8, 16, 784, f32, Cpu>::build(dev).expect("valid config");
     model
         .visit_layers_mut("", &mut |_, layer| layer.grow_dendrites(dendrites))
         .expect("neuron phase");

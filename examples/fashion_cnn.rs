@@ -14,32 +14,14 @@
 mod common;
 
 use common::args::Args;
+use common::cnn::train;
 use common::digits::Dataset;
 use common::fashion::{self, PIXELS};
-use common::run::{run, table, Images, Logits, Outcome, Setup};
-use perforated::prelude::*;
+use common::run::{table, Outcome, Setup};
 
-/// 28x28 -> `C1` channels -> pool to 14x14 -> `C2` channels -> pool to 7x7 -> 10 classes
-/// (`F` = `C2` · 49, spelled out: const generics cannot compute it on stable Rust).
-#[perforated]
-struct Cnn<const C1: usize, const C2: usize, const F: usize> {
-    block1: PaiSequential<Conv2d<1, C1, 3, 1, 1>, BatchNorm2D<C1>>,
-    act1: ReLU,
-    pool1: MaxPool2d<2>,
-    block2: PaiSequential<Conv2d<C1, C2, 3, 1, 1>, BatchNorm2D<C2>>,
-    act2: ReLU,
-    pool2: MaxPool2d<2>,
-    flat: Flatten<F>,
-    head: Linear<F, 10>,
-}
-
-type Image<T> = Tensor<(usize, Const<1>, usize, usize), f32, AutoDevice, T>;
-
-fn as_images<T: Tape<f32, AutoDevice>>(x: Images<T, PIXELS>) -> Image<T> {
-    let b = x.shape().0;
-    x.reshape_like(&(b, Const::<1>, 28, 28))
-}
-
+/// The CNN with `C1`, `C2` channels (`F` = `C2` · 49): a few epochs a phase, each epoch
+/// 12,000 images; a dendrite phase no longer than the first neuron phase, so that the
+/// dendrites get epochs to be used in.
 fn cnn<const C1: usize, const C2: usize, const F: usize>(
     data: &Dataset<PIXELS>,
     seed: u64,
@@ -47,22 +29,15 @@ fn cnn<const C1: usize, const C2: usize, const F: usize>(
     args: &Args,
     name: &str,
 ) -> Result<Outcome, perforated::Error> {
-    let dev = AutoDevice::seed_from_u64(seed);
-    let mut model = Cnn::<C1, C2, F, f32, AutoDevice>::build(&dev)?;
-    // a few epochs a phase, each epoch 12,000 images; a dendrite phase no longer than the
-    // first neuron phase, so that the dendrites get epochs to be used in
-    let setup = Setup {
-        switch_patience: 3,
-        candidate_patience: 3,
-        cap_dendrite_phase: true,
-        ..Setup::new(data, &dev, seed, args, name, dendrites)
-    };
-    run(
-        &setup,
-        &mut model,
-        |m, x| -> Logits<_> { m.forward_mut(as_images(x)) },
-        |m, x| m.forward(as_images(x)),
-    )
+    fn adjust(setup: Setup<'_, PIXELS>) -> Setup<'_, PIXELS> {
+        Setup {
+            switch_patience: 3,
+            candidate_patience: 3,
+            cap_dendrite_phase: true,
+            ..setup
+        }
+    }
+    train::<C1, C2, F, PIXELS>(data, 28, seed, dendrites, args, name, adjust)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod args;
+pub mod cnn;
 pub mod digits;
 pub mod fashion;
 pub mod mlp;

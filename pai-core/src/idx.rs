@@ -64,16 +64,15 @@ pub fn read(path: impl AsRef<Path>) -> Result<Idx> {
         source,
     })?;
     let mut reader = std::io::BufReader::new(file);
-    let mut magic = [0u8; 2];
     let bad = |reason: String, source: Option<std::io::Error>| Error::Data {
         path: path.to_path_buf(),
         reason,
         source: source.map(Into::into),
     };
-    let peeked = std::io::BufRead::fill_buf(&mut reader)
-        .map_err(|e| bad("cannot read it".into(), Some(e)))?;
-    magic.iter_mut().zip(peeked).for_each(|(m, p)| *m = *p);
-    if magic == [0x1f, 0x8b] {
+    let gzipped = std::io::BufRead::fill_buf(&mut reader)
+        .map_err(|e| bad("cannot read it".into(), Some(e)))?
+        .starts_with(&[0x1f, 0x8b]);
+    if gzipped {
         parse(&mut flate2::read::GzDecoder::new(reader), &bad)
     } else {
         parse(&mut reader, &bad)

@@ -70,7 +70,10 @@ pub(super) fn pool<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>
         }
     }
     let dev = x.device().clone();
-    let y = dev.try_tensor_from_vec(out.clone(), (b, Const::<C>, p))?;
+    // the max's backward compares each element with its window's max: only it keeps the
+    // input and the output on the host
+    let max_of = (T::OWNS_TAPE && reduce == Reduce::Max).then(|| (xh, out.clone()));
+    let y = dev.try_tensor_from_vec(out, (b, Const::<C>, p))?;
     if !T::OWNS_TAPE {
         return Ok(y.put_tape(tape));
     }
@@ -81,15 +84,17 @@ pub(super) fn pool<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>
         let dx = grad_mut(grads, &x)?;
         let per_channel = dx.chunks_mut(numel.max(1)).zip(dy.chunks(p.max(1)));
         for (c, (dx_c, dy_c)) in per_channel.enumerate() {
-            let x_c = &xh[c * numel..][..numel];
-            let out_c = &out[c * p..][..p];
-            match reduce {
-                Reduce::Max => geometry.each_read(|q, src| {
-                    if x_c[src] == out_c[q] {
-                        dx_c[src] += dy_c[q];
-                    }
-                }),
-                Reduce::Mean => geometry.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
+            match &max_of {
+                Some((xh, out)) => {
+                    let x_c = &xh[c * numel..][..numel];
+                    let out_c = &out[c * p..][..p];
+                    geometry.each_read(|q, src| {
+                        if x_c[src] == out_c[q] {
+                            dx_c[src] += dy_c[q];
+                        }
+                    });
+                }
+                None => geometry.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
             }
         }
         *grad_buffer(grads, &handle)? = dy;
