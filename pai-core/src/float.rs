@@ -23,6 +23,9 @@ pub trait Float:
     /// polynomial the compiler vectorises (within 2 ulp of the exact value, see the test);
     /// `f64` calls `exp`.
     fn sigmoid_in_place(values: &mut [Self]);
+    /// Whether `a` and `b` hold the same values bit for bit (`NaN`s of equal bits are equal,
+    /// `0.0` and `-0.0` are not).
+    fn same_bits(a: &[Self], b: &[Self]) -> bool;
 }
 
 macro_rules! float {
@@ -51,6 +54,9 @@ macro_rules! float {
             }
             fn sigmoid_in_place(values: &mut [Self]) {
                 $sigmoid(values)
+            }
+            fn same_bits(a: &[Self], b: &[Self]) -> bool {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
             }
         }
     };

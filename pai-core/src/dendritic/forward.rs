@@ -16,7 +16,7 @@ use super::sum::{activation_of, dendrite_sum, Matrix, Path, Pre, Term};
 use super::Dendritic;
 use crate::axis::NeuronAxis;
 use crate::float::Float;
-use crate::host::{gemm_runs, lock, on_host};
+use crate::host::{gemm_runs, lock, memo, on_host};
 use crate::processor::{Inputs, Plain, Processor, Route};
 
 impl<M, Tags, P, X, So, E, D, T> Module<X> for Dendritic<M, Tags, P>
@@ -43,12 +43,17 @@ where
     /// candidate statistics move; with a tape on the input, the gradient flows through the
     /// neurons (and the output weights) only, as through any frozen layer.
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
-        let detached = x.detached();
-        let chain = self.output_chain();
-        let path = Self::path::<X, So, NoneTape>(&x, chain.first().copied())?;
-        let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
-        let (y, _) = self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, path, false)?;
-        Ok(<P as Route<M, X, E, D>>::join(y, rest))
+        // the neurons and the dendrites share what their modules derive from the input (a
+        // convolution's columns: see `host::memo`)
+        memo::scope(|| {
+            let detached = x.detached();
+            let chain = self.output_chain();
+            let path = Self::path::<X, So, NoneTape>(&x, chain.first().copied())?;
+            let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
+            let (y, _) =
+                self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, path, false)?;
+            Ok(<P as Route<M, X, E, D>>::join(y, rest))
+        })
     }
 }
 
@@ -81,6 +86,42 @@ where
     /// Training forward pass. The neurons run in training mode in the neuron phase and in
     /// inference mode (frozen) in the dendrite phase.
     fn try_forward_mut(&mut self, x: X) -> Result<Self::Output, D::Err> {
+        // as in `try_forward`
+        memo::scope(|| self.forward_training(x))
+    }
+}
+
+impl<M, Tags, P, E, D> Dendritic<M, Tags, P>
+where
+    E: Float,
+    D: Device<E>,
+    M: Convertible<Dtype = E, Device = D>,
+    Tags: 'static,
+    P: Processor,
+{
+    /// The body of [`ModuleMut::try_forward_mut`].
+    fn forward_training<X, So, T>(
+        &mut self,
+        x: X,
+    ) -> Result<<P as Route<M, X, E, D>>::Joined, D::Err>
+    where
+        So: Shape,
+        T: Tape<E, D> + 'static,
+        X: Inputs<E, D>,
+        X::Detached: Clone,
+        M: ModuleMut<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
+            + Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
+            + Module<X::Detached, Output = <P as Route<M, X::Detached, E, D>>::Output, Error = D::Err>
+            + ModuleMut<
+                X::Taped<OwnedTape<E, D>>,
+                Output = <P as Route<M, X::Taped<OwnedTape<E, D>>, E, D>>::Output,
+                Error = D::Err,
+            >,
+        P: Route<M, X, E, D, Main = Tensor<So, E, D, T>>
+            + Route<M, X::Detached, E, D, Main = Tensor<So, E, D, NoneTape>>
+            + Route<M, X::Taped<OwnedTape<E, D>>, E, D, Main = Tensor<So, E, D, OwnedTape<E, D>>>,
+        Tags: NeuronAxis<So, Neurons = M::Neurons>,
+    {
         let neuron_phase = self.candidate.is_none();
         match self.config.learning {
             DendriteLearning::Correlation => {

@@ -9,6 +9,7 @@
 //! [`crate::error`].
 
 mod gemm;
+pub(crate) mod memo;
 mod pool;
 
 pub(crate) use gemm::{gemm_runs, matmul, matmul_serial, Dst, Operand};

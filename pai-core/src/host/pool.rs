@@ -3,7 +3,7 @@
 use std::any::{Any, TypeId};
 use std::sync::{Mutex, OnceLock};
 
-use dfdx::shapes::Shape;
+use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
@@ -53,6 +53,23 @@ impl<E: Float> Scratch<E> {
     /// A vector of `len` values from the pool, the one that fits best; its contents are
     /// whatever it held (only growth is zeroed): the caller overwrites every element.
     pub(crate) fn reused(&self, len: usize) -> Vec<E> {
+        let mut v = self.take(len);
+        v.resize(len, E::zero());
+        v
+    }
+
+    /// [`host`], in a vector from the pool (the one that fits best).
+    pub(crate) fn host<S: Shape, D: Device<E>, T: Tape<E, D>>(
+        &self,
+        t: Tensor<S, E, D, T>,
+    ) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
+        let len = t.shape().num_elements();
+        host_into(t, self.take(len))
+    }
+
+    /// The smallest vector of the pool with room for `len` values, else any (or a new one):
+    /// a large vector taken for a small use would have to be zeroed again when grown back.
+    fn take(&self, len: usize) -> Vec<E> {
         let mut free = lock(&self.free);
         let fit = free
             .iter()
@@ -60,21 +77,10 @@ impl<E: Float> Scratch<E> {
             .filter(|(_, v)| v.capacity() >= len)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i);
-        let mut v = match fit {
+        match fit {
             Some(i) => free.swap_remove(i),
             None => free.pop().unwrap_or_default(),
-        };
-        drop(free);
-        v.resize(len, E::zero());
-        v
-    }
-
-    /// [`host`], in a vector from the pool.
-    pub(crate) fn host<S: Shape, D: Device<E>, T: Tape<E, D>>(
-        &self,
-        t: Tensor<S, E, D, T>,
-    ) -> Result<(Tensor<S, E, D, T>, Vec<E>), D::Err> {
-        host_into(t, lock(&self.free).pop().unwrap_or_default())
+        }
     }
 
     /// Vectors in the pool now.

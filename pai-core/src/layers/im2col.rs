@@ -12,6 +12,8 @@
 //! The gather version in [`super::unfold`] computes the same from dfdx ops, on any device: it
 //! is what runs elsewhere and the reference this kernel is tested against.
 
+use std::sync::Arc;
+
 use dfdx::shapes::{Const, Dim, HasShape};
 use dfdx::tensor::{Gradients, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
@@ -20,7 +22,7 @@ use crate::float::Float;
 use rayon::prelude::*;
 
 use crate::host::{
-    empty, grad_buffer, grad_mut, host, matmul, matmul_serial, shared, Dst, Operand,
+    empty, grad_buffer, grad_mut, host, matmul, matmul_serial, memo, shared, Dst, Operand,
 };
 
 /// The geometry of one convolution call: `channels` input channels of `numel` elements each,
@@ -77,6 +79,85 @@ impl Geometry {
     /// Rows of the column matrix: one per input channel and kernel offset.
     fn rows(&self) -> usize {
         self.channels * self.offsets
+    }
+
+    /// What the columns of `batch` elements depend on besides the input's values: every
+    /// size and every run (the key under which [`memo`] shares them).
+    fn key(&self, batch: usize) -> Vec<usize> {
+        let mut key = vec![
+            batch,
+            self.channels,
+            self.numel,
+            self.offsets,
+            self.positions,
+        ];
+        for row in &self.runs {
+            key.push(row.len());
+            for run in row {
+                let (from, step) = run.src.unwrap_or((usize::MAX, usize::MAX));
+                key.extend([run.at, run.len, from, step]);
+            }
+        }
+        key
+    }
+
+    /// The output `(B, O, positions)` of `W · cols_b + bias` for every batch element of `x`
+    /// (`(B, channels, numel)`), with `W` (`O × rows`) and `bias` (`O`) in `(w, bias)`, from
+    /// `columns` (every element's, `rows × positions` each) made here or found.
+    fn forward<E: Float>(
+        &self,
+        x: &[E],
+        (w, bias): (&[E], &[E]),
+        columns: Columns<'_, E>,
+    ) -> Vec<E> {
+        let (rows, p, o) = (self.rows(), self.positions, bias.len());
+        let per_input = self.channels * self.numel;
+        let batch = x.len() / per_input.max(1);
+        // the bias in every output position: the products add to it (written once, not zeroed)
+        let mut out: Vec<E> = Vec::with_capacity(batch * o * p);
+        for _ in 0..batch {
+            for &b in bias {
+                out.extend(std::iter::repeat_n(b, p));
+            }
+        }
+        if p == 0 {
+            return out;
+        }
+        // one batch element: its output, after its columns when they are made
+        let element = |bi: usize, out: &mut [E], cols: Columns<'_, E>, threaded: bool| {
+            let cols: &[E] = match cols {
+                Columns::Make(cols) => {
+                    self.im2col(&x[bi * per_input..][..per_input], cols);
+                    cols
+                }
+                Columns::Found(all) => &all[bi * rows * p..][..rows * p],
+            };
+            let (dst, w) = (Dst::new(out, o, p, true), Operand::new(w, o, rows, false));
+            let cols = Operand::new(cols, rows, p, false);
+            if threaded {
+                matmul(dst, w, cols);
+            } else {
+                matmul_serial(dst, w, cols);
+            }
+        };
+        // batch elements over the threads; with fewer elements than threads, each product
+        // uses them all instead
+        let threaded = batch < rayon::current_num_threads();
+        let (chunk, c) = (o * p, rows * p);
+        let make = |(bi, (out, cols))| element(bi, out, Columns::Make(cols), threaded);
+        match (columns, threaded) {
+            (Columns::Make(made), false) => (out.par_chunks_mut(chunk).zip(made.par_chunks_mut(c)))
+                .enumerate()
+                .for_each(make),
+            (Columns::Make(made), true) => (out.chunks_mut(chunk).zip(made.chunks_mut(c)))
+                .enumerate()
+                .for_each(make),
+            (Columns::Found(all), false) => (out.par_chunks_mut(chunk).enumerate())
+                .for_each(|(bi, out)| element(bi, out, Columns::Found(all), false)),
+            (Columns::Found(all), true) => (out.chunks_mut(chunk).enumerate())
+                .for_each(|(bi, out)| element(bi, out, Columns::Found(all), true)),
+        }
+        out
     }
 
     /// The columns of one batch element `x` (`channels × numel`) into `cols`
@@ -186,55 +267,35 @@ where
     let (weight, w_tape) = weight.split_tape();
     let (bias, b_tape) = bias.split_tape();
     let tape = x_tape.merge(w_tape).merge(b_tape);
-    let (x, x_host) = host(x)?;
+    let (x, x_host) = shared::<E>().host(x)?;
     let (weight, w_host) = host(weight)?;
     let b_host = bias.as_vec();
     let batch = b.size();
     let (rows, p) = (geometry.rows(), geometry.positions);
-    let per_input = I * geometry.numel;
-    // every element's columns in one buffer kept from call to call: freed each step, glibc
-    // would hand it back to the system and page-fault it in again
-    let mut cols = shared::<E>().reused(batch * rows * p);
-    // the bias in every output position: the products add to it (written once, not zeroed)
-    let mut out: Vec<E> = Vec::with_capacity(batch * O * p);
-    for _ in 0..batch {
-        for &b in &b_host {
-            out.extend(std::iter::repeat_n(b, p));
-        }
-    }
-    // one batch element: its columns, and its output `W · cols + bias`
-    let element = |bi: usize, (cols, out): (&mut [E], &mut [E]), threaded: bool| {
-        geometry.im2col(&x_host[bi * per_input..][..per_input], cols);
-        let (dst, w) = (
-            Dst::new(out, O, p, true),
-            Operand::new(&w_host, O, rows, false),
-        );
-        let cols = Operand::new(cols, rows, p, false);
-        if threaded {
-            matmul(dst, w, cols);
-        } else {
-            matmul_serial(dst, w, cols);
-        }
+    // the columns of an equal input under the same geometry, made earlier in this dendritic
+    // layer's forward pass (the neurons' or another dendrite's); else made here, into a
+    // buffer kept from call to call (freed each step, glibc would hand it back to the system
+    // and page-fault it in again)
+    let key = geometry.key(batch);
+    let found = memo::find::<E>(&key, &x_host);
+    let mut made = match found {
+        Some(_) => Vec::new(),
+        None => shared::<E>().reused(batch * rows * p),
     };
-    if p > 0 {
-        // batch elements over the threads; with fewer elements than threads, each product
-        // uses them all instead
-        if batch >= rayon::current_num_threads() {
-            let parts = cols.par_chunks_mut(rows * p).zip(out.par_chunks_mut(O * p));
-            parts
-                .enumerate()
-                .for_each(|(bi, part)| element(bi, part, false));
-        } else {
-            let parts = cols.chunks_mut(rows * p).zip(out.chunks_mut(O * p));
-            parts
-                .enumerate()
-                .for_each(|(bi, part)| element(bi, part, true));
-        }
-    }
+    let columns = match &found {
+        Some(all) => Columns::Found(all),
+        None => Columns::Make(&mut made),
+    };
+    let out = geometry.forward(&x_host, (&w_host, &b_host), columns);
+    let cols = found.unwrap_or_else(|| {
+        let made = Arc::new(made);
+        memo::keep(key, x_host, &made);
+        made
+    });
     let dev = x.device().clone();
     let y = dev.try_tensor_from_vec(out, (b, Const::<O>, p))?;
     if !T::OWNS_TAPE {
-        shared::<E>().give([cols]);
+        memo::release(cols);
         return Ok(y.put_tape(tape));
     }
     let saved = Saved {
@@ -253,14 +314,22 @@ where
     Ok(y.put_tape(tape))
 }
 
+/// Columns in the forward pass: to be made into this slice, or found (made by an earlier call
+/// on an equal input); every batch element's, or one element's.
+enum Columns<'a, E> {
+    Make(&'a mut [E]),
+    Found(&'a [E]),
+}
+
 /// What the backward pass needs from the forward pass.
 struct Saved<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> {
     x: Tensor<(B, Const<I>, usize), E, D>,
     weight: Tensor<(Const<O>, usize), E, D>,
     bias: Tensor<(Const<O>,), E, D>,
     w_host: Vec<E>,
-    /// Every batch element's columns, `rows × positions` each.
-    cols: Vec<E>,
+    /// Every batch element's columns, `rows × positions` each (perhaps shared with other
+    /// convolutions of the same input).
+    cols: Arc<Vec<E>>,
     geometry: Geometry,
     batch: usize,
     out: usize,
@@ -284,7 +353,7 @@ impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I,
         }
         if p == 0 {
             *grad_buffer(grads, handle)? = dy;
-            shared::<E>().give([self.cols]);
+            memo::release(self.cols);
             return Ok(());
         }
         // batch elements in one chunk per thread: each chunk's weight gradient apart, summed
@@ -324,7 +393,7 @@ impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I,
                 *d += v;
             }
         }
-        shared::<E>().give([self.cols]);
+        memo::release(self.cols);
         *grad_buffer(grads, handle)? = dy;
         Ok(())
     }
@@ -337,8 +406,11 @@ mod tests {
     use dfdx::tensor_ops::{Backward, SumTo};
     use rand_distr::{Distribution, StandardNormal};
 
+    use std::sync::Arc;
+
     use super::Geometry;
     use crate::float::Float;
+    use crate::host::memo;
     use crate::layers::conv::convolve_by_gather;
     use crate::layers::unfold::Window;
     use crate::testing::assert_close;
@@ -426,6 +498,53 @@ mod tests {
     #[test]
     fn kernel_matches_the_gather_reference_in_f32() {
         agree::<f32>(1e-5);
+    }
+
+    #[test]
+    fn convolutions_of_one_input_in_a_scope_share_its_columns_and_agree_with_their_own() {
+        // the neurons and two dendrite copies of a layer, in one dendritic forward pass
+        let dev = Cpu::seed_from_u64(7);
+        let dims = [6, 5];
+        let window = Window::new(3, 1, 1, 1);
+        let (out, idx) = window.index(&dims);
+        let positions: usize = out.iter().product();
+        let geometry = || Geometry::new(I, 30, 9, positions, &idx);
+        let x: Tensor<(usize, Const<I>, usize), f64, Cpu> = dev.sample_normal_like(&(2, Const, 30));
+        let copies: Vec<_> = (0..3)
+            .map(|_| {
+                let w: Tensor<(Const<O>, usize), f64, Cpu> =
+                    dev.sample_normal_like(&(Const, I * 9));
+                (w, dev.sample_normal::<(Const<O>,)>())
+            })
+            .collect();
+        // value, weight gradient and input gradient of each copy
+        let each = |(w, b): &(
+            Tensor<(Const<O>, usize), f64, Cpu>,
+            Tensor<(Const<O>,), f64, Cpu>,
+        )| {
+            let tw = w.clone().retaped::<OwnedTape<f64, Cpu>>();
+            let tb = b.clone().retaped::<OwnedTape<f64, Cpu>>();
+            let y = super::convolve(x.leaky_trace(), tw, tb, geometry()).unwrap();
+            let value = y.retaped::<dfdx::tensor::NoneTape>().as_vec();
+            let grads = y.sum::<(), _>().backward();
+            vec![value, grads.get(w).as_vec(), grads.get(&x).as_vec()]
+        };
+        let alone: Vec<_> = copies.iter().map(each).collect();
+        let key = geometry().key(2);
+        let shared = memo::scope(|| {
+            assert!(memo::find::<f64>(&key, &x.as_vec()).is_none());
+            let first = each(&copies[0]);
+            // the first call left its columns for the others
+            let cols = memo::find::<f64>(&key, &x.as_vec()).expect("columns kept");
+            let rest: Vec<_> = copies[1..].iter().map(each).collect();
+            let found = memo::find::<f64>(&key, &x.as_vec()).expect("still kept");
+            assert!(Arc::ptr_eq(&cols, &found));
+            assert_eq!(memo::kept(), 1, "no later call made its own");
+            std::iter::once(first).chain(rest).collect::<Vec<_>>()
+        });
+        for (a, b) in alone.iter().zip(&shared) {
+            assert_close(a, b, 0.0, "shared columns");
+        }
     }
 
     #[test]
