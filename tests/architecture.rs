@@ -12,6 +12,7 @@ const LAYERS: &[&str] = &[
     "disk",
     "idx",
     "host",
+    "collective",
     "testing",
     "axis",
     "params",
@@ -21,6 +22,7 @@ const LAYERS: &[&str] = &[
     "layers",
     "model",
     "optim",
+    "parallel",
     "checkpoint",
     "tracker",
 ];

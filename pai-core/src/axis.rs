@@ -119,6 +119,16 @@ impl Layout {
         }
     }
 
+    /// The layout of no elements over `neurons` neurons (a data-parallel replica's empty
+    /// shard).
+    pub(crate) fn empty(neurons: usize) -> Self {
+        Self {
+            neurons,
+            inner: 1,
+            len: 0,
+        }
+    }
+
     /// `dst[i] += w[n(i)] * a[i]`.
     #[inline]
     pub(crate) fn axpy<E: Float>(&self, dst: &mut [E], w: &[E], a: &[E]) {

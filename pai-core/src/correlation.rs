@@ -25,6 +25,7 @@ use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul};
 
 use crate::axis::{elements_per_neuron, Layout, NeuronAxis};
+use crate::collective;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::host::{host, on_host};
@@ -205,31 +206,70 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         }
     }
 
-    /// Folds one batch of candidate activations and neuron errors into the statistics.
+    /// Folds one batch of candidate activations and neuron errors into the statistics. With
+    /// data-parallel replicas ([`crate::collective::active`]) the batch is the union of
+    /// every replica's shard: counts, sums and centred sums are summed over the replicas, so
+    /// the statistics are those of the whole batch and the same on every replica.
     ///
     /// Returns `Ok(None)` and leaves the statistics untouched when the error holds a NaN or an
-    /// infinity.
+    /// infinity (on any replica).
+    ///
+    /// # Errors
+    /// Backend errors; [`Error::Collective`] when the replicas cannot sum.
     pub fn update<S: Shape, Tags: NeuronAxis<S, Neurons = C>>(
         &mut self,
         activation: &Tensor<S, E, D>,
         error: &Tensor<S, E, D>,
         config: &CorrelationConfig,
-    ) -> Result<Option<Update<S, E, D>>, D::Err> {
-        if !on_host::<E, D>() {
-            return self.update_by_ops::<S, Tags>(activation, error, config);
+    ) -> Result<Option<Update<S, E, D>>> {
+        let replicas = collective::active();
+        if !on_host::<E, D>() && replicas.is_none() {
+            return self
+                .update_by_ops::<S, Tags>(activation, error, config)
+                .map_err(Error::device);
         }
+        // on the host (any device: the copies come back to it), also for replicas
         let shape = *activation.shape();
         let layout = Layout::of::<S, Tags>(&shape);
         let n = E::of_f64(elements_per_neuron::<S, Tags>(&shape) as f64);
-        let a = host(activation.clone())?.1;
-        let e = host(error.clone())?.1;
-        let Some((grad, improved)) = self.update_on_host(layout, n, a, e, config) else {
+        let a = host(activation.clone()).map_err(Error::device)?.1;
+        let e = host(error.clone()).map_err(Error::device)?.1;
+        let sum = |v: &mut Vec<E>| match &replicas {
+            Some(c) => collective::all_reduce(&**c, v),
+            None => Ok(()),
+        };
+        let Some((grad, improved)) = self.update_on_host(layout, n, a, e, config, sum)? else {
             return Ok(None);
         };
         Ok(Some(Update {
-            activation_grad: activation.device().try_tensor_from_vec(grad, shape)?,
+            activation_grad: activation
+                .device()
+                .try_tensor_from_vec(grad, shape)
+                .map_err(Error::device)?,
             improved,
         }))
+    }
+
+    /// [`Self::update`] for a data-parallel replica with an empty shard: joins the other
+    /// replicas' sums with nothing of its own and folds the result in as they do. Returns
+    /// whether the score improved; `None` for a non-finite error (on another replica).
+    ///
+    /// # Errors
+    /// [`Error::Collective`] when the replicas cannot sum.
+    pub fn join_empty(&mut self, config: &CorrelationConfig) -> Result<Option<bool>> {
+        let Some(c) = collective::active() else {
+            return Ok(Some(false));
+        };
+        let sum = |v: &mut Vec<E>| collective::all_reduce(&*c, v);
+        let done = self.update_on_host(
+            Layout::empty(C::SIZE),
+            E::zero(),
+            Vec::new(),
+            Vec::new(),
+            config,
+            sum,
+        )?;
+        Ok(done.map(|(_, improved)| improved))
     }
 
     /// Weight of the new batch in the running averages: the first batch always starts them,
@@ -242,10 +282,11 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         })
     }
 
-    /// [`Self::update`] on the CPU: one pass per statistic over host copies of the
+    /// [`Self::update`] on the host: one pass per statistic over host copies of the
     /// activation `a` and the error `e` (laid out by `layout`, `n` elements per neuron),
-    /// instead of some twenty dfdx ops with broadcasts. Returns the activation's gradient and
-    /// whether the score improved; `None` for a non-finite error.
+    /// instead of some twenty dfdx ops with broadcasts; `sum` sums a vector over the
+    /// replicas (nothing without them). Returns the activation's gradient and whether the
+    /// score improved; `None` for a non-finite error.
     fn update_on_host(
         &mut self,
         layout: Layout,
@@ -253,13 +294,24 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         mut a: Vec<E>,
         mut e: Vec<E>,
         config: &CorrelationConfig,
-    ) -> Option<(Vec<E>, bool)> {
+        sum: impl Fn(&mut Vec<E>) -> Result<()>,
+    ) -> Result<Option<(Vec<E>, bool)>> {
         let alpha = self.alpha(config);
-        let batch_mean_error: Vec<E> = layout.sum(&e).into_iter().map(|s| s / n).collect();
-        if !batch_mean_error.iter().all(|v| v.is_finite()) {
-            return None;
+        // per neuron: the activations' sums, the errors' sums, and the count
+        let mut sums = layout.sum(&a);
+        sums.extend(layout.sum(&e));
+        sums.push(n);
+        sum(&mut sums)?;
+        let n = sums[2 * C::SIZE];
+        if n == E::zero() {
+            // every replica's shard is empty: nothing to learn from or to count
+            return Ok(Some((vec![E::zero(); layout.len], false)));
         }
-        let batch_mean_activation: Vec<E> = layout.sum(&a).into_iter().map(|s| s / n).collect();
+        let batch_mean_activation: Vec<E> = sums[..C::SIZE].iter().map(|s| *s / n).collect();
+        let batch_mean_error: Vec<E> = sums[C::SIZE..2 * C::SIZE].iter().map(|s| *s / n).collect();
+        if !batch_mean_error.iter().all(|v| v.is_finite()) {
+            return Ok(None);
+        }
         let fold = |running: &mut Tensor<(C,), E, D>, batch: &[E]| {
             let mut r = vec![E::default(); C::SIZE];
             running.copy_into(&mut r);
@@ -275,23 +327,27 @@ impl<C: dfdx::shapes::ConstDim, E: Float, D: Device<E>> Correlation<C, E, D> {
         let negated = |m: Vec<E>| m.into_iter().map(|v| -v).collect::<Vec<E>>();
         layout.add(&mut a, &negated(mean_activation));
         layout.add(&mut e, &negated(mean_error));
-        let moment = |x: &[E], y: &[E]| {
-            layout
-                .dot(x, y)
-                .into_iter()
-                .map(|s| s / n)
-                .collect::<Vec<E>>()
+        // the centred sums, over the replicas, then the moments
+        let mut centred = layout.dot(&a, &e);
+        centred.extend(layout.dot(&a, &a));
+        centred.extend(layout.dot(&e, &e));
+        sum(&mut centred)?;
+        let moment = |k: usize| -> Vec<E> {
+            centred[k * C::SIZE..(k + 1) * C::SIZE]
+                .iter()
+                .map(|s| *s / n)
+                .collect()
         };
-        fold(&mut self.covariance, &moment(&a, &e));
-        fold(&mut self.activation_var, &moment(&a, &a));
-        fold(&mut self.error_var, &moment(&e, &e));
+        fold(&mut self.covariance, &moment(0));
+        fold(&mut self.activation_var, &moment(1));
+        fold(&mut self.error_var, &moment(2));
         let (improved, sign) = self.finish_update(config);
         let mut grad = vec![E::default(); layout.len];
         layout.axpy(&mut grad, &sign, &e);
         for g in &mut grad {
             *g /= n;
         }
-        Some((grad, improved))
+        Ok(Some((grad, improved)))
     }
 
     /// After the moments moved: counts the batch, refreshes the scores, takes a snapshot

@@ -45,6 +45,9 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A data-parallel collective failed: another replica stopped, or the replicas disagree.
+    #[error("data parallel: {0}")]
+    Collective(String),
     /// A saved file does not match the model it is loaded into.
     #[error("checkpoint mismatch at `{path}`: the file has {found}, the model has {expected}")]
     Mismatch {

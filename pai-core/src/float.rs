@@ -26,6 +26,16 @@ pub trait Float:
     /// Whether `a` and `b` hold the same values bit for bit (`NaN`s of equal bits are equal,
     /// `0.0` and `-0.0` are not).
     fn same_bits(a: &[Self], b: &[Self]) -> bool;
+    /// `values` as a slice of its concrete type (for backends that take either).
+    fn concrete(values: &mut [Self]) -> Floats<'_>;
+}
+
+/// A mutable slice of `f32` or `f64` (see [`Float::concrete`]).
+pub enum Floats<'a> {
+    /// `f32` values.
+    F32(&'a mut [f32]),
+    /// `f64` values.
+    F64(&'a mut [f64]),
 }
 
 macro_rules! float {
@@ -54,6 +64,9 @@ macro_rules! float {
             }
             fn sigmoid_in_place(values: &mut [Self]) {
                 $sigmoid(values)
+            }
+            fn concrete(values: &mut [Self]) -> Floats<'_> {
+                Floats::$st(values)
             }
             fn same_bits(a: &[Self], b: &[Self]) -> bool {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())

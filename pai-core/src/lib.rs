@@ -8,6 +8,7 @@
 
 pub mod axis;
 pub mod checkpoint;
+pub mod collective;
 pub mod correlation;
 pub mod dendritic;
 mod disk;
@@ -18,6 +19,7 @@ pub mod idx;
 pub mod layers;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 mod phase;
 pub mod processor;
@@ -28,7 +30,7 @@ pub mod tracker;
 pub use correlation::{CorrelationConfig, CorrelationReport};
 pub use dendritic::{Activation, Convertible, DendriteConfig, DendriteLearning, Dendritic};
 pub use error::{Error, Result};
-pub use float::Float;
+pub use float::{Float, Floats};
 pub use model::{BuildDendritic, DendriteLayer, DendriticModel, LayerInfo};
 pub use optim::DendriticOptimizer;
 pub use params::{ParamCounts, Role};

@@ -12,6 +12,9 @@
 //! Capture, statistics and the hand-over all live here; the optimizer only asks each layer to
 //! take its step and then walks the parameters.
 
+use std::any::Any;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfdx::shapes::{HasShape, Shape};
@@ -47,7 +50,27 @@ pub(crate) struct Training<M: Convertible> {
     improved: bool,
     /// The captured neuron error was not finite.
     non_finite: bool,
+    /// The statistics could not be updated (the data-parallel replicas could not sum).
+    failure: Option<Error>,
+    /// Names this state's captured batches in [`PENDING`].
+    id: u64,
 }
+
+/// A captured batch waiting for the optimizer step.
+type Pending<M> = Box<dyn FnOnce(&mut Training<M>) -> std::result::Result<(), DevErr<M>>>;
+type DevErr<M> = <<M as Convertible>::Device as dfdx::tensor::HasErr>::Err;
+
+thread_local! {
+    /// With data-parallel replicas, the batches captured by this thread's backward passes:
+    /// `(Training::id, Pending<M>)`, folded in at the optimizer step, in walk order on every
+    /// replica (also on one that had no rows to capture). Kept per thread, not in the layer:
+    /// the candidate's tape is not `Send`, and a layer must stay `Send`; the backward pass and
+    /// the step of a replica run on its thread.
+    static PENDING: RefCell<Vec<(u64, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Ids of [`Training`] states.
+static IDS: AtomicU64 = AtomicU64::new(0);
 
 /// The candidate of the dendrite phase.
 #[derive(Debug)]
@@ -69,6 +92,8 @@ impl<M: Convertible> Candidate<M> {
             grads: None,
             improved: false,
             non_finite: false,
+            failure: None,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
         };
         Ok(Self {
             dendrite,
@@ -106,9 +131,42 @@ impl<M: Convertible> Candidate<M> {
     ///
     /// # Errors
     /// [`Error::NonFinite`] when the captured neuron error held NaN or infinity.
-    pub fn take_step(&mut self, dev: &M::Device) -> Result<()> {
+    pub fn take_step(
+        &mut self,
+        dev: &M::Device,
+        correlation: Option<&CorrelationConfig>,
+    ) -> Result<()> {
         let (grads, improved) = {
             let mut training = lock(&self.training);
+            // data parallel: the statistics are merged here, in walk order on every replica
+            let id = training.id;
+            let pending: Vec<Pending<M>> = PENDING.with(|p| {
+                let mut p = p.borrow_mut();
+                let (mine, others) = std::mem::take(&mut *p).into_iter().partition(|e| e.0 == id);
+                *p = others;
+                let mine: Vec<(u64, Box<dyn Any>)> = mine;
+                mine.into_iter()
+                    .filter_map(|(_, b)| b.downcast::<Pending<M>>().ok().map(|b| *b))
+                    .collect()
+            });
+            if pending.is_empty() {
+                if let (Some(config), Some(_)) = (correlation, crate::collective::active()) {
+                    match training.stats.join_empty(config)? {
+                        Some(improved) => {
+                            training.improved |= improved;
+                            // no rows, no gradient of its own: zeros join the others' sum
+                            training.grads = Some(Gradients::leaky());
+                        }
+                        None => training.non_finite = true,
+                    }
+                }
+            }
+            for p in pending {
+                p(&mut training).map_err(Error::device)?;
+            }
+            if let Some(e) = training.failure.take() {
+                return Err(e);
+            }
             if std::mem::take(&mut training.non_finite) {
                 return Err(Error::NonFinite {
                     layer: String::new(),
@@ -158,7 +216,16 @@ where
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&handle)?;
             let error = grads.get(&handle);
-            observe::<M, Tags, So, E, D>(&training, act, &error, &config)
+            if crate::collective::active().is_none() {
+                return observe::<M, Tags, So, E, D>(&mut lock(&training), act, &error, &config);
+            }
+            // data parallel: folded in at the optimizer step, where every replica joins
+            let pending: Pending<M> = Box::new(move |t: &mut Training<M>| {
+                observe::<M, Tags, So, E, D>(t, act, &error, &config)
+            });
+            let id = lock(&training).id;
+            PENDING.with(|p| p.borrow_mut().push((id, Box::new(pending))));
+            Ok(())
         });
         y.put_tape(tape)
     }
@@ -166,7 +233,7 @@ where
 
 /// The candidate's backward hook: statistics, then the correlation objective's gradients.
 fn observe<M, Tags, So, E, D>(
-    training: &Mutex<Training<M>>,
+    training: &mut Training<M>,
     act: Tensor<So, E, D, OwnedTape<E, D>>,
     error: &Tensor<So, E, D>,
     config: &CorrelationConfig,
@@ -178,15 +245,16 @@ where
     So: Shape,
     Tags: NeuronAxis<So, Neurons = M::Neurons>,
 {
-    if error.shape().num_elements() == 0 {
-        // an empty batch (sequences with no steps): nothing to learn from or to count
+    if error.shape().num_elements() == 0 && crate::collective::active().is_none() {
+        // an empty batch (sequences with no steps): nothing to learn from or to count (a
+        // data-parallel replica with an empty shard still joins the others' sums)
         return Ok(());
     }
     let value = act.retaped::<NoneTape>();
-    let mut training = lock(training);
-    match training.stats.update::<So, Tags>(&value, error, config)? {
-        None => training.non_finite = true,
-        Some(update) => {
+    match training.stats.update::<So, Tags>(&value, error, config) {
+        Err(e) => training.failure = Some(e),
+        Ok(None) => training.non_finite = true,
+        Ok(Some(update)) => {
             training.improved |= update.improved;
             let objective = act.try_mul(update.activation_grad)?.try_sum()?;
             training.grads = Some(objective.try_backward()?);

@@ -310,7 +310,11 @@ impl<M: Convertible, Tags: 'static, P: Processor> Dendritic<M, Tags, P> {
     /// [`Error::NonFinite`] when the captured neuron error held NaN or infinity.
     pub fn prepare_step(&mut self) -> Result<()> {
         match &mut self.candidate {
-            Some(candidate) => candidate.take_step(&self.device),
+            Some(candidate) => {
+                let correlation = (self.config.learning == DendriteLearning::Correlation)
+                    .then_some(&self.config.correlation);
+                candidate.take_step(&self.device, correlation)
+            }
             None => Ok(()),
         }
     }

@@ -12,6 +12,7 @@
 //! everything else keeps its state.
 
 pub mod lr;
+mod reduce;
 
 pub use lr::{PlateauLr, PlateauState};
 
@@ -84,6 +85,8 @@ pub struct DendriticOptimizer<E: Float, D: Device<E>> {
     structure: Vec<(String, u64)>,
     /// Parameter walks so far (marks which slots the last walk visited).
     walks: u64,
+    /// The host buffer gradients are summed over data-parallel replicas in.
+    reduced: Vec<E>,
 }
 
 impl<E: Float, D: Device<E>> std::fmt::Debug for DendriticOptimizer<E, D> {
@@ -104,6 +107,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
             device: None,
             structure: Vec::new(),
             walks: 0,
+            reduced: Vec::new(),
         }
     }
 
@@ -321,6 +325,20 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
             }
             Ok(())
         })?;
+        // with data-parallel replicas: a failure on any of them fails the step on all, and
+        // the gradients are summed over them
+        if let Some(c) = crate::collective::active() {
+            if !crate::collective::all_ok(&*c, first_error.is_none())? {
+                return Err(first_error.unwrap_or_else(|| {
+                    Error::Collective(
+                        "another replica's step failed (its own error says why); no replica \
+                         updated"
+                            .into(),
+                    )
+                }));
+            }
+            reduce::reduce_gradients(model, path, grads, &*c, &mut self.reduced)?;
+        }
         if let Some(e) = first_error {
             return Err(e);
         }
