@@ -1,5 +1,6 @@
 //! The command-line overrides every example accepts: `--seeds N`, `--epochs N`, `--out DIR`,
-//! `--data DIR` (where the example reads its data from, if it reads files), `--quick` (a short
+//! `--data DIR` (where the example reads its data from, if it reads files), `--replicas N`
+//! (data-parallel replicas, where an example uses them), `--quick` (a short
 //! run: one seed, fewer epochs, a part of the training set) and `--quiet` (no progress bars).
 
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ pub struct Args {
     pub data: Option<PathBuf>,
     pub quick: bool,
     pub quiet: bool,
+    /// Data-parallel replicas (the examples that train on several).
+    pub replicas: usize,
 }
 
 impl Args {
@@ -25,6 +28,7 @@ impl Args {
             data: None,
             quick: false,
             quiet: false,
+            replicas: 2,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -34,11 +38,12 @@ impl Args {
                 "--epochs" => args.epochs = number(&value("--epochs")?)?,
                 "--out" => args.out = PathBuf::from(value("--out")?),
                 "--data" => args.data = Some(PathBuf::from(value("--data")?)),
+                "--replicas" => args.replicas = number(&value("--replicas")?)?,
                 "--quick" => args.quick = true,
                 "--quiet" => args.quiet = true,
                 "--help" | "-h" => {
                     return Err(format!(
-                        "usage: cargo run --release --example {example} -- [--seeds N] [--epochs N] [--out DIR] [--data DIR] [--quick] [--quiet]"
+                        "usage: cargo run --release --example {example} -- [--seeds N] [--epochs N] [--out DIR] [--data DIR] [--replicas N] [--quick] [--quiet]"
                     ))
                 }
                 other => return Err(format!("unknown argument `{other}` (try --help)")),
