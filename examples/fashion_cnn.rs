@@ -3,7 +3,7 @@
 //! question: does the narrow CNN with dendrites match the plain CNN of twice its width?
 //!
 //! ```text
-//! cargo run --release --example fashion_cnn -- [--quick] [--quiet] [--seeds 3] [--epochs 20]
+//! cargo run --release --example fashion_cnn -- [--quick] [--quiet] [--seeds 3] [--epochs 16]
 //!     [--data DIR] [--out runs/fashion_cnn]
 //! ```
 //!
@@ -31,8 +31,8 @@ fn cnn<const C1: usize, const C2: usize, const F: usize>(
 ) -> Result<Outcome, perforated::Error> {
     fn adjust(setup: Setup<'_, PIXELS>) -> Setup<'_, PIXELS> {
         Setup {
-            switch_patience: 3,
-            candidate_patience: 3,
+            switch_patience: 2,
+            candidate_patience: 2,
             cap_dendrite_phase: true,
             ..setup
         }
@@ -41,7 +41,7 @@ fn cnn<const C1: usize, const C2: usize, const F: usize>(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = Args::parse("fashion_cnn", 3, 20)?;
+    let mut args = Args::parse("fashion_cnn", 3, 16)?;
     let mut data = fashion::load(args.data.as_deref())?;
     if args.quick {
         args.seeds = 1;
