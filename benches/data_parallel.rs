@@ -11,20 +11,16 @@
 //! Threads: each replica's products run on rayon's global pool (all cores); set
 //! `RAYON_NUM_THREADS` to change it.
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::mlp::WideMlp;
 
 use perforated::dfdx::tensor::Cpu;
 use perforated::parallel;
 use perforated::prelude::*;
-
-#[perforated]
-struct Mlp {
-    fc1: Linear<784, 256>,
-    act1: ReLU,
-    fc2: Linear<256, 256>,
-    act2: ReLU,
-    fc3: Linear<256, 10>,
-}
 
 /// Samples per second of `steps` training steps on `replicas` replicas (after 2 untimed).
 fn samples_per_second(
@@ -36,7 +32,7 @@ fn samples_per_second(
 ) -> f64 {
     let times = parallel::threads(replicas, |r| {
         let dev = Cpu::seed_from_u64(0);
-        let mut model = Mlp::<f32, Cpu>::build(&dev)?;
+        let mut model = WideMlp::<f32, Cpu>::build(&dev)?;
         model.visit_layers_mut("", &mut |_, l| l.grow_dendrites(dendrites))?;
         if dendrite_phase {
             model.start_dendrite_phase()?;

@@ -19,19 +19,11 @@ use std::time::Instant;
 use common::args::Args;
 use common::digits::Dataset;
 use common::fashion::{self, PIXELS};
+use common::mlp::WideMlp;
 use perforated::dfdx::tensor::Cpu;
 use perforated::parallel::{self, Replica};
 use perforated::prelude::*;
 use rand::SeedableRng;
-
-#[perforated]
-struct Mlp {
-    fc1: Linear<784, 256>,
-    act1: ReLU,
-    fc2: Linear<256, 256>,
-    act2: ReLU,
-    fc3: Linear<256, 10>,
-}
 
 const BATCH: usize = 256;
 
@@ -46,7 +38,7 @@ struct Outcome {
 /// this replica's shard of each.
 fn epoch(
     r: &Replica,
-    model: &mut Mlp<f32, Cpu>,
+    model: &mut WideMlp<f32, Cpu>,
     opt: &mut DendriticOptimizer<f32, Cpu>,
     data: &Dataset<PIXELS>,
     seed: u64,
@@ -79,7 +71,7 @@ fn train(r: &Replica, data: &Dataset<PIXELS>, epochs: usize) -> perforated::Resu
         },
         ..Default::default()
     };
-    let mut model = Mlp::<f32, Cpu>::build_with(&dev, &config)?;
+    let mut model = WideMlp::<f32, Cpu>::build_with(&dev, &config)?;
     // replicas built from different seeds start as rank 0's
     r.broadcast_model(&mut model)?;
     let mut opt = DendriticOptimizer::adam(AdamConfig {

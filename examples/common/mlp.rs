@@ -14,3 +14,14 @@ pub struct Mlp<const H: usize> {
     pub act: LeakyReLU<E>,
     pub fc2: Linear<H, 10>,
 }
+
+/// The 784-256-256-10 MLP of the data-parallel example and bench (Fashion-MNIST sized); every
+/// linear layer gets dendrites.
+#[perforated]
+pub struct WideMlp {
+    pub fc1: Linear<784, 256>,
+    pub act1: ReLU,
+    pub fc2: Linear<256, 256>,
+    pub act2: ReLU,
+    pub fc3: Linear<256, 10>,
+}

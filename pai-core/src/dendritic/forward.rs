@@ -87,71 +87,35 @@ where
     /// inference mode (frozen) in the dendrite phase.
     fn try_forward_mut(&mut self, x: X) -> Result<Self::Output, D::Err> {
         // as in `try_forward`
-        memo::scope(|| self.forward_training(x))
-    }
-}
-
-impl<M, Tags, P, E, D> Dendritic<M, Tags, P>
-where
-    E: Float,
-    D: Device<E>,
-    M: Convertible<Dtype = E, Device = D>,
-    Tags: 'static,
-    P: Processor,
-{
-    /// The body of [`ModuleMut::try_forward_mut`].
-    fn forward_training<X, So, T>(
-        &mut self,
-        x: X,
-    ) -> Result<<P as Route<M, X, E, D>>::Joined, D::Err>
-    where
-        So: Shape,
-        T: Tape<E, D> + 'static,
-        X: Inputs<E, D>,
-        X::Detached: Clone,
-        M: ModuleMut<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
-            + Module<X, Output = <P as Route<M, X, E, D>>::Output, Error = D::Err>
-            + Module<X::Detached, Output = <P as Route<M, X::Detached, E, D>>::Output, Error = D::Err>
-            + ModuleMut<
-                X::Taped<OwnedTape<E, D>>,
-                Output = <P as Route<M, X::Taped<OwnedTape<E, D>>, E, D>>::Output,
-                Error = D::Err,
-            >,
-        P: Route<M, X, E, D, Main = Tensor<So, E, D, T>>
-            + Route<M, X::Detached, E, D, Main = Tensor<So, E, D, NoneTape>>
-            + Route<M, X::Taped<OwnedTape<E, D>>, E, D, Main = Tensor<So, E, D, OwnedTape<E, D>>>,
-        Tags: NeuronAxis<So, Neurons = M::Neurons>,
-    {
-        let neuron_phase = self.candidate.is_none();
-        match self.config.learning {
-            DendriteLearning::Correlation => {
-                let detached = x.detached();
-                let path = Self::path::<X, So, NoneTape>(&x, self.dendrites.first())?;
-                let candidate_input =
-                    (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
-                let out = if neuron_phase {
-                    self.neurons.try_forward_mut(x)?
-                } else {
-                    self.neurons.try_forward(x)?
-                };
-                let (y, rest) = <P as Route<M, X, E, D>>::split(out);
-                let y = self.correlation_dendrites(y, detached, path, candidate_input)?;
-                Ok(<P as Route<M, X, E, D>>::join(y, rest))
+        memo::scope(|| {
+            let neuron_phase = self.candidate.is_none();
+            // the neurons train in the neuron phase and run frozen in the dendrite phase
+            let neurons = |m: &mut M, x: X| match neuron_phase {
+                true => m.try_forward_mut(x),
+                false => m.try_forward(x),
+            };
+            match self.config.learning {
+                DendriteLearning::Correlation => {
+                    let detached = x.detached();
+                    let path = Self::path::<X, So, NoneTape>(&x, self.dendrites.first())?;
+                    let candidate_input =
+                        (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
+                    let out = neurons(&mut self.neurons, x)?;
+                    let (y, rest) = <P as Route<M, X, E, D>>::split(out);
+                    let y = self.correlation_dendrites(y, detached, path, candidate_input)?;
+                    Ok(<P as Route<M, X, E, D>>::join(y, rest))
+                }
+                DendriteLearning::Gradient => {
+                    let chain = self.output_chain();
+                    let path = Self::path::<X, So, T>(&x, chain.first().copied())?;
+                    let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.fresh()).collect();
+                    let out = neurons(&mut self.neurons, x)?;
+                    let (y, rest) = <P as Route<M, X, E, D>>::split(out);
+                    let y = self.gradient_dendrites(y, inputs, path)?;
+                    Ok(<P as Route<M, X, E, D>>::join(y, rest))
+                }
             }
-            DendriteLearning::Gradient => {
-                let chain = self.output_chain();
-                let path = Self::path::<X, So, T>(&x, chain.first().copied())?;
-                let inputs: Vec<X> = (0..=self.dendrites.len()).map(|_| x.fresh()).collect();
-                let out = if neuron_phase {
-                    self.neurons.try_forward_mut(x)?
-                } else {
-                    self.neurons.try_forward(x)?
-                };
-                let (y, rest) = <P as Route<M, X, E, D>>::split(out);
-                let y = self.gradient_dendrites(y, inputs, path)?;
-                Ok(<P as Route<M, X, E, D>>::join(y, rest))
-            }
-        }
+        })
     }
 }
 

@@ -57,6 +57,12 @@ pub(crate) fn scope<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether this thread is inside a scope (outside one nothing is kept, so a caller need not
+/// build its key).
+pub(crate) fn open() -> bool {
+    ENTRIES.with(|e| e.borrow().is_some())
+}
+
 /// The vector kept under `key` for an input equal to `input`, if any.
 pub(crate) fn find<E: Float>(key: &[usize], input: &[E]) -> Option<Arc<Vec<E>>> {
     ENTRIES.with(|e| {
