@@ -106,10 +106,20 @@ pub fn save<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<
 pub fn save_with<M: DendriticModel>(
     model: &mut M,
     path: impl AsRef<Path>,
-    mut metadata: HashMap<String, String>,
+    metadata: HashMap<String, String>,
     extra: &[ExtraTensor<M::Dtype>],
 ) -> Result<()> {
     let path = path.as_ref();
+    write_atomic(path, &encode_with(model, path, metadata, extra)?)
+}
+
+/// The bytes [`save_with`] writes (`path` only names the file in errors).
+pub(crate) fn encode_with<M: DendriticModel>(
+    model: &mut M,
+    path: &Path,
+    mut metadata: HashMap<String, String>,
+    extra: &[ExtraTensor<M::Dtype>],
+) -> Result<Vec<u8>> {
     for key in [FORMAT_KEY, DTYPE_KEY, STRUCTURE_KEY] {
         if metadata.contains_key(key) {
             return Err(Error::Config(format!(
@@ -143,9 +153,8 @@ pub fn save_with<M: DendriticModel>(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| encode_error(path, "a tensor", e))?;
-    let bytes = safetensors::tensor::serialize(views, &Some(metadata))
-        .map_err(|e| encode_error(path, "the file", e))?;
-    write_atomic(path, &bytes)
+    safetensors::tensor::serialize(views, &Some(metadata))
+        .map_err(|e| encode_error(path, "the file", e))
 }
 
 fn encode_error(path: &Path, what: &str, e: safetensors::SafeTensorError) -> Error {
@@ -196,10 +205,9 @@ fn tensors_of<E: Float>(bytes: &[u8], path: &Path) -> Result<Values<E>> {
     Ok(tensors)
 }
 
-fn read<E: Float>(path: &Path) -> Result<Loaded<E>> {
-    let bytes = read_bytes(path)?;
+fn parse<E: Float>(bytes: &[u8], path: &Path) -> Result<Loaded<E>> {
     let corrupt = |reason: String| Error::corrupt(path, reason, None);
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::corrupt(path, format!("unreadable header ({e:?})"), Some(e.into())))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     if metadata.get(FORMAT_KEY).map(String::as_str) != Some(FORMAT) {
@@ -218,7 +226,7 @@ fn read<E: Float>(path: &Path) -> Result<Loaded<E>> {
     }
     let structure = decode(metadata.get(STRUCTURE_KEY).map_or("", String::as_str), path)?;
     Ok(Loaded {
-        tensors: tensors_of(&bytes, path)?,
+        tensors: tensors_of(bytes, path)?,
         structure,
         metadata,
     })
@@ -243,7 +251,16 @@ pub struct Extras<E> {
 /// applied: the model then keeps the file's structure with fresh dendrite weights).
 pub fn load<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<Extras<M::Dtype>> {
     let path = path.as_ref();
-    let loaded = read::<M::Dtype>(path)?;
+    load_bytes(model, &read_bytes(path)?, path)
+}
+
+/// [`load`] from the bytes of a file (`path` only names it in errors).
+pub(crate) fn load_bytes<M: DendriticModel>(
+    model: &mut M,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<Extras<M::Dtype>> {
+    let loaded = parse::<M::Dtype>(bytes, path)?;
     let ours = structure_of(model);
     if ours.len() != loaded.structure.len()
         || ours

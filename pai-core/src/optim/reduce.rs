@@ -17,7 +17,9 @@ use crate::params::{Param, ParamVisitor};
 /// `buffer` is the host buffer they travel in (kept by the optimizer from step to step).
 ///
 /// # Errors
-/// [`Error::Collective`] when a replica stopped or the replicas' models differ; backend errors.
+/// [`Error::Collective`] when a replica stopped or the replicas' models differ;
+/// [`Error::NonFinite`] on every replica when the sum holds a NaN or an infinity; backend
+/// errors.
 pub(super) fn reduce_gradients<M, E, D>(
     model: &mut M,
     path: &str,
@@ -41,6 +43,14 @@ where
         },
     )?;
     collective::all_reduce(c, buffer)?;
+    // the same sum on every replica: a NaN from any of them fails all of them alike
+    if buffer.iter().any(|g| !g.is_finite()) {
+        return Err(Error::NonFinite {
+            layer: if path.is_empty() { "(model)" } else { path }.into(),
+            what: "the gradient summed over the replicas",
+            hint: "a replica's loss or input held a NaN or an infinity",
+        });
+    }
     model.visit_params(
         path,
         &mut Walk {

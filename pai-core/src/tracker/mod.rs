@@ -46,7 +46,7 @@ use crate::optim::lr::PlateauState;
 use crate::optim::{DendriticOptimizer, OptimizerFor, OptimizerState, Rule};
 use crate::phase::Phase;
 use decide::max_dendrites;
-use points::{metadata, model_device, CONFIG_KEY, OPTIMIZER_KEY, STATE_KEY};
+use points::{metadata, model_device, Store, CONFIG_KEY, OPTIMIZER_KEY, STATE_KEY};
 use state::Pending;
 
 /// What the caller does next.
@@ -70,25 +70,34 @@ pub struct Tracker {
     state: TrackerState,
     pending: Pending,
     last_call: Option<Instant>,
+    store: Store,
 }
 
 impl Tracker {
     /// A new run writing under `config.dir` (created if needed).
     ///
+    /// Made on a data-parallel replica other than rank 0 (see [`crate::parallel`]), it writes
+    /// nothing: its save points stay in memory, so that its rollbacks restore the same
+    /// weights as rank 0's, and only rank 0 writes the run's files.
+    ///
     /// # Errors
     /// [`Error::Config`] for a bad config; [`Error::Io`] when the directory cannot be made.
     pub fn new(config: TrackerConfig) -> Result<Self> {
         config.validate()?;
-        std::fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
-            action: "creating",
-            path: config.dir.clone(),
-            source,
-        })?;
+        let store = Store::for_this_replica();
+        if matches!(store, Store::Files) {
+            std::fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
+                action: "creating",
+                path: config.dir.clone(),
+                source,
+            })?;
+        }
         Ok(Self {
             config,
             state: TrackerState::default(),
             pending: Pending::default(),
             last_call: None,
+            store,
         })
     }
 
@@ -163,13 +172,15 @@ impl Tracker {
     /// # Errors
     /// [`Error::NonFinite`] for a NaN or infinite score (nothing is recorded);
     /// [`Error::WrongPhase`] when the model's phase was changed behind the tracker's back;
-    /// file and model errors.
+    /// [`Error::Collective`] on data-parallel replicas that passed different scores; file and
+    /// model errors.
     pub fn add_validation_score<M: DendriticModel>(
         &mut self,
         score: f64,
         model: &mut M,
         opt: &mut OptimizerFor<M>,
     ) -> Result<Step> {
+        same_on_every_replica(score)?;
         if !score.is_finite() {
             return Err(Error::NonFinite {
                 layer: "validation score".into(),
@@ -197,11 +208,13 @@ impl Tracker {
         };
         self.state.epoch += 1;
         self.save_point(model, opt, "latest")?;
-        files::write_all(&self.config, &self.state)?;
-        let every = self.config.graph_every;
-        let restructured = !matches!(step, Step::Continue { .. });
-        if every > 0 && (self.state.epoch.is_multiple_of(every) || restructured) {
-            graph::draw(&self.config, &self.state)?;
+        if matches!(self.store, Store::Files) {
+            files::write_all(&self.config, &self.state)?;
+            let every = self.config.graph_every;
+            let restructured = !matches!(step, Step::Continue { .. });
+            if every > 0 && (self.state.epoch.is_multiple_of(every) || restructured) {
+                graph::draw(&self.config, &self.state)?;
+            }
         }
         self.log_epoch(step);
         Ok(step)
@@ -271,4 +284,24 @@ impl Tracker {
             step
         );
     }
+}
+
+/// On data-parallel replicas: checks that every replica passes the same score, so that all of
+/// them take the same decision.
+fn same_on_every_replica(score: f64) -> Result<()> {
+    let Some(c) = crate::collective::active() else {
+        return Ok(());
+    };
+    let mut first = [score];
+    c.broadcast_f64(&mut first)?;
+    if crate::collective::all_ok(&*c, first[0].to_bits() == score.to_bits())? {
+        return Ok(());
+    }
+    Err(Error::Collective(format!(
+        "the replicas passed different validation scores (replica {} {score}, replica 0 {}): \
+         sum the validation counts over the replicas (`Replica::all_reduce`) and pass the same \
+         score on every one",
+        c.rank(),
+        first[0]
+    )))
 }

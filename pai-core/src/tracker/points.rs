@@ -1,5 +1,9 @@
 //! Save points: the model, optimizer and tracker state in one checkpoint under the run's
 //! directory, written every epoch (`latest`), at each best and at each switch.
+//!
+//! On a data-parallel replica other than rank 0 the save points are kept in memory instead
+//! ([`Store::Memory`]): it writes nothing the user sees, and a rollback still restores it to
+//! the same weights as rank 0 (all replicas save the same model at the same moments).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +13,7 @@ use serde::Serialize;
 use super::state::TrackerState;
 use super::Tracker;
 use crate::checkpoint;
+use crate::disk::write_atomic;
 use crate::error::{Error, Result};
 use crate::model::DendriticModel;
 use crate::optim::{OptimizerFor, OptimizerState};
@@ -17,6 +22,26 @@ pub(super) const CONFIG_KEY: &str = "tracker_config";
 pub(super) const STATE_KEY: &str = "tracker_state";
 pub(super) const OPTIMIZER_KEY: &str = "optimizer";
 
+/// Where a run's save points go.
+#[derive(Debug)]
+pub(super) enum Store {
+    /// Files under the run's directory, with the CSV files and the graph.
+    Files,
+    /// Memory only, by name (a replica other than rank 0); nothing is written, and `latest`
+    /// (which only [`Tracker::resume`] reads, from rank 0's files) is not kept.
+    Memory(HashMap<String, Vec<u8>>),
+}
+
+impl Store {
+    /// Files on rank 0 or without replicas; memory on the other replicas.
+    pub(super) fn for_this_replica() -> Self {
+        match crate::collective::current() {
+            Some(c) if c.rank() != 0 => Self::Memory(HashMap::new()),
+            _ => Self::Files,
+        }
+    }
+}
+
 impl Tracker {
     pub(super) fn path(&self, name: &str) -> PathBuf {
         self.config.dir.join(format!("{name}.safetensors"))
@@ -24,17 +49,28 @@ impl Tracker {
 
     /// Saves model, optimizer and tracker as `<dir>/<name>.safetensors`.
     pub(super) fn save_point<M: DendriticModel>(
-        &self,
+        &mut self,
         model: &mut M,
         opt: &mut OptimizerFor<M>,
         name: &str,
     ) -> Result<()> {
+        if matches!(self.store, Store::Memory(_)) && name == "latest" {
+            return Ok(());
+        }
         let (opt_state, tensors) = opt.export()?;
         let mut metadata = HashMap::new();
         metadata.insert(CONFIG_KEY.to_string(), json(&self.config));
         metadata.insert(STATE_KEY.to_string(), json(&self.state));
         metadata.insert(OPTIMIZER_KEY.to_string(), json(&opt_state));
-        checkpoint::save_with(model, self.path(name), metadata, &tensors)
+        let path = self.path(name);
+        let bytes = checkpoint::encode_with(model, &path, metadata, &tensors)?;
+        match &mut self.store {
+            Store::Files => write_atomic(&path, &bytes),
+            Store::Memory(points) => {
+                points.insert(name.to_string(), bytes);
+                Ok(())
+            }
+        }
     }
 
     pub(super) fn load_point<M: DendriticModel>(
@@ -45,7 +81,17 @@ impl Tracker {
         take: LoadTracker,
     ) -> Result<()> {
         let path = self.path(name);
-        let extras = checkpoint::load(model, &path)?;
+        let extras = match &self.store {
+            Store::Files => checkpoint::load(model, &path)?,
+            Store::Memory(points) => {
+                let bytes = points.get(name).ok_or_else(|| {
+                    Error::Config(format!(
+                        "save point `{name}` was never made on this replica"
+                    ))
+                })?;
+                checkpoint::load_bytes(model, bytes, &path)?
+            }
+        };
         let opt_state: OptimizerState = metadata(&extras.metadata, OPTIMIZER_KEY, &path)?;
         let dev = model_device(model)?;
         opt.import(model, &opt_state, &extras.tensors, &dev)?;
