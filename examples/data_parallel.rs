@@ -6,6 +6,14 @@
 //! cargo run --release --example data_parallel -- [--replicas 2] [--epochs 4] [--quick]
 //! ```
 //!
+//! Built with `--features mpi`, it trains on one replica per MPI process instead (the world
+//! `mpiexec` starts; `--replicas` is not used) and rank 0 prints the table's one row:
+//!
+//! ```text
+//! cargo build --release --features mpi --example data_parallel
+//! mpiexec -n 2 target/release/examples/data_parallel
+//! ```
+//!
 //! The schedule: neuron-phase epochs, then one dendrite-phase epoch (each layer's candidate
 //! learns from the neuron error, its statistics merged over the replicas), the dendrites
 //! accepted, and one more neuron-phase epoch. Each replica trains on its shard of every global
@@ -102,6 +110,20 @@ fn train(r: &Replica, data: &Dataset<PIXELS>, epochs: usize) -> perforated::Resu
     })
 }
 
+/// The table's row for one run: rank 0's outcome, and whether every replica ended the same.
+fn row(replicas: usize, first: &Outcome, identical: bool) {
+    let seconds: Vec<String> = first
+        .epoch_seconds
+        .iter()
+        .map(|s| format!("{s:.2}"))
+        .collect();
+    println!(
+        "| {replicas} | {} | {:.2} | {identical} |",
+        seconds.join(", "),
+        100.0 * first.accuracy
+    );
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = Args::parse("data_parallel", 1, 3)?;
     let mut data = fashion::load(args.data.as_deref())?;
@@ -110,32 +132,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         data.train.labels.truncate(2000);
         data.train.pixels.truncate(2000 * PIXELS);
     }
-    println!(
-        "Fashion-MNIST MLP 784-256-256-10, global batch {BATCH}, {} training images; {} rayon \
-         threads; schedule: {} neuron-phase epoch(s), one dendrite-phase epoch, one after \
-         accepting",
-        data.train.labels.len(),
-        rayon::current_num_threads(),
-        args.epochs.saturating_sub(1).max(1),
-    );
-    println!("| replicas | seconds per epoch | test accuracy % | replicas identical |");
-    println!("|---:|---|---:|---|");
-    for replicas in [1, args.replicas] {
-        let outcomes = parallel::threads(replicas, |r| train(&r, &data, args.epochs))?;
-        let first = &outcomes[0];
-        let identical = outcomes
-            .iter()
-            .all(|o| o.checksum.to_bits() == first.checksum.to_bits());
-        let seconds: Vec<String> = first
-            .epoch_seconds
-            .iter()
-            .map(|s| format!("{s:.2}"))
-            .collect();
+    let header = |backend: &str| {
         println!(
-            "| {replicas} | {} | {:.2} | {identical} |",
-            seconds.join(", "),
-            100.0 * first.accuracy
+            "Fashion-MNIST MLP 784-256-256-10, global batch {BATCH}, {} training images; \
+             replicas on {backend}, {} rayon threads each; schedule: {} neuron-phase \
+             epoch(s), one dendrite-phase epoch, one after accepting",
+            data.train.labels.len(),
+            rayon::current_num_threads(),
+            args.epochs.saturating_sub(1).max(1),
         );
+        println!("| replicas | seconds per epoch | test accuracy % | replicas identical |");
+        println!("|---:|---|---:|---|");
+    };
+    #[cfg(feature = "mpi")]
+    {
+        parallel::mpi(|r| {
+            if r.is_main() {
+                header("MPI processes");
+            }
+            let o = train(&r, &data, args.epochs)?;
+            let mut first = [o.checksum];
+            r.collective().broadcast_f64(&mut first)?;
+            let identical = perforated::collective::all_ok(
+                r.collective(),
+                first[0].to_bits() == o.checksum.to_bits(),
+            )?;
+            if r.is_main() {
+                row(r.world(), &o, identical);
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
-    Ok(())
+    #[cfg(not(feature = "mpi"))]
+    {
+        header("threads");
+        for replicas in [1, args.replicas] {
+            let outcomes = parallel::threads(replicas, |r| train(&r, &data, args.epochs))?;
+            let identical = outcomes
+                .iter()
+                .all(|o| o.checksum.to_bits() == outcomes[0].checksum.to_bits());
+            row(replicas, &outcomes[0], identical);
+        }
+        Ok(())
+    }
 }

@@ -255,3 +255,41 @@ pub fn threads<R: Send>(
         None => Ok(results.into_iter().filter_map(Result::ok).collect()),
     }
 }
+
+/// Runs `work` as this process's replica of an MPI job (feature `mpi`): launch the program
+/// with `mpiexec -n N` and every process calls this once; [`Replica::rank`] is the MPI rank.
+/// Started without a launcher, the process is a world of one.
+///
+/// MPI is initialised here and finalised when `work` returns `Ok` on every rank. When it
+/// fails or panics, MPI is left unfinalised (a rank that fails alone must not wait in
+/// `MPI_Finalize` for ranks still inside a sum), so the process should then exit, which the
+/// launcher takes as the end of the job.
+///
+/// # Errors
+/// [`Error::Collective`] when MPI was already initialised in this process (call this once per
+/// process); `work`'s error.
+#[cfg(feature = "mpi")]
+pub fn mpi<R>(work: impl FnOnce(Replica) -> Result<R>) -> Result<R> {
+    let Some((universe, _)) = ::mpi::initialize_with_threading(::mpi::Threading::Funneled) else {
+        return Err(Error::Collective(
+            "MPI was already initialised in this process: call `parallel::mpi` once per process"
+                .into(),
+        ));
+    };
+    let replica = Replica::new(Rc::new(collective::mpi::Process::new(universe.world())));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _installed = replica.install();
+        work(replica)
+    }));
+    match result {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            std::mem::forget(universe);
+            Err(e)
+        }
+        Err(panic) => {
+            std::mem::forget(universe);
+            std::panic::resume_unwind(panic)
+        }
+    }
+}

@@ -6,14 +6,17 @@
 //! stops (an error, a panic, the end of its work) makes the others' next call fail with
 //! [`Error::Collective`](crate::Error::Collective) instead of waiting forever.
 //!
-//! Backends: [`threads`] (replicas as threads of one process). A backend of your own (MPI,
-//! NCCL) implements [`Collective`] and runs each process's work with its replica installed.
+//! Backends: [`threads`] (replicas as threads of one process, always built) and `mpi` (one
+//! process per replica under `mpiexec`, feature `mpi`). A backend of your own implements
+//! [`Collective`] and runs each process's work with its replica installed.
 //!
 //! The replica running on a thread is installed there ([`install`]) for the length of its
 //! work; the optimizer step and the candidates' statistics find it with [`current`] and
 //! reduce through it, so the user's training loop is the same with or without replicas (see
 //! [`crate::parallel`]).
 
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod threads;
 
 use std::cell::RefCell;
