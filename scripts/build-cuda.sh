@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds perforated's tests and examples for an NVIDIA GPU on a machine that has Rust and a
+# Builds perforated's tests and examples (with the NCCL backend) for an NVIDIA GPU on a machine that has Rust and a
 # Python package index but no CUDA toolkit (docs/cuda.md explains every step).
 #
 #   scripts/build-cuda.sh            # CUDA 13, compute capability 9.0 (H100/H200)
@@ -24,12 +24,18 @@ if [ ! -x "$cu/bin/nvcc" ] || [ ! -f "$cu/include/cuda.h" ]; then
     nvidia-cuda-runtime==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
     nvidia-cublas==13.0.2.14
 fi
+# NCCL for the `nccl` collective backend (about 305 MB), beside the toolkit.
+nccl="$dir/pip/nvidia/nccl/lib"
+if [ ! -f "$nccl/libnccl.so.2" ]; then
+  python3 -m pip install --quiet --no-deps --target "$dir/pip" nvidia-nccl-cu13==2.32.3
+fi
 
 # 2. The unversioned names the linker asks for.
 for lib in nvrtc cublas cublasLt; do
   so=$(ls "$cu/lib/lib$lib.so."* | head -n 1)
   ln -sf "$so" "$cu/lib/lib$lib.so"
 done
+ln -sf "$nccl/libnccl.so.2" "$nccl/libnccl.so"
 
 # 3. dfdx's build script queries `nvidia-smi`; without a GPU, one that answers the capability.
 mkdir -p "$dir/bin" "$dir/stub"
@@ -51,12 +57,13 @@ else
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$dir/stub/libcuda.so" "$dir/stub/cuda.c"
 fi
 
-# 5. Build: every test binary and every example, release, with the `cuda` feature.
+# 5. Build: every test binary and every example, release, with the `nccl` feature (which
+#    brings `cuda`).
 export CUDA_ROOT="$cu" CUDA_COMPUTE_CAP="$cap"
 export PATH="$cu/bin:$dir/bin:$PATH"
-export RUSTFLAGS="-L $cu/lib -L $dir/stub"
+export RUSTFLAGS="-L $cu/lib -L $nccl -L $dir/stub"
 export CARGO_TARGET_DIR=target/cuda
-cargo test --release --features cuda --no-run --message-format=short 2>&1 | grep -E '^(error|warning)|Executable' || true
-cargo build --release --features cuda --examples
+cargo test --release --features nccl --no-run --message-format=short 2>&1 | grep -E '^(error|warning)|Executable' || true
+cargo build --release --features nccl --examples
 echo "built under target/cuda/release; on the GPU machine run them with"
-echo "  LD_LIBRARY_PATH=$cu/lib:\$LD_LIBRARY_PATH"
+echo "  LD_LIBRARY_PATH=$cu/lib:$nccl:\$LD_LIBRARY_PATH"

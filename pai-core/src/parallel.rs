@@ -293,3 +293,26 @@ pub fn mpi<R>(work: impl FnOnce(Replica) -> Result<R>) -> Result<R> {
         }
     }
 }
+
+/// Runs `work` as replica `rank` of a `world` of NCCL ranks, on GPU `ordinal` (feature
+/// `nccl`): one process per GPU, on one node or several, every one calling this with the
+/// same `id` (rank 0 makes it with [`collective::nccl::Id::new`] and hands it to the others).
+/// Build the `dfdx::Cuda` device inside the process, with `Cuda::try_build(ordinal, seed)`:
+/// it is not `Send`. See `docs/cuda.md` for launching.
+///
+/// # Errors
+/// [`Error::Config`] for a rank outside `0..world`; [`Error::Collective`] when the GPU or
+/// NCCL cannot be set up; `work`'s error.
+#[cfg(feature = "nccl")]
+pub fn nccl<R>(
+    ordinal: usize,
+    rank: usize,
+    world: usize,
+    id: collective::nccl::Id,
+    work: impl FnOnce(Replica) -> Result<R>,
+) -> Result<R> {
+    let gpu = collective::nccl::Gpu::join(ordinal, rank, world, id)?;
+    let replica = Replica::new(Rc::new(gpu));
+    let _installed = replica.install();
+    work(replica)
+}
