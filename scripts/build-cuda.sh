@@ -24,10 +24,11 @@ if [ ! -x "$cu/bin/nvcc" ] || [ ! -f "$cu/include/cuda.h" ]; then
     nvidia-cuda-runtime==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
     nvidia-cublas==13.0.2.14
 fi
-# NCCL for the `nccl` collective backend (about 305 MB), beside the toolkit.
-nccl="$dir/pip/nvidia/nccl/lib"
+# NCCL for the `nccl` collective backend (about 305 MB), in a target of its own: pip
+# --target does not add to an `nvidia/` folder that is already there.
+nccl="$dir/nccl/nvidia/nccl/lib"
 if [ ! -f "$nccl/libnccl.so.2" ]; then
-  python3 -m pip install --quiet --no-deps --target "$dir/pip" nvidia-nccl-cu13==2.32.3
+  python3 -m pip install --quiet --no-deps --target "$dir/nccl" nvidia-nccl-cu13==2.32.3
 fi
 
 # 2. The unversioned names the linker asks for.

@@ -211,6 +211,58 @@
 //! }
 //! # Ok::<(), perforated::Error>(())
 //! ```
+//!
+//! ## Data parallel
+//!
+//! [`parallel`] runs the same loop on several replicas: threads of one process
+//! ([`parallel::threads`]), MPI processes (`parallel::mpi`, feature `mpi`, under `mpiexec`) or
+//! GPUs (`parallel::nccl`, feature `nccl`). Each replica trains on its shard of every global
+//! batch; the optimizer sums the gradients and the candidates merge their statistics over the
+//! replicas, so they stay bit-identical and compute what one process would on the whole batch.
+//!
+//! ```no_run
+//! # use perforated::prelude::*;
+//! # #[perforated] struct Mlp { fc1: Linear<64, 16>, act: ReLU, fc2: Linear<16, 10> }
+//! # fn batches() -> Vec<(Vec<f32>, Vec<f32>)> { Vec::new() } // inputs, one-hot targets
+//! # fn validation_counts(_: &Mlp, _: std::ops::Range<usize>) -> [f64; 2] { [0.0, 1.0] }
+//! use perforated::parallel;
+//! parallel::threads(2, |replica| {
+//!     let dev = Cpu::default();
+//!     let mut model = Mlp::build(&dev)?;
+//!     replica.broadcast_model(&mut model)?; // every replica starts as rank 0's
+//!     let mut tracker = Tracker::new(TrackerConfig::new("runs/mlp").maximize())?;
+//!     let mut opt = tracker.optimizer(perforated::optim::Rule::Adam(AdamConfig::default()));
+//!     loop {
+//!         for (x, y) in batches() {
+//!             let rows = y.len() / 10;
+//!             let shard = replica.shard(rows);
+//!             if shard.is_empty() {
+//!                 let none = model.alloc_grads()?; // no rows: join the sums with zeros
+//!                 opt.step(&mut model, none)?;
+//!                 continue;
+//!             }
+//!             let (n, s) = (shard.len(), shard.start);
+//!             let x = dev.tensor_from_vec(x[s * 64..(s + n) * 64].to_vec(), (n, Const::<64>));
+//!             let y = dev.tensor_from_vec(y[s * 10..(s + n) * 10].to_vec(), (n, Const::<10>));
+//!             let grads = model.alloc_grads()?;
+//!             let logits = model.forward_mut(x.trace(grads));
+//!             let loss = cross_entropy_with_logits_loss(logits, y)
+//!                 * replica.loss_scale(rows) as f32;
+//!             opt.step(&mut model, loss.backward())?;
+//!         }
+//!         // the validation counts summed over the replicas: the same score everywhere
+//!         let mut counts = validation_counts(&model, replica.shard(1000));
+//!         replica.all_reduce(&mut counts)?;
+//!         let step = tracker.add_validation_score(counts[0] / counts[1], &mut model, &mut opt)?;
+//!         if step == Step::Complete {
+//!             return Ok(model.dendrite_count());
+//!         }
+//!     }
+//! })?;
+//! # Ok::<(), perforated::Error>(())
+//! ```
+//!
+//! Only rank 0's tracker writes files; the others keep their save points in memory.
 #![deny(missing_docs)]
 
 pub use dfdx;

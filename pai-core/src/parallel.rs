@@ -16,17 +16,24 @@
 //! Inside a replica the loop is the single-process loop: [`crate::DendriticOptimizer`] sums the
 //! gradients over the replicas before it updates, and a candidate merges its correlation
 //! statistics over them in the backward pass (`crate::correlation`), both through the
-//! replica [installed](crate::collective::install) on the thread. Three rules for the loop: scale
-//! each replica's loss by [`Replica::loss_scale`] (the shard's share of the batch); every
-//! replica takes every optimizer step, and one whose shard is empty skips only the forward
-//! and backward passes: `opt.step(&mut model, model.alloc_grads()?)` joins the others' sums
-//! with nothing of its own; and one backward pass per optimizer step (a replica folds its
-//! candidates' statistics in at the step, on the thread that ran the backward pass).
+//! replica [installed](crate::collective::install) on the thread. Three rules for the loop:
+//! scale each replica's loss by [`Replica::loss_scale`] (the shard's share of the batch);
+//! every replica takes every optimizer step, and one whose shard is empty skips only the
+//! forward and backward passes: `opt.step(&mut model, grads)` with
+//! `grads = model.alloc_grads()?` (zeros) joins the others' sums with nothing of its own; and
+//! one backward pass per optimizer step (a replica folds its candidates' statistics in at the
+//! step, on the thread that ran the backward pass).
 //!
-//! What is not shared: buffers such as batch-norm running statistics stay each replica's own
-//! until the next [`Replica::broadcast_model`] (like `PyTorch`'s DDP without `SyncBatchNorm`,
-//! but DDP broadcasts them every step); and only rank 0 should write the tracker's files
-//! ([`Replica::is_main`]; the others give their tracker a scratch directory).
+//! The tracker: pass it the same score on every replica, from validation sums added with
+//! [`Replica::all_reduce`] (it checks, and fails on every replica when they differ). Only rank
+//! 0's tracker writes the run's files; the others keep their save points in memory, so their
+//! rollbacks load the same weights as rank 0's.
+//!
+//! Backends: [`threads`] (replicas as threads of one process), `mpi` (feature `mpi`: this
+//! process as one rank of an `mpiexec` job) and `nccl` (feature `nccl`: this process's GPU as
+//! one rank of an NCCL job). What is not shared: buffers such as batch-norm running
+//! statistics stay each replica's own until the next [`Replica::broadcast_model`] (like
+//! `PyTorch`'s DDP without `SyncBatchNorm`, but DDP broadcasts them every step).
 
 use std::ops::Range;
 use std::rc::Rc;
