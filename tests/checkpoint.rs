@@ -4,7 +4,7 @@ mod common;
 
 use common::TestDevice;
 
-use common::{mse_step, quick_config, Mlp};
+use common::{mse_step, quick_config, sealed, Mlp};
 use perforated::checkpoint::{load, save};
 use perforated::prelude::*;
 use perforated::Error;
@@ -98,7 +98,7 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
         let e = expect_err(load(&mut target, &p));
         assert!(matches!(e, Error::Corrupt { .. }), "cut at {cut}: {e}");
     }
-    // not a checkpoint at all
+    // not a checkpoint at all: text (its first bytes read as an absurd header length)
     let p = d.join("garbage.safetensors");
     std::fs::write(
         &p,
@@ -107,7 +107,12 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
     .unwrap();
     let e = expect_err(load(&mut target, &p));
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-    // the parser's own error stays reachable as the source
+    // a plausible header length over garbage: the parser's own error stays reachable
+    let mut fake = 16u64.to_le_bytes().to_vec();
+    fake.extend_from_slice(b"{not json at all");
+    std::fs::write(&p, fake).unwrap();
+    let e = expect_err(load(&mut target, &p));
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(std::error::Error::source(&e).is_some(), "{e:?}");
     // missing file
     let e = expect_err(load(&mut target, d.join("missing.safetensors")));
@@ -116,17 +121,24 @@ fn corrupt_and_mismatched_checkpoints_are_refused() {
         "{e}"
     );
 
-    // edited metadata: the structure is JSON inside the header's JSON (quotes escaped);
-    // change it in place, keeping the length
+    // edited metadata without a new checksum: refused as damaged
     let edited = replace(&bytes, br#"\"dendrites\":1"#, br#"\"dendrites\":x"#);
     let p = d.join("edited.safetensors");
     std::fs::write(&p, edited).unwrap();
+    let e = expect_err(load(&mut target, &p)).to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+    // ... and re-sealed, it reaches the structure check
+    std::fs::write(
+        &p,
+        sealed::replace_in(&bytes, "structure", r#""dendrites":1"#, r#""dendrites":x"#),
+    )
+    .unwrap();
     let e = expect_err(load(&mut target, &p));
     assert!(e.to_string().contains("bad structure metadata"), "{e}");
     // a structure naming other layers
     std::fs::write(
         &p,
-        replace(&bytes, br#"\"path\":\"fc2\""#, br#"\"path\":\"fc9\""#),
+        sealed::replace_in(&bytes, "structure", r#""path":"fc2""#, r#""path":"fc9""#),
     )
     .unwrap();
     let e = expect_err(load(&mut target, &p)).to_string();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod mlp;
+pub mod sealed;
 pub use mlp::*;
 
 /// The device the behaviour tests run on: the CPU, or the GPU with the `cuda` feature (as

@@ -4,7 +4,7 @@ use crate::correlation::CorrelationConfig;
 use crate::error::{Error, Result};
 
 /// The squashing function applied to a dendrite's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     /// `1 / (1 + e^-x)`, the default.
     #[default]
@@ -16,7 +16,7 @@ pub enum Activation {
 }
 
 /// How dendrites learn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum DendriteLearning {
     /// Candidates maximise their covariance with the neuron error; inputs are detached and
     /// accepted dendrites are frozen (the default, "perforated backpropagation").
