@@ -160,7 +160,7 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
             .map(|p| [p[0], p[1]])
             .collect();
         let distance = energy_distance(&generated, &validation);
-        tracker.add_train_loss(f64::from(d_loss) / STEPS as f64);
+        tracker.add_train_loss(f64::from(d_loss) / STEPS as f64)?;
         let phase = pair.phase();
         let step = tracker.add_validation_score(distance, &mut pair, &mut opt)?;
         if epoch % 10 == 0 || step != (Step::Continue { improved: false }) {

@@ -212,6 +212,26 @@
 //! # Ok::<(), perforated::Error>(())
 //! ```
 //!
+//! ### The files of a run
+//!
+//! Under the run's directory, all written atomically (a crash never leaves half a file):
+//!
+//! | file | what |
+//! |---|---|
+//! | `latest.safetensors` | model, optimizer and tracker after the last epoch: [`Tracker::resume`](tracker::Tracker::resume) continues from it exactly |
+//! | `best.safetensors`, `switch_NNN.safetensors` | the best weights so far; the model at each phase switch |
+//! | `history.jsonl` | one JSON line per epoch (every field of [`EpochRecord`](tracker::EpochRecord)); appended, read back by a resume |
+//! | `scores.csv` | per epoch: `epoch,phase,score,running,test,train_loss,lr,dendrites,params,bytes,seconds`, then one column per extra score |
+//! | `switches.csv`, `params.csv`, `best_test_scores.csv`, `correlations.csv` | phase switches with their reasons; parameters per epoch; the best score per dendrite count; candidate correlations per layer and epoch |
+//! | `graph.png` | scores (log scale when they span decades), learning rate, correlations, epoch times |
+//! | `.lock` | held while a tracker works there: a second tracker on the directory is refused ([`Error::Busy`]) |
+//!
+//! Checkpoints carry a CRC-32 of their contents and are checked whole before a model changes:
+//! a damaged, truncated or foreign file, NaN weights or another architecture are an `Err` and
+//! the model stays as it was. A failed `add_validation_score` (a full disk) changes nothing,
+//! so the same call can be made again; NaN losses, scores, gradients and learning rates are
+//! refused where they enter.
+//!
 //! ## Data parallel
 //!
 //! [`parallel`] runs the same loop on several replicas: threads of one process

@@ -471,9 +471,9 @@ fn damaged_or_foreign_checkpoints_do_not_resume() {
 #[test]
 fn files_for_people_are_written() {
     let mut run = Run::new(base("files").maximize().graph_every(1).max_dendrites(1));
-    run.tracker.add_test_score(0.4);
-    run.tracker.add_train_loss(1.5);
-    run.tracker.add_extra_score("f1", 0.3);
+    run.tracker.add_test_score(0.4).unwrap();
+    run.tracker.add_train_loss(1.5).unwrap();
+    run.tracker.add_extra_score("f1", 0.3).unwrap();
     run.feed(&[0.5, 0.5, 0.5, 0.6, 0.6, 0.6]);
     let dir = run.tracker.config().dir.clone();
     let header = |f: &str| {

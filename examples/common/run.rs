@@ -146,8 +146,8 @@ where
         progress.finish();
         let (val_loss, _) = evaluate(model, &digits.val);
         let (_, test) = evaluate(model, &digits.test);
-        tracker.add_test_score(test);
-        tracker.add_train_loss(loss_sum / batches.len() as f64);
+        tracker.add_test_score(test)?;
+        tracker.add_train_loss(loss_sum / batches.len() as f64)?;
         match tracker.add_validation_score(val_loss, model, &mut opt)? {
             Step::Complete => break,
             Step::Continue { improved: true } | Step::Restructured => since_best = 0,

@@ -109,6 +109,15 @@ pub enum Error {
         /// What to do instead.
         hint: &'static str,
     },
+    /// A run directory is in use by another tracker (this process or another).
+    #[error(
+        "run directory `{path}` is in use by another tracker (another process, or another \
+         tracker in this one): give each run its own directory, or stop the other run first"
+    )]
+    Busy {
+        /// The run directory.
+        path: PathBuf,
+    },
     /// The tensor backend reported an error (out of memory, a CUDA failure).
     #[error("device error: {0}")]
     Device(String),

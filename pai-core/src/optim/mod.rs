@@ -13,12 +13,15 @@
 
 pub mod lr;
 mod reduce;
+mod rule;
 
 pub use lr::{PlateauLr, PlateauState};
+use rule::check_lr;
+pub use rule::{Rule, RuleConfig};
 
 use std::collections::HashMap;
 
-use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
+use dfdx::optim::{AdamConfig, SgdConfig};
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Storage, Tensor};
 use dfdx::tensor_ops::Device;
@@ -29,15 +32,6 @@ use crate::float::Float;
 use crate::host::{buffer_from_host, buffer_to_host};
 use crate::model::DendriticModel;
 use crate::params::{ExtraTensor, Param, ParamVisitor, Role};
-
-/// The update rule.
-#[derive(Debug, Clone, Copy)]
-pub enum Rule {
-    /// Adam, with dfdx's configuration.
-    Adam(AdamConfig),
-    /// SGD (momentum, weight decay), with dfdx's configuration.
-    Sgd(SgdConfig),
-}
 
 struct Slot<E, D: Storage<E>> {
     role: Role,
@@ -135,11 +129,16 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
     }
 
     /// Sets the learning rate; state is kept.
-    pub fn set_lr(&mut self, lr: f64) {
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a rate that is NaN, infinite or negative (nothing changes).
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        check_lr(lr)?;
         match &mut self.rule {
             Rule::Adam(c) => c.lr = lr,
             Rule::Sgd(c) => c.lr = lr,
         }
+        Ok(())
     }
 
     /// How many updates the tensor at `path` has received since its state was created, or
@@ -302,6 +301,7 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
     where
         M: DendriticModel<Dtype = E, Device = D>,
     {
+        self.rule.validate()?;
         let within = |p: &str| path.is_empty() || p == path || p.starts_with(&format!("{path}."));
         let structure = structure_at(model, path);
         let before: Vec<(String, u64)> = self
@@ -338,6 +338,8 @@ impl<E: Float, D: Device<E>> DendriticOptimizer<E, D> {
                 }));
             }
             reduce::reduce_gradients(model, path, grads, &*c, &mut self.reduced)?;
+        } else if first_error.is_none() {
+            reduce::check_finite(model, path, grads)?;
         }
         if let Some(e) = first_error {
             return Err(e);
@@ -444,94 +446,4 @@ pub struct SlotState {
     pub role: Role,
     /// Updates applied.
     pub steps: i32,
-}
-
-/// [`Rule`] as plain data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum RuleConfig {
-    /// Adam.
-    Adam {
-        /// Learning rate.
-        lr: f64,
-        /// Moment decays.
-        betas: [f64; 2],
-        /// Denominator epsilon.
-        eps: f64,
-        /// `("l2" | "decoupled", amount)`.
-        weight_decay: Option<(String, f64)>,
-    },
-    /// SGD.
-    Sgd {
-        /// Learning rate.
-        lr: f64,
-        /// `("classic" | "nesterov", amount)`.
-        momentum: Option<(String, f64)>,
-        /// `("l2" | "decoupled", amount)`.
-        weight_decay: Option<(String, f64)>,
-    },
-}
-
-fn decay_to_data(w: Option<WeightDecay>) -> Option<(String, f64)> {
-    w.map(|w| match w {
-        WeightDecay::L2(v) => ("l2".to_string(), v),
-        WeightDecay::Decoupled(v) => ("decoupled".to_string(), v),
-    })
-}
-
-fn decay_from_data(w: Option<(String, f64)>) -> Option<WeightDecay> {
-    w.map(|(kind, v)| match kind.as_str() {
-        "decoupled" => WeightDecay::Decoupled(v),
-        _ => WeightDecay::L2(v),
-    })
-}
-
-impl From<&Rule> for RuleConfig {
-    fn from(rule: &Rule) -> Self {
-        match rule {
-            Rule::Adam(c) => RuleConfig::Adam {
-                lr: c.lr,
-                betas: c.betas,
-                eps: c.eps,
-                weight_decay: decay_to_data(c.weight_decay),
-            },
-            Rule::Sgd(c) => RuleConfig::Sgd {
-                lr: c.lr,
-                momentum: c.momentum.map(|m| match m {
-                    Momentum::Classic(v) => ("classic".to_string(), v),
-                    Momentum::Nesterov(v) => ("nesterov".to_string(), v),
-                }),
-                weight_decay: decay_to_data(c.weight_decay),
-            },
-        }
-    }
-}
-
-impl From<RuleConfig> for Rule {
-    fn from(rule: RuleConfig) -> Self {
-        match rule {
-            RuleConfig::Adam {
-                lr,
-                betas,
-                eps,
-                weight_decay,
-            } => Rule::Adam(AdamConfig {
-                lr,
-                betas,
-                eps,
-                weight_decay: decay_from_data(weight_decay),
-            }),
-            RuleConfig::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-            } => Rule::Sgd(SgdConfig {
-                lr,
-                momentum: momentum.map(|(kind, v)| match kind.as_str() {
-                    "nesterov" => Momentum::Nesterov(v),
-                    _ => Momentum::Classic(v),
-                }),
-                weight_decay: decay_from_data(weight_decay),
-            }),
-        }
-    }
 }

@@ -1,6 +1,8 @@
-//! The gradient sum of a data-parallel step: before the optimizer updates, every trainable
-//! tensor's gradient (the task loss's, and a candidate's own) is summed over the replicas, in
-//! one all-reduce of one host buffer, so that every replica applies the same update.
+//! The gradients as the optimizer takes them: checked finite, and on data-parallel replicas
+//! first summed. Before the optimizer updates, every trainable tensor's gradient (the task
+//! loss's, and a candidate's own) is summed over the replicas, in one all-reduce of one host
+//! buffer, so that every replica applies the same update; a NaN or an infinity anywhere is
+//! refused before anything is applied.
 
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Gradients, Tensor};
@@ -60,6 +62,59 @@ where
             gather: false,
         },
     )
+}
+
+/// Refuses a NaN or an infinity in the gradient of any tensor that trains now under `path`
+/// (a NaN in an input or a target, or a diverging loss), before anything is applied.
+///
+/// # Errors
+/// [`Error::NonFinite`] naming the first such tensor; backend errors.
+pub(super) fn check_finite<M, E, D>(
+    model: &mut M,
+    path: &str,
+    grads: &mut Gradients<E, D>,
+) -> Result<()>
+where
+    E: Float,
+    D: Device<E>,
+    M: DendriticModel<Dtype = E, Device = D>,
+{
+    model.visit_params(path, &mut Finite { grads })
+}
+
+struct Finite<'a, E: Float, D: Device<E>> {
+    grads: &'a mut Gradients<E, D>,
+}
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Finite<'_, E, D> {
+    fn visit<S: Shape>(&mut self, param: Param<'_, E, D>, t: &mut Tensor<S, E, D>) -> Result<()> {
+        if !param.trainable {
+            return Ok(());
+        }
+        let grads = match param.own_grads {
+            Some(g) => g,
+            None => &mut *self.grads,
+        };
+        let finite = if on_host::<E, D>() {
+            grad_mut(grads, t)
+                .map_err(Error::device)?
+                .iter()
+                .all(|g| g.is_finite())
+        } else {
+            let dev = t.device().clone();
+            let g = grads.get_or_alloc_mut(t).map_err(Error::device)?;
+            buffer_to_host(&dev, g)?.iter().all(|g| g.is_finite())
+        };
+        if finite {
+            return Ok(());
+        }
+        Err(Error::NonFinite {
+            layer: param.path.to_string(),
+            what: "the gradient",
+            hint: "nothing was applied; a NaN or an infinity in an input, a target or the loss \
+                   (check the data, lower the learning rate)",
+        })
+    }
 }
 
 /// Copies each trainable tensor's gradient into the buffer (`gather`) or back from it.

@@ -202,6 +202,13 @@ impl TrackerConfig {
     /// [`Error::Config`] naming the field and what to write instead.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
+        if self.dir.as_os_str().is_empty() {
+            return bad(
+                "`dir` is empty: give the run a directory of its own (e.g. \"runs/mnist\"), \
+                 not the working directory"
+                    .into(),
+            );
+        }
         match self.switch {
             SwitchMode::Plateau { patience: 0 } => {
                 return bad("`switch: Plateau { patience }` must be at least 1".into())

@@ -60,7 +60,7 @@ impl Tracker {
         if self.state.trial.is_none() {
             if let (Some(config), Some(lr)) = (&self.config.lr, &mut self.state.lr) {
                 lr.step(config, self.config.maximize, running);
-                opt.set_lr(lr.lr);
+                opt.set_lr(lr.lr)?;
             }
         }
         // saved before a trial may load another checkpoint
@@ -149,7 +149,7 @@ impl Tracker {
             self.save_point(model, opt, "trial_first")?;
             self.load_point(model, opt, "trial_start", LoadTracker::Nothing)?;
             let lr = self.restart_lr(decays);
-            opt.set_lr(lr);
+            opt.set_lr(lr)?;
             self.state.trial = Some(Trial {
                 stage: 1,
                 start: epoch + 1,
@@ -167,7 +167,7 @@ impl Tracker {
         if first_wins {
             self.load_point(model, opt, "trial_first", LoadTracker::LearningRate)?;
             if let Some(lr) = &self.state.lr {
-                opt.set_lr(lr.lr);
+                opt.set_lr(lr.lr)?;
             }
             self.state.recent.clear();
             return Ok(Step::Restructured);
@@ -230,7 +230,7 @@ impl Tracker {
                 self.restart_lr(0)
             }
         };
-        opt.set_lr(lr);
+        opt.set_lr(lr)?;
         self.state.set_improved = false;
         self.switch_to(
             Phase::Neuron,
@@ -253,7 +253,9 @@ impl Tracker {
     pub(super) fn restart_lr(&mut self, decays: u32) -> f64 {
         let initial = self.state.initial_lr.unwrap_or(1e-3);
         let factor = self.config.lr.as_ref().map_or(1.0, |c| c.factor);
-        let lr = initial * factor.powi(decays as i32);
+        let min = self.config.lr.as_ref().map_or(0.0, |c| c.min_lr);
+        // powf: every u32 is exact as an f64 (`as i32` would turn u32::MAX into -1)
+        let lr = (initial * factor.powf(f64::from(decays))).max(min.min(initial));
         if self.config.lr.is_some() {
             self.state.lr = Some(PlateauState::new(lr));
         }
@@ -304,7 +306,7 @@ impl Tracker {
     ) -> Result<Step> {
         model.start_dendrite_phase()?;
         // candidates train at the initial rate
-        opt.set_lr(self.state.initial_lr.unwrap_or(opt.lr()));
+        opt.set_lr(self.state.initial_lr.unwrap_or(opt.lr()))?;
         self.state.correlation_best = 0.0;
         self.state.correlation_last_improvement = self.state.epoch + 1;
         self.switch_to(Phase::Dendrite, max_dendrites(model), reason);
@@ -343,7 +345,7 @@ impl Tracker {
         }
         self.load_point(model, opt, "best", LoadTracker::LearningRate)?;
         if let Some(lr) = &self.state.lr {
-            opt.set_lr(lr.lr);
+            opt.set_lr(lr.lr)?;
         }
         Ok(())
     }

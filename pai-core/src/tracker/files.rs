@@ -1,8 +1,96 @@
-//! The CSV files a run leaves behind, rewritten atomically after every epoch.
+//! The files a run leaves behind beside its checkpoints: `history.jsonl` (one line per epoch,
+//! appended) and the CSV files (rewritten atomically after every epoch).
 
-use super::{TrackerConfig, TrackerState};
+use std::io::{BufRead, Seek, Write};
+use std::path::Path;
+
+use super::{EpochRecord, TrackerConfig, TrackerState};
 use crate::disk::write_atomic;
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The epoch records, one JSON object a line.
+pub(super) const HISTORY: &str = "history.jsonl";
+
+/// Appends `record` to the run's history file after its first `committed` bytes (anything
+/// after them is a line of an epoch that was not committed: a failed call, or a crash before
+/// `latest` was written). Returns the file's new length, which becomes `committed` once the
+/// epoch is.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub(super) fn append_history(dir: &Path, committed: u64, record: &EpochRecord) -> Result<u64> {
+    let path = dir.join(HISTORY);
+    let io = |source| Error::Io {
+        action: "appending to",
+        path: path.clone(),
+        source,
+    };
+    let mut line = serde_json::to_string(record).expect("plain data serialises");
+    line.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    file.set_len(committed).map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(committed)).map_err(io)?;
+    file.write_all(line.as_bytes()).map_err(io)?;
+    Ok(committed + line.len() as u64)
+}
+
+/// Starts an empty history file (a new run in `dir`).
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub(super) fn start_history(dir: &Path) -> Result<()> {
+    write_atomic(&dir.join(HISTORY), b"")
+}
+
+/// The first `epochs` records of the run's history file, and the bytes they take (lines
+/// after them belong to epochs that were never committed, and are dropped).
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read; [`Error::Corrupt`] when it holds fewer epochs than
+/// the checkpoint recorded, or a line that is not an epoch record.
+pub(super) fn read_history(dir: &Path, epochs: usize) -> Result<(Vec<EpochRecord>, u64)> {
+    let path = dir.join(HISTORY);
+    let file = std::fs::File::open(&path).map_err(|source| Error::Io {
+        action: "reading",
+        path: path.clone(),
+        source,
+    })?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    let mut line = String::new();
+    while records.len() < epochs {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|source| Error::Io {
+            action: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        if n == 0 || !line.ends_with('\n') {
+            return Err(Error::corrupt(
+                &path,
+                format!(
+                    "it holds {} complete epoch record(s), and `latest.safetensors` recorded \
+                     {epochs}",
+                    records.len()
+                ),
+                None,
+            ));
+        }
+        let record: EpochRecord = serde_json::from_str(&line).map_err(|e| {
+            let reason = format!("line {} is not an epoch record ({e})", records.len() + 1);
+            Error::corrupt(&path, reason, Some(e.into()))
+        })?;
+        records.push(record);
+        bytes += n as u64;
+    }
+    Ok((records, bytes))
+}
 
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v}"))

@@ -26,15 +26,34 @@ fn plot_error(e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Largest magnitude a panel's axis reaches: beyond it a diverging run's values are drawn
+/// at the edge (plotters' tick search does not end on ranges near `f64::MAX`).
+const LIMIT: f64 = 1e12;
+
+/// A panel's value range with 5% padding: finite, wider than the values' own precision, and
+/// within [`LIMIT`]; when a few wild values (a diverging epoch) would flatten the rest, the
+/// range covers the middle 90% of the values.
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    if !lo.is_finite() {
+    let mut v: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+    if v.is_empty() {
         return (0.0, 1.0);
     }
-    let pad = ((hi - lo) * 0.05).max(1e-9);
+    v.sort_by(f64::total_cmp);
+    let (mut lo, mut hi) = (v[0], v[v.len() - 1]);
+    let (p5, p95) = (v[v.len() / 20], v[v.len() - 1 - v.len() / 20]);
+    if hi - lo > 100.0 * (p95 - p5).max(f64::MIN_POSITIVE) || !(hi - lo).is_finite() {
+        (lo, hi) = (p5, p95);
+    }
+    let (lo, hi) = (lo.clamp(-LIMIT, LIMIT), hi.clamp(-LIMIT, LIMIT));
+    let pad = ((hi - lo) * 0.05)
+        .max(hi.abs().max(lo.abs()) * 1e-6)
+        .max(1e-9);
     (lo - pad, hi + pad)
+}
+
+/// `v` moved into `lo..=hi` (points outside are drawn at the edge).
+fn clip(v: f64, (lo, hi): (f64, f64)) -> f64 {
+    v.clamp(lo, hi)
 }
 
 const PALETTE: [RGBColor; 6] = [
@@ -61,17 +80,16 @@ fn panel<'a, 'b>(
 }
 
 type Area<'b> = DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>;
-type Chart<'a, 'b> = ChartContext<
-    'a,
-    BitMapBackend<'b>,
-    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
->;
+type Chart<'a, 'b, Y = plotters::coord::types::RangedCoordf64> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
 
-/// Draws the graph to a temporary file and renames it over `graph.png`.
+/// Draws the graph to a temporary file and renames it over `graph.png`; the temporary file
+/// is removed if either fails.
 pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
     register_font();
-    let tmp = config.dir.join(".graph.tmp.png");
-    {
+    let target = config.dir.join("graph.png");
+    let tmp = crate::disk::temp_path(&target)?;
+    let drawn = (|| {
         let root = BitMapBackend::new(&tmp, (1200, 1400)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let panels = root.split_evenly((4, 1));
@@ -80,14 +98,13 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
         learning_rate(&panels[1], state, epochs.clone())?;
         correlations(&panels[2], state, epochs.clone())?;
         epoch_times(&panels[3], state, epochs)?;
-        root.present().map_err(plot_error)?;
+        root.present().map_err(plot_error)
+    })();
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    let target = config.dir.join("graph.png");
-    std::fs::rename(&tmp, &target).map_err(|source| Error::Io {
-        action: "replacing",
-        path: target,
-        source,
-    })
+    crate::disk::replace(&tmp, &target)
 }
 
 /// A panel with linear axes over `epochs` and `lo..hi`, its mesh drawn.
@@ -109,7 +126,12 @@ fn linear<'a, 'b>(
 }
 
 /// A vertical line at every phase switch: red into a dendrite phase, blue out of it.
-fn switch_lines(chart: &mut Chart<'_, '_>, state: &TrackerState, lo: f64, hi: f64) -> Result<()> {
+fn switch_lines<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
+    state: &TrackerState,
+    lo: f64,
+    hi: f64,
+) -> Result<()> {
     for s in &state.switches {
         let color = if s.to == Phase::Dendrite { RED } else { BLUE };
         let at = s.epoch as f64 + 0.5;
@@ -121,8 +143,8 @@ fn switch_lines(chart: &mut Chart<'_, '_>, state: &TrackerState, lo: f64, hi: f6
 }
 
 /// A labelled line.
-fn line(
-    chart: &mut Chart<'_, '_>,
+fn line<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
     points: impl Iterator<Item = (f64, f64)>,
     style: ShapeStyle,
     label: &str,
@@ -136,7 +158,10 @@ fn line(
 }
 
 /// The legend box of a panel.
-fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+fn legend<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'a, 'b, Y>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -146,44 +171,84 @@ fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) 
         .map_err(plot_error)
 }
 
-/// Validation (and running and test) scores with the switches.
+/// Validation (and running and test) scores with the switches: on a log axis when they are
+/// all positive and span two decades or more (a loss falling from 0.7 to 0.005 would be a
+/// flat line at zero on a linear one), on a linear axis otherwise.
 fn scores(
     area: &Area<'_>,
     config: &TrackerConfig,
     state: &TrackerState,
     epochs: std::ops::Range<f64>,
 ) -> Result<()> {
-    let (lo, hi) = range(state.history.iter().flat_map(|r| {
-        [Some(r.score), Some(r.running), r.test]
-            .into_iter()
-            .flatten()
-    }));
+    let values: Vec<f64> = state
+        .history
+        .iter()
+        .flat_map(|r| {
+            [Some(r.score), Some(r.running), r.test]
+                .into_iter()
+                .flatten()
+        })
+        .filter(|v| v.is_finite())
+        .collect();
     let direction = if config.maximize {
         "higher is better"
     } else {
         "lower is better"
     };
+    let smallest = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let largest = values.iter().copied().fold(0.0, f64::max);
+    if smallest > 0.0 && largest / smallest >= 100.0 {
+        let (lo, hi) = (
+            (smallest * 0.8).max(1.0 / LIMIT),
+            (largest * 1.25).min(LIMIT),
+        );
+        let caption = format!(
+            "validation score ({direction}, log scale); red: to dendrite phase, blue: to neuron \
+             phase"
+        );
+        let mut chart = panel(area, &caption)
+            .build_cartesian_2d(epochs, (lo..hi).log_scale())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_label_formatter(&|v| format!("{v:.1e}"))
+            .draw()
+            .map_err(plot_error)?;
+        return score_lines(&mut chart, config, state, (lo, hi));
+    }
+    let (lo, hi) = range(values.into_iter());
     let caption =
         format!("validation score ({direction}); red: to dendrite phase, blue: to neuron phase");
     let mut chart = linear(area, &caption, epochs, (lo, hi))?;
-    switch_lines(&mut chart, state, lo, hi)?;
-    let at = |r: &super::EpochRecord, v: f64| (r.epoch as f64, v);
+    score_lines(&mut chart, config, state, (lo, hi))
+}
+
+/// The score panel's lines, switches and legend, on either axis.
+fn score_lines<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'a, 'b, Y>,
+    config: &TrackerConfig,
+    state: &TrackerState,
+    bounds: (f64, f64),
+) -> Result<()> {
+    switch_lines(chart, state, bounds.0, bounds.1)?;
+    let at = |r: &super::EpochRecord, v: f64| (r.epoch as f64, clip(v, bounds));
     let history = || state.history.iter();
     line(
-        &mut chart,
+        chart,
         history().map(|r| at(r, r.score)),
         PALETTE[0].stroke_width(2),
         "validation",
     )?;
     if config.running_window > 1 {
         let running = history().map(|r| at(r, r.running));
-        line(&mut chart, running, PALETTE[3].into(), "running")?;
+        line(chart, running, PALETTE[3].into(), "running")?;
     }
     if history().any(|r| r.test.is_some()) {
         let test = history().filter_map(|r| r.test.map(|t| at(r, t)));
-        line(&mut chart, test, PALETTE[1].stroke_width(2), "test")?;
+        line(chart, test, PALETTE[1].stroke_width(2), "test")?;
     }
-    legend(&mut chart, SeriesLabelPosition::LowerRight)
+    legend(chart, SeriesLabelPosition::LowerRight)
 }
 
 /// The learning rate on a log axis, ticked at the rates used (a log axis alone labels only
@@ -236,6 +301,7 @@ fn correlations(area: &Area<'_>, state: &TrackerState, epochs: std::ops::Range<f
     layers.dedup();
     let all = state.history.iter().flat_map(|r| r.correlations.iter());
     let hi = range(all.map(|(_, c)| *c)).1.max(0.01);
+    let bounds = (0.0, hi);
     let caption = "candidate correlation (best snapshot) per layer";
     let mut chart = linear(area, caption, epochs, (0.0, hi))?;
     switch_lines(&mut chart, state, 0.0, hi)?;
@@ -245,7 +311,7 @@ fn correlations(area: &Area<'_>, state: &TrackerState, epochs: std::ops::Range<f
             r.correlations
                 .iter()
                 .filter(|(l, _)| l == *layer)
-                .map(move |(_, c)| (r.epoch as f64, *c))
+                .map(move |(_, c)| (r.epoch as f64, clip(*c, bounds)))
         });
         chart
             .draw_series(points.map(|p| Circle::new(p, 3, color.filled())))
@@ -271,7 +337,11 @@ fn epoch_times(area: &Area<'_>, state: &TrackerState, epochs: std::ops::Range<f6
             } else {
                 PALETTE[2]
             };
-            Circle::new((r.epoch as f64, r.seconds), 3, color.filled())
+            Circle::new(
+                (r.epoch as f64, clip(r.seconds, (0.0, hi))),
+                3,
+                color.filled(),
+            )
         }))
         .map_err(plot_error)?;
     Ok(())

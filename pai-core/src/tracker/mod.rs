@@ -71,33 +71,91 @@ pub struct Tracker {
     pending: Pending,
     last_call: Option<Instant>,
     store: Store,
+    /// The run directory's lock, held while the tracker lives (rank 0 / single process).
+    lock: Option<std::fs::File>,
+    /// Bytes of `history.jsonl` that belong to committed epochs.
+    history_bytes: u64,
+}
+
+/// Takes the exclusive lock of the run directory `dir` (made if needed), then removes the
+/// temporary files a killed writer left there.
+fn lock_run(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            action: "opening",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Busy {
+                path: dir.to_path_buf(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(Error::Io {
+                action: "locking",
+                path,
+                source,
+            })
+        }
+    }
+    let swept = crate::disk::sweep_temporaries(dir);
+    if swept > 0 {
+        tracing::info!(target: "perforated", "removed {swept} temporary file(s) an interrupted run left in {}", dir.display());
+    }
+    Ok(file)
 }
 
 impl Tracker {
-    /// A new run writing under `config.dir` (created if needed).
+    /// A new run writing under `config.dir` (created if needed). The tracker holds the
+    /// directory's lock until it is dropped: a second tracker on the same directory, in this
+    /// process or another, is refused. Temporary files an interrupted run left there are
+    /// removed.
     ///
     /// Made on a data-parallel replica other than rank 0 (see [`crate::parallel`]), it writes
     /// nothing: its save points stay in memory, so that its rollbacks restore the same
     /// weights as rank 0's, and only rank 0 writes the run's files.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad config; [`Error::Io`] when the directory cannot be made.
+    /// [`Error::Config`] for a bad config; [`Error::Busy`] when another tracker holds the
+    /// directory; [`Error::Io`] when it cannot be made or locked.
     pub fn new(config: TrackerConfig) -> Result<Self> {
+        let mut tracker = Self::open(config)?;
+        if tracker.lock.is_some() {
+            files::start_history(&tracker.config.dir)?;
+        }
+        tracker.history_bytes = 0;
+        Ok(tracker)
+    }
+
+    /// The tracker for `config` with nothing recorded, its directory locked (rank 0).
+    fn open(config: TrackerConfig) -> Result<Self> {
         config.validate()?;
         let store = Store::for_this_replica();
-        if matches!(store, Store::Files) {
-            std::fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
-                action: "creating",
-                path: config.dir.clone(),
-                source,
-            })?;
-        }
+        let lock = match store {
+            Store::Files => Some(lock_run(&config.dir)?),
+            Store::Memory(_) => None,
+        };
         Ok(Self {
             config,
             state: TrackerState::default(),
             pending: Pending::default(),
             last_call: None,
             store,
+            lock,
+            history_bytes: 0,
         })
     }
 
@@ -119,24 +177,31 @@ impl Tracker {
     }
 
     /// Continues the run saved in `dir`: loads `latest.safetensors` into `model` and returns
-    /// the tracker and optimizer as they were after that epoch.
+    /// the tracker and optimizer as they were after that epoch. The run's history comes back
+    /// from `history.jsonl`. `dir` may be another place than the one the run was started in
+    /// (a moved run): nothing is made or written at the old place.
     ///
     /// # Errors
-    /// Those of [`checkpoint::load`]; [`Error::Corrupt`] when the tracker metadata is missing.
+    /// Those of [`checkpoint::load`]; [`Error::Busy`] when another tracker holds `dir`;
+    /// [`Error::Corrupt`] when the tracker metadata or the history is missing or damaged.
     pub fn resume<M: DendriticModel>(
         dir: impl AsRef<Path>,
         model: &mut M,
     ) -> Result<(Self, OptimizerFor<M>)> {
-        let path = dir.as_ref().join("latest.safetensors");
+        let dir = dir.as_ref();
+        let path = dir.join("latest.safetensors");
         let extras = checkpoint::load(model, &path)?;
-        let config: TrackerConfig = metadata(&extras.metadata, CONFIG_KEY, &path)?;
-        let state: TrackerState = metadata(&extras.metadata, STATE_KEY, &path)?;
+        let mut config: TrackerConfig = metadata(&extras.metadata, CONFIG_KEY, &path)?;
+        config.dir = dir.to_path_buf();
+        let mut state: TrackerState = metadata(&extras.metadata, STATE_KEY, &path)?;
         let opt_state: OptimizerState = metadata(&extras.metadata, OPTIMIZER_KEY, &path)?;
         let mut opt = DendriticOptimizer::new(opt_state.rule.clone().into());
         let dev = model_device(model)?;
         opt.import(model, &opt_state, &extras.tensors, &dev)?;
-        let mut tracker = Self::new(config)?;
-        tracker.config.dir = dir.as_ref().to_path_buf();
+        let mut tracker = Self::open(config)?;
+        if tracker.lock.is_some() {
+            (state.history, tracker.history_bytes) = files::read_history(dir, state.epoch)?;
+        }
         tracker.state = state;
         Ok((tracker, opt))
     }
@@ -152,28 +217,52 @@ impl Tracker {
     }
 
     /// Records the test score of the coming epoch (reported only, never used to decide).
-    pub fn add_test_score(&mut self, score: f64) {
-        self.pending.test = Some(score);
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for NaN or infinity (nothing is recorded).
+    pub fn add_test_score(&mut self, score: f64) -> Result<()> {
+        self.pending.test = Some(finite(score, "the test score")?);
+        Ok(())
     }
 
     /// Records the training loss of the coming epoch.
-    pub fn add_train_loss(&mut self, loss: f64) {
-        self.pending.train_loss = Some(loss);
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for NaN or infinity (nothing is recorded): the weights may already
+    /// be damaged; the optimizer step refuses non-finite gradients.
+    pub fn add_train_loss(&mut self, loss: f64) -> Result<()> {
+        self.pending.train_loss = Some(finite(loss, "the training loss")?);
+        Ok(())
     }
 
     /// Records a named extra score of the coming epoch.
-    pub fn add_extra_score(&mut self, name: &str, score: f64) {
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for NaN or infinity; [`Error::Config`] for a name that is empty or
+    /// holds a comma, a quote or a line break (it becomes a CSV column).
+    pub fn add_extra_score(&mut self, name: &str, score: f64) -> Result<()> {
+        if name.is_empty() || name.contains([',', '"', '\n', '\r']) {
+            return Err(Error::Config(format!(
+                "extra score name {name:?} must be non-empty, without commas, quotes or line \
+                 breaks (it names a CSV column)"
+            )));
+        }
+        let score = finite(score, "an extra score")?;
         self.pending.extras.insert(name.to_string(), score);
+        Ok(())
     }
 
     /// Ends an epoch with its validation score and decides what happens next. See the
     /// [module docs](self).
     ///
+    /// A call is all or nothing: on an error (a full disk, say) the tracker, the model and
+    /// the optimizer are as they were before it, so the same call can be made again.
+    ///
     /// # Errors
     /// [`Error::NonFinite`] for a NaN or infinite score (nothing is recorded);
     /// [`Error::WrongPhase`] when the model's phase was changed behind the tracker's back;
-    /// [`Error::Collective`] on data-parallel replicas that passed different scores; file and
-    /// model errors.
+    /// [`Error::Collective`] on data-parallel replicas that passed different scores, or when
+    /// another replica failed to record the epoch; file and model errors.
     pub fn add_validation_score<M: DendriticModel>(
         &mut self,
         score: f64,
@@ -181,13 +270,7 @@ impl Tracker {
         opt: &mut OptimizerFor<M>,
     ) -> Result<Step> {
         same_on_every_replica(score)?;
-        if !score.is_finite() {
-            return Err(Error::NonFinite {
-                layer: "validation score".into(),
-                what: "the score",
-                hint: "scores must be finite; check the evaluation (an empty set divides by zero)",
-            });
-        }
+        finite(score, "the validation score")?;
         if self.state.complete {
             return Ok(Step::Complete);
         }
@@ -200,13 +283,68 @@ impl Tracker {
                 found,
             });
         }
+        // the history only grows: it is cut back, the rest of the state is copied
+        let history = std::mem::take(&mut self.state.history);
+        let saved = (self.state.clone(), self.pending.clone(), self.last_call);
+        self.state.history = history;
+        let epochs = self.state.history.len();
+        let before = self.snapshot(model, opt)?;
+        let mut result = self.epoch(score, model, opt);
+        if let Some(c) = crate::collective::active() {
+            let ok = crate::collective::all_ok(&*c, result.is_ok());
+            result = match (result, ok) {
+                (Ok(_), Ok(false)) => Err(Error::Collective(
+                    "another replica failed to record this epoch (its own error says why); \
+                     every replica is back as before the call"
+                        .into(),
+                )),
+                (Ok(_), Err(e)) => Err(e),
+                (result, _) => result,
+            };
+        }
+        match result {
+            Ok((step, history_bytes)) => {
+                self.history_bytes = history_bytes;
+                self.log_epoch(step);
+                Ok(step)
+            }
+            Err(e) => {
+                let history = std::mem::take(&mut self.state.history);
+                (self.state, self.pending, self.last_call) = saved;
+                self.state.history = history;
+                self.state.history.truncate(epochs);
+                match self.restore(model, opt, &before) {
+                    Ok(()) => Err(e),
+                    Err(r) => Err(Error::Config(format!(
+                        "{e}; and putting the model back failed ({r}): resume from `latest`"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// The body of [`Self::add_validation_score`]: decides, saves, writes the files. Returns
+    /// the step and the history file's length with this epoch.
+    fn epoch<M: DendriticModel>(
+        &mut self,
+        score: f64,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+    ) -> Result<(Step, u64)> {
         self.adopt_lr(opt.lr());
         let running = self.record_epoch(score, model, opt)?;
-        let step = match found {
+        let step = match model.phase() {
             Phase::Neuron => self.neuron_epoch(running, model, opt)?,
             Phase::Dendrite => self.dendrite_epoch(model, opt)?,
         };
-        self.state.epoch += 1;
+        self.state.epoch = self.state.epoch.checked_add(1).ok_or_else(|| {
+            Error::Config("the epoch count overflowed (a tampered checkpoint?)".into())
+        })?;
+        let mut history_bytes = self.history_bytes;
+        if matches!(self.store, Store::Files) {
+            let record = self.state.history.last().expect("recorded above");
+            history_bytes = files::append_history(&self.config.dir, self.history_bytes, record)?;
+        }
         self.save_point(model, opt, "latest")?;
         if matches!(self.store, Store::Files) {
             files::write_all(&self.config, &self.state)?;
@@ -216,8 +354,7 @@ impl Tracker {
                 graph::draw(&self.config, &self.state)?;
             }
         }
-        self.log_epoch(step);
-        Ok(step)
+        Ok((step, history_bytes))
     }
 
     /// Appends this epoch's record to the history; returns the running score (the mean of
@@ -233,10 +370,12 @@ impl Tracker {
             .last_call
             .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         self.last_call = Some(now);
-        self.state.recent.push(score);
-        let window = self.config.running_window.min(self.state.recent.len());
-        let recent = &self.state.recent[self.state.recent.len() - window..];
-        let running = recent.iter().sum::<f64>() / window as f64;
+        // only the window is kept: the state saved every epoch stays the same size
+        let recent = &mut self.state.recent;
+        recent.push(score);
+        let excess = recent.len().saturating_sub(self.config.running_window);
+        recent.drain(..excess);
+        let running = recent.iter().sum::<f64>() / recent.len() as f64;
         let pending = std::mem::take(&mut self.pending);
         let counts = model.param_counts()?;
         let bytes = (counts.total() + counts.get(crate::params::Role::Buffer))
@@ -284,6 +423,19 @@ impl Tracker {
             step
         );
     }
+}
+
+/// `value` if it is finite; otherwise an error naming `what`.
+fn finite(value: f64, what: &'static str) -> Result<f64> {
+    if value.is_finite() {
+        return Ok(value);
+    }
+    Err(Error::NonFinite {
+        layer: "(tracker)".into(),
+        what,
+        hint: "scores and losses must be finite; check the evaluation (an empty set divides by \
+               zero) and the training (a NaN loss means damaged weights)",
+    })
 }
 
 /// On data-parallel replicas: checks that every replica passes the same score, so that all of

@@ -73,6 +73,32 @@ impl Tracker {
         }
     }
 
+    /// The model and the optimizer as checkpoint bytes in memory (no tracker state), to put
+    /// back with [`Self::restore`] when an epoch's call fails.
+    pub(super) fn snapshot<M: DendriticModel>(
+        &self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+    ) -> Result<Vec<u8>> {
+        let (opt_state, tensors) = opt.export()?;
+        let metadata = HashMap::from([(OPTIMIZER_KEY.to_string(), json(&opt_state))]);
+        checkpoint::encode_with(model, &self.path("(snapshot)"), metadata, &tensors)
+    }
+
+    /// Puts back what [`Self::snapshot`] took.
+    pub(super) fn restore<M: DendriticModel>(
+        &self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let path = self.path("(snapshot)");
+        let extras = checkpoint::load_bytes(model, bytes, &path)?;
+        let opt_state: OptimizerState = metadata(&extras.metadata, OPTIMIZER_KEY, &path)?;
+        let dev = model_device(model)?;
+        opt.import(model, &opt_state, &extras.tensors, &dev)
+    }
+
     pub(super) fn load_point<M: DendriticModel>(
         &mut self,
         model: &mut M,

@@ -110,7 +110,7 @@ pub struct TrackerState {
     pub last_improvement: usize,
     /// Sets in a row that did not help.
     pub retries: usize,
-    /// Scores of the current phase (the running window).
+    /// The last `running_window` scores of the current phase.
     pub recent: Vec<f64>,
     /// Best mean candidate correlation of this dendrite phase.
     pub correlation_best: f64,
@@ -124,7 +124,9 @@ pub struct TrackerState {
     pub trial: Option<Trial>,
     /// The run is over.
     pub complete: bool,
-    /// Every epoch.
+    /// Every epoch. Kept out of checkpoints (so an epoch's save costs the same at epoch 10
+    /// and at epoch 10,000): a run appends it to `history.jsonl`, and a resume reads it back.
+    #[serde(skip)]
     pub history: Vec<EpochRecord>,
     /// Every switch.
     pub switches: Vec<SwitchRecord>,
@@ -157,7 +159,7 @@ impl Default for TrackerState {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Pending {
     pub test: Option<f64>,
     pub train_loss: Option<f64>,
