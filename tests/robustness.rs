@@ -13,7 +13,7 @@ use perforated::checkpoint::{load, save};
 use perforated::prelude::*;
 use perforated::tracker::{LrRestart, Step, SwitchMode, Tracker, TrackerConfig};
 use perforated::Error;
-use robust::{config, data, dir, epoch, model, run_to, start};
+use robust::{config, csv, data, dir, epoch, model, outcome, outcome_is_complete, run_to, start};
 
 /// A run of a few epochs ending in the dendrite phase: `latest.safetensors` then holds
 /// dendrites, a candidate, optimizer moments and tracker state.
@@ -295,6 +295,19 @@ fn item07_a_failed_call_changes_nothing_and_can_be_retried() {
     };
     assert_eq!(scores(a), scores(b));
     assert_eq!(snapshot(&mut m), snapshot(&mut clean_model));
+    for file in [
+        "scores.csv",
+        "params.csv",
+        "correlations.csv",
+        "history.jsonl",
+    ] {
+        let rows = |d: &std::path::Path| csv(d, file).len();
+        assert_eq!(
+            rows(&d),
+            rows(&clean_dir),
+            "{file}: no row doubled by the retries"
+        );
+    }
 }
 
 /// Item 8 (and 10): one tracker per directory; temporaries of a killed run are swept.
@@ -483,25 +496,6 @@ fn kill_child() {
     run_to(&mut tracker, &mut m, &mut opt, &data(), 40);
 }
 
-/// What a finished run left: weights, optimizer state, decisions and scores.
-fn outcome(d: &std::path::Path) -> impl PartialEq + std::fmt::Debug {
-    let mut m = model();
-    let (tracker, mut opt) = Tracker::resume(d, &mut m).expect("a finished run");
-    let s = tracker.state();
-    let scores: Vec<u64> = s.history.iter().map(|r| r.score.to_bits()).collect();
-    (
-        snapshot(&mut m),
-        opt.export().unwrap().0,
-        (
-            s.epoch,
-            s.complete,
-            s.switches.clone(),
-            s.best.clone(),
-            scores,
-        ),
-    )
-}
-
 /// kill -9 at random moments of a training process, then a resume, ends exactly where an
 /// uninterrupted run ends.
 #[test]
@@ -523,7 +517,7 @@ fn a_run_killed_at_random_moments_resumes_bit_identical() {
     let length = started.elapsed().as_millis().max(10) as u64;
     let reference = outcome(&whole);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9);
-    let (mut mid_run, runs) = (0, 8);
+    let (mut mid_run, runs) = (0, 12);
     for i in 0..runs {
         let d = dir(&format!("kill-{i}"));
         let mut c = child(&d).spawn().unwrap();
@@ -537,13 +531,20 @@ fn a_run_killed_at_random_moments_resumes_bit_identical() {
         }
         assert!(child(&d).status().unwrap().success(), "resume {i}");
         assert_eq!(outcome(&d), reference, "killed after {wait} ms");
+        for file in [
+            "scores.csv",
+            "params.csv",
+            "correlations.csv",
+            "switches.csv",
+        ] {
+            assert_eq!(
+                csv(&d, file),
+                csv(&whole, file),
+                "{file}, killed after {wait} ms"
+            );
+        }
     }
     println!("robustness: {runs} runs killed with SIGKILL, {mid_run} mid-run, all resumed exactly");
-}
-
-fn outcome_is_complete(d: &std::path::Path) -> bool {
-    let mut m = model();
-    Tracker::resume(d, &mut m).is_ok_and(|(t, _)| t.state().complete)
 }
 
 /// A batch of no rows goes through a dendritic model in both phases, and an optimizer step

@@ -70,6 +70,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace(&tmp, path)
 }
 
+/// Writes `bytes` into `path` after its first `committed` bytes (made if missing), cutting
+/// off whatever followed them: the lines of an epoch whose call failed, or that a crash cut
+/// short. Returns the new length, to be committed once everything else of the epoch is, or
+/// `None` without writing when the file is shorter than `committed` (it was removed or cut by
+/// someone else): the caller then rewrites it whole.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn append_after(path: &Path, committed: u64, bytes: &[u8]) -> Result<Option<u64>> {
+    use std::io::{Seek, Write};
+    let io = |source| Error::Io {
+        action: "appending to",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    if file.metadata().map_err(io)?.len() < committed {
+        return Ok(None);
+    }
+    file.set_len(committed).map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(committed)).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    Ok(Some(committed + bytes.len() as u64))
+}
+
 /// Removes the temporary files a killed writer left in `dir` (hidden names holding `.tmp`);
 /// call it only while no other writer can be at work there (the tracker holds the run's
 /// lock). Returns how many it removed.

@@ -2,7 +2,7 @@
 //! runs and single epochs, so each hostile case starts from a real run directory.
 #![allow(dead_code)]
 
-use crate::common::{quick_config, Mlp, TestDevice};
+use crate::common::{quick_config, snapshot, Mlp, TestDevice};
 use perforated::optim::Rule;
 use perforated::prelude::*;
 use perforated::tracker::{Step, SwitchMode, Tracker, TrackerConfig};
@@ -79,4 +79,45 @@ pub fn run_to(tracker: &mut Tracker, model: &mut Model, opt: &mut Opt, data: &Da
             break;
         }
     }
+}
+
+/// What a finished run left: weights, optimizer state, decisions and scores.
+pub fn outcome(d: &std::path::Path) -> impl PartialEq + std::fmt::Debug {
+    let mut m = model();
+    let (tracker, mut opt) = Tracker::resume(d, &mut m).expect("a finished run");
+    let s = tracker.state();
+    let scores: Vec<u64> = s.history.iter().map(|r| r.score.to_bits()).collect();
+    (
+        snapshot(&mut m),
+        opt.export().unwrap().0,
+        (
+            s.epoch,
+            s.complete,
+            s.switches.clone(),
+            s.best.clone(),
+            scores,
+        ),
+    )
+}
+
+/// A CSV file's rows without the wall-time column, which no two runs share.
+pub fn csv(d: &std::path::Path, file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(d.join(file)).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let seconds = header.iter().position(|h| *h == "seconds");
+    text.lines()
+        .map(|l| {
+            let cells = l.split(',').enumerate();
+            cells
+                .filter(|(i, _)| Some(*i) != seconds)
+                .map(|(_, c)| c)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+pub fn outcome_is_complete(d: &std::path::Path) -> bool {
+    let mut m = model();
+    Tracker::resume(d, &mut m).is_ok_and(|(t, _)| t.state().complete)
 }

@@ -1,102 +1,20 @@
-//! The files a run leaves behind beside its checkpoints: `history.jsonl` (one line per epoch,
-//! appended) and the CSV files (rewritten atomically after every epoch).
+//! The CSV files a run leaves behind. The per-epoch ones (`scores.csv`, `params.csv`,
+//! `correlations.csv`) get the new epoch's rows appended after the bytes the last committed
+//! epoch left, so an epoch costs the same however long the run; they are rewritten whole
+//! (atomically) when a new extra-score column appears or after a resume. The others
+//! (`switches.csv`, `best_test_scores.csv`) are small and rewritten every epoch.
 
-use std::io::{BufRead, Seek, Write};
-use std::path::Path;
+use std::fmt::Write;
 
 use super::{EpochRecord, TrackerConfig, TrackerState};
-use crate::disk::write_atomic;
-use crate::error::{Error, Result};
-
-/// The epoch records, one JSON object a line.
-pub(super) const HISTORY: &str = "history.jsonl";
-
-/// Appends `record` to the run's history file after its first `committed` bytes (anything
-/// after them is a line of an epoch that was not committed: a failed call, or a crash before
-/// `latest` was written). Returns the file's new length, which becomes `committed` once the
-/// epoch is.
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub(super) fn append_history(dir: &Path, committed: u64, record: &EpochRecord) -> Result<u64> {
-    let path = dir.join(HISTORY);
-    let io = |source| Error::Io {
-        action: "appending to",
-        path: path.clone(),
-        source,
-    };
-    let mut line = serde_json::to_string(record).expect("plain data serialises");
-    line.push('\n');
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
-    file.set_len(committed).map_err(io)?;
-    file.seek(std::io::SeekFrom::Start(committed)).map_err(io)?;
-    file.write_all(line.as_bytes()).map_err(io)?;
-    Ok(committed + line.len() as u64)
-}
-
-/// Starts an empty history file (a new run in `dir`).
-///
-/// # Errors
-/// [`Error::Io`] naming the file.
-pub(super) fn start_history(dir: &Path) -> Result<()> {
-    write_atomic(&dir.join(HISTORY), b"")
-}
-
-/// The first `epochs` records of the run's history file, and the bytes they take (lines
-/// after them belong to epochs that were never committed, and are dropped).
-///
-/// # Errors
-/// [`Error::Io`] when it cannot be read; [`Error::Corrupt`] when it holds fewer epochs than
-/// the checkpoint recorded, or a line that is not an epoch record.
-pub(super) fn read_history(dir: &Path, epochs: usize) -> Result<(Vec<EpochRecord>, u64)> {
-    let path = dir.join(HISTORY);
-    let file = std::fs::File::open(&path).map_err(|source| Error::Io {
-        action: "reading",
-        path: path.clone(),
-        source,
-    })?;
-    let mut reader = std::io::BufReader::new(file);
-    let mut records = Vec::new();
-    let mut bytes = 0u64;
-    let mut line = String::new();
-    while records.len() < epochs {
-        line.clear();
-        let n = reader.read_line(&mut line).map_err(|source| Error::Io {
-            action: "reading",
-            path: path.clone(),
-            source,
-        })?;
-        if n == 0 || !line.ends_with('\n') {
-            return Err(Error::corrupt(
-                &path,
-                format!(
-                    "it holds {} complete epoch record(s), and `latest.safetensors` recorded \
-                     {epochs}",
-                    records.len()
-                ),
-                None,
-            ));
-        }
-        let record: EpochRecord = serde_json::from_str(&line).map_err(|e| {
-            let reason = format!("line {} is not an epoch record ({e})", records.len() + 1);
-            Error::corrupt(&path, reason, Some(e.into()))
-        })?;
-        records.push(record);
-        bytes += n as u64;
-    }
-    Ok((records, bytes))
-}
+use crate::disk::{append_after, write_atomic};
+use crate::error::Result;
 
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v}"))
 }
 
-/// One CSV file under the run's directory: the header, then one line per row.
+/// One CSV file under the run's directory, rewritten: the header, then one line per row.
 fn csv<T>(
     config: &TrackerConfig,
     name: &str,
@@ -112,50 +30,115 @@ fn csv<T>(
     write_atomic(&config.dir.join(name), text.as_bytes())
 }
 
-/// `scores.csv`, `switches.csv`, `params.csv`, `best_test_scores.csv`, `correlations.csv`.
-pub(super) fn write_all(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
-    let mut extras: Vec<&String> = state.history.iter().flat_map(|r| r.extras.keys()).collect();
+/// What the per-epoch CSV files hold as of the last committed epoch.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CsvLog {
+    /// Epochs written; `None` before the first write of this tracker (a resume rewrites).
+    epochs: Option<usize>,
+    /// The extra-score columns of `scores.csv`.
+    extras: Vec<String>,
+    /// Lengths of `scores.csv`, `params.csv`, `correlations.csv`.
+    lengths: [u64; 3],
+}
+
+const PER_EPOCH: [&str; 3] = ["scores.csv", "params.csv", "correlations.csv"];
+
+/// The per-epoch files' headers, for the extra-score columns `extras`.
+fn headers(extras: &[String]) -> [String; 3] {
+    let scores = "epoch,phase,score,running,test,train_loss,lr,dendrites,params,bytes,seconds";
+    [
+        std::iter::once(scores)
+            .chain(extras.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(","),
+        "epoch,dendrites,params".into(),
+        "epoch,layer,best_correlation".into(),
+    ]
+}
+
+/// One epoch's rows of the per-epoch files, each line ended.
+fn rows(r: &EpochRecord, extras: &[String]) -> [String; 3] {
+    let mut scores = format!(
+        "{},{},{},{},{},{},{},{},{},{},{:.6}",
+        r.epoch,
+        r.phase,
+        r.score,
+        r.running,
+        opt(r.test),
+        opt(r.train_loss),
+        r.lr,
+        r.dendrites,
+        r.params,
+        r.bytes,
+        r.seconds
+    );
+    for n in extras {
+        scores.push(',');
+        scores.push_str(&opt(r.extras.get(n).copied()));
+    }
+    scores.push('\n');
+    let params = format!("{},{},{}\n", r.epoch, r.dendrites, r.params);
+    let mut correlations = String::new();
+    for (layer, c) in &r.correlations {
+        // writing to a String cannot fail
+        let _ = writeln!(correlations, "{},{layer},{c}", r.epoch);
+    }
+    [scores, params, correlations]
+}
+
+/// Writes every CSV file for the state after an epoch: the per-epoch files by appending the
+/// newest epoch's rows when `log` is one epoch behind with the same columns, whole otherwise.
+/// Returns the log to commit with the epoch.
+pub(super) fn write_all(
+    config: &TrackerConfig,
+    state: &TrackerState,
+    log: &CsvLog,
+) -> Result<CsvLog> {
+    let mut extras: Vec<String> = state
+        .history
+        .iter()
+        .flat_map(|r| r.extras.keys().cloned())
+        .collect();
     extras.sort();
     extras.dedup();
-    let header = "epoch,phase,score,running,test,train_loss,lr,dendrites,params,bytes,seconds";
-    let header: String = std::iter::once(header)
-        .chain(extras.iter().map(|n| n.as_str()))
-        .collect::<Vec<_>>()
-        .join(",");
-    csv(config, "scores.csv", &header, &state.history, |r| {
-        let mut line = format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.6}",
-            r.epoch,
-            r.phase,
-            r.score,
-            r.running,
-            opt(r.test),
-            opt(r.train_loss),
-            r.lr,
-            r.dendrites,
-            r.params,
-            r.bytes,
-            r.seconds
-        );
-        for n in &extras {
-            line.push(',');
-            line.push_str(&opt(r.extras.get(*n).copied()));
+    let epochs = state.history.len();
+    let mut lengths = [0; 3];
+    match state.history.last() {
+        Some(last)
+            if log.epochs == Some(epochs - 1) && log.extras == extras && {
+                // the files are as the last epoch left them (a file someone removed is rewritten)
+                let whole = |(i, name): (usize, &&str)| {
+                    std::fs::metadata(config.dir.join(name))
+                        .is_ok_and(|m| m.len() >= log.lengths[i])
+                };
+                PER_EPOCH.iter().enumerate().all(whole)
+            } =>
+        {
+            for (i, row) in rows(last, &extras).iter().enumerate() {
+                let path = config.dir.join(PER_EPOCH[i]);
+                lengths[i] = append_after(&path, log.lengths[i], row.as_bytes())?
+                    .expect("checked to be at least that long");
+            }
         }
-        line
-    })?;
+        _ => {
+            let mut texts = headers(&extras).map(|h| h + "\n");
+            for r in &state.history {
+                for (text, row) in texts.iter_mut().zip(rows(r, &extras)) {
+                    text.push_str(&row);
+                }
+            }
+            for (i, text) in texts.iter().enumerate() {
+                write_atomic(&config.dir.join(PER_EPOCH[i]), text.as_bytes())?;
+                lengths[i] = text.len() as u64;
+            }
+        }
+    }
     csv(
         config,
         "switches.csv",
         "epoch,to,dendrites,reason",
         &state.switches,
         |s| format!("{},{},{},{}", s.epoch, s.to, s.dendrites, s.reason),
-    )?;
-    csv(
-        config,
-        "params.csv",
-        "epoch,dendrites,params",
-        &state.history,
-        |r| format!("{},{},{}", r.epoch, r.dendrites, r.params),
     )?;
     csv(
         config,
@@ -167,15 +150,9 @@ pub(super) fn write_all(config: &TrackerConfig, state: &TrackerState) -> Result<
             format!("{},{},{},{test},{}", a.dendrites, a.params, a.val, a.epoch)
         },
     )?;
-    let correlations = state
-        .history
-        .iter()
-        .flat_map(|r| r.correlations.iter().map(move |(l, c)| (r.epoch, l, c)));
-    csv(
-        config,
-        "correlations.csv",
-        "epoch,layer,best_correlation",
-        correlations,
-        |(epoch, layer, c)| format!("{epoch},{layer},{c}"),
-    )
+    Ok(CsvLog {
+        epochs: Some(epochs),
+        extras,
+        lengths,
+    })
 }

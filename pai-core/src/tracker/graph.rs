@@ -83,17 +83,47 @@ type Area<'b> = DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>;
 type Chart<'a, 'b, Y = plotters::coord::types::RangedCoordf64> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>;
 
+/// Most epochs a panel draws: a longer run is drawn from every k-th epoch (and the last), so
+/// a graph costs about the same at epoch 2,000 and at 20,000.
+const MAX_POINTS: usize = 2000;
+
+/// What the graph draws of `state` (its history and switches), the history thinned to about
+/// [`MAX_POINTS`] epochs.
+fn thin(state: &TrackerState) -> TrackerState {
+    let every = state.history.len().div_ceil(MAX_POINTS);
+    let last = state.history.len().saturating_sub(1);
+    TrackerState {
+        history: state
+            .history
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % every == 0 || *i == last)
+            .map(|(_, r)| r.clone())
+            .collect(),
+        switches: state.switches.clone(),
+        ..TrackerState::default()
+    }
+}
+
 /// Draws the graph to a temporary file and renames it over `graph.png`; the temporary file
 /// is removed if either fails.
 pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
     register_font();
+    let thinned;
+    let state = if state.history.len() > MAX_POINTS {
+        thinned = thin(state);
+        &thinned
+    } else {
+        state
+    };
     let target = config.dir.join("graph.png");
     let tmp = crate::disk::temp_path(&target)?;
     let drawn = (|| {
         let root = BitMapBackend::new(&tmp, (1200, 1400)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let panels = root.split_evenly((4, 1));
-        let epochs = 0f64..state.history.len().max(2) as f64;
+        let end = state.history.last().map_or(0, |r| r.epoch + 1);
+        let epochs = 0f64..end.max(2) as f64;
         scores(&panels[0], config, state, epochs.clone())?;
         learning_rate(&panels[1], state, epochs.clone())?;
         correlations(&panels[2], state, epochs.clone())?;

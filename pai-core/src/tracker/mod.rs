@@ -28,6 +28,7 @@ mod config;
 mod decide;
 mod files;
 mod graph;
+mod history;
 mod points;
 mod progress;
 mod state;
@@ -75,6 +76,8 @@ pub struct Tracker {
     lock: Option<std::fs::File>,
     /// Bytes of `history.jsonl` that belong to committed epochs.
     history_bytes: u64,
+    /// What the per-epoch CSV files hold as of the last committed epoch.
+    csv: files::CsvLog,
 }
 
 /// Takes the exclusive lock of the run directory `dir` (made if needed), then removes the
@@ -134,7 +137,7 @@ impl Tracker {
     pub fn new(config: TrackerConfig) -> Result<Self> {
         let mut tracker = Self::open(config)?;
         if tracker.lock.is_some() {
-            files::start_history(&tracker.config.dir)?;
+            history::start(&tracker.config.dir)?;
         }
         tracker.history_bytes = 0;
         Ok(tracker)
@@ -156,6 +159,7 @@ impl Tracker {
             store,
             lock,
             history_bytes: 0,
+            csv: files::CsvLog::default(),
         })
     }
 
@@ -200,7 +204,11 @@ impl Tracker {
         opt.import(model, &opt_state, &extras.tensors, &dev)?;
         let mut tracker = Self::open(config)?;
         if tracker.lock.is_some() {
-            (state.history, tracker.history_bytes) = files::read_history(dir, state.epoch)?;
+            // the files as `latest` left them: a kill after `latest` and before the files
+            // were written (possibly the run's last epoch) leaves them an epoch behind
+            (state.history, tracker.history_bytes) = history::read(dir, state.epoch)?;
+            history::cut(dir, tracker.history_bytes)?;
+            tracker.csv = files::write_all(&tracker.config, &state, &files::CsvLog::default())?;
         }
         tracker.state = state;
         Ok((tracker, opt))
@@ -303,8 +311,9 @@ impl Tracker {
             };
         }
         match result {
-            Ok((step, history_bytes)) => {
+            Ok((step, history_bytes, csv)) => {
                 self.history_bytes = history_bytes;
+                self.csv = csv;
                 self.log_epoch(step);
                 Ok(step)
             }
@@ -324,13 +333,13 @@ impl Tracker {
     }
 
     /// The body of [`Self::add_validation_score`]: decides, saves, writes the files. Returns
-    /// the step and the history file's length with this epoch.
+    /// the step, the history file's length and the CSV files' log with this epoch.
     fn epoch<M: DendriticModel>(
         &mut self,
         score: f64,
         model: &mut M,
         opt: &mut OptimizerFor<M>,
-    ) -> Result<(Step, u64)> {
+    ) -> Result<(Step, u64, files::CsvLog)> {
         self.adopt_lr(opt.lr());
         let running = self.record_epoch(score, model, opt)?;
         let step = match model.phase() {
@@ -341,20 +350,21 @@ impl Tracker {
             Error::Config("the epoch count overflowed (a tampered checkpoint?)".into())
         })?;
         let mut history_bytes = self.history_bytes;
+        let mut csv = self.csv.clone();
         if matches!(self.store, Store::Files) {
-            let record = self.state.history.last().expect("recorded above");
-            history_bytes = files::append_history(&self.config.dir, self.history_bytes, record)?;
+            history_bytes =
+                history::append(&self.config.dir, self.history_bytes, &self.state.history)?;
         }
         self.save_point(model, opt, "latest")?;
         if matches!(self.store, Store::Files) {
-            files::write_all(&self.config, &self.state)?;
+            csv = files::write_all(&self.config, &self.state, &self.csv)?;
             let every = self.config.graph_every;
             let restructured = !matches!(step, Step::Continue { .. });
             if every > 0 && (self.state.epoch.is_multiple_of(every) || restructured) {
                 graph::draw(&self.config, &self.state)?;
             }
         }
-        Ok((step, history_bytes))
+        Ok((step, history_bytes, csv))
     }
 
     /// Appends this epoch's record to the history; returns the running score (the mean of
