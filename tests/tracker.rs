@@ -157,17 +157,17 @@ fn plateau_decisions_follow_direction_thresholds_retries_and_limits() {
     ];
     check_decisions(vec![
         (
-            "plateau, maximise: improve, plateau, a set that helps, then three that do not",
+            "plateau, maximise: improve, plateau, a set that helps, then two that do not (one retry)",
             base("max").maximize().max_dendrites(3),
             up(&retry_scores),
-            "iicRdRicRdRccRdRccRdRccX",
+            "iicRdRicRdRccRdRccX",
             1,
         ),
         (
             "plateau, minimise: the same decisions on negated scores",
             base("min").minimize().max_dendrites(3),
             down(&retry_scores),
-            "iicRdRicRdRccRdRccRdRccX",
+            "iicRdRicRdRccRdRccX",
             1,
         ),
         (

@@ -22,8 +22,10 @@ pub enum DendriteLearning {
     /// accepted dendrites are frozen (the default, "perforated backpropagation").
     #[default]
     Correlation,
-    /// Nothing is detached: the candidate is part of the output from the start and every
-    /// dendrite trains with the task loss (the open-source Python library's behaviour).
+    /// Nothing is detached: every dendrite trains with the task loss (the open-source Python
+    /// library's gradient dendrites). The tracker adds a dendrite to every layer at each
+    /// switch, and it trains jointly with the neurons from the next epoch: no dendrite phase.
+    /// (Driven by hand, a candidate is part of the output from the start.)
     Gradient,
 }
 

@@ -99,7 +99,9 @@ pub struct TrackerConfig {
     pub absolute_threshold: Schedule,
     /// Most dendrites per layer. Default 5.
     pub max_dendrites: usize,
-    /// Fresh sets of dendrites tried after a set that did not help. Default 2.
+    /// Fresh sets of dendrites tried after a set that did not help, not counting the first
+    /// attempt. Default 1: two sets in all, as the Python library's default
+    /// `max_dendrite_tries = 2` (which counts the first attempt) does.
     pub max_retries: usize,
     /// Keep every set of dendrites even when it did not help (debugging).
     pub keep_all_dendrites: bool,
@@ -142,7 +144,7 @@ impl TrackerConfig {
             relative_threshold: Schedule(vec![0.001, 0.0001, 0.0]),
             absolute_threshold: Schedule::constant(0.0),
             max_dendrites: 5,
-            max_retries: 2,
+            max_retries: 1,
             keep_all_dendrites: false,
             grace_epochs: 0,
             running_window: 1,

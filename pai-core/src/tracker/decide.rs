@@ -5,7 +5,8 @@ use super::config::{LrRestart, SwitchMode};
 use super::points::LoadTracker;
 use super::state::{ArchitectureRecord, BestScore, EpochRecord, SwitchRecord, Trial};
 use super::{Step, Tracker};
-use crate::error::Result;
+use crate::dendritic::DendriteLearning;
+use crate::error::{Error, Result};
 use crate::model::DendriticModel;
 use crate::optim::lr::PlateauState;
 use crate::optim::OptimizerFor;
@@ -46,6 +47,15 @@ impl Tracker {
             Some(b) => self.improves(running, b.score, dendrites),
         };
         self.record_architecture(&record, running);
+        // a gain on this phase's own best resets the patience (the set is still learning)
+        if self
+            .state
+            .set_best
+            .is_none_or(|b| self.improves(running, b, dendrites))
+        {
+            self.state.set_best = Some(running);
+            self.state.last_improvement = epoch;
+        }
         if improved {
             self.state.best = Some(BestScore {
                 score: running,
@@ -81,25 +91,7 @@ impl Tracker {
         if in_phase <= self.config.grace_epochs {
             return Ok(Step::Continue { improved });
         }
-        let due = match self.config.switch {
-            SwitchMode::Plateau { patience } => {
-                let since = self
-                    .state
-                    .last_improvement
-                    .max(self.state.phase_start + self.config.grace_epochs);
-                epoch + 1 - since > patience
-            }
-            SwitchMode::EveryN { first, then } => {
-                let length = if self.state.first_neuron_phase.is_none() {
-                    first
-                } else {
-                    then
-                };
-                in_phase >= length
-            }
-            SwitchMode::EveryEpoch => true,
-            SwitchMode::Never => false,
-        };
+        let due = self.neuron_phase_over(epoch, in_phase);
         if !due {
             return Ok(Step::Continue { improved });
         }
@@ -121,6 +113,29 @@ impl Tracker {
             self.rollback(model, opt)?;
         }
         self.start_dendrites(model, opt, "neuron phase plateaued")
+    }
+
+    /// Whether the switch mode ends the neuron phase at `epoch`, its `in_phase`-th call.
+    fn neuron_phase_over(&self, epoch: usize, in_phase: usize) -> bool {
+        match self.config.switch {
+            SwitchMode::Plateau { patience } => {
+                let since = self
+                    .state
+                    .last_improvement
+                    .max(self.state.phase_start + self.config.grace_epochs);
+                epoch + 1 - since > patience
+            }
+            SwitchMode::EveryN { first, then } => {
+                let length = if self.state.first_neuron_phase.is_none() {
+                    first
+                } else {
+                    then
+                };
+                in_phase >= length
+            }
+            SwitchMode::EveryEpoch => true,
+            SwitchMode::Never => false,
+        }
     }
 
     pub(super) fn trial_epoch<M: DendriticModel>(
@@ -217,6 +232,19 @@ impl Tracker {
             return Ok(Step::Continue { improved: false });
         }
         model.accept_dendrites()?;
+        self.new_set(model, opt, "candidates stopped improving")
+    }
+
+    /// After a new set of dendrites joined the network (accepted candidates, or gradient
+    /// dendrites just added): the rate restarts by [`LrRestart`], a neuron phase begins, and
+    /// the set has not helped yet.
+    fn new_set<M: DendriticModel>(
+        &mut self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+        reason: &str,
+    ) -> Result<Step> {
+        let epoch = self.state.epoch;
         let lr = match self.config.lr_restart {
             LrRestart::Initial => self.restart_lr(0),
             LrRestart::Decayed { decays } => self.restart_lr(decays),
@@ -232,11 +260,7 @@ impl Tracker {
         };
         opt.set_lr(lr)?;
         self.state.set_improved = false;
-        self.switch_to(
-            Phase::Neuron,
-            max_dendrites(model),
-            "candidates stopped improving",
-        );
+        self.switch_to(Phase::Neuron, max_dendrites(model), reason);
         self.state.last_improvement = epoch + 1;
         self.save_point(
             model,
@@ -284,8 +308,13 @@ impl Tracker {
     }
 
     pub(super) fn switch_to(&mut self, to: Phase, dendrites: usize, reason: &str) {
-        if to == Phase::Dendrite && self.state.first_neuron_phase.is_none() {
+        // the first switch ends the first neuron phase (into a dendrite phase, or, with
+        // gradient dendrites, into the next neuron phase)
+        if self.state.first_neuron_phase.is_none() {
             self.state.first_neuron_phase = Some(self.state.epoch + 1 - self.state.phase_start);
+        }
+        if to == Phase::Neuron {
+            self.state.set_best = None;
         }
         self.state.switches.push(SwitchRecord {
             epoch: self.state.epoch,
@@ -298,12 +327,24 @@ impl Tracker {
         self.state.recent.clear();
     }
 
+    /// A new set of dendrites: with correlation learning, candidates and a dendrite phase;
+    /// with gradient learning, a dendrite added to every layer (its output weights zero, so the
+    /// output does not move) that trains with the network from the next epoch, with no
+    /// dendrite phase (as the Python library's gradient dendrites).
     pub(super) fn start_dendrites<M: DendriticModel>(
         &mut self,
         model: &mut M,
         opt: &mut OptimizerFor<M>,
         reason: &str,
     ) -> Result<Step> {
+        if gradient_learning(model)? {
+            let next = max_dendrites(model) + 1;
+            model.visit_layers_mut("", &mut |path, l| {
+                l.grow_dendrites(next).map_err(|e| e.in_layer(path))
+            })?;
+            let reason = format!("{reason}; dendrites added, they train with the network");
+            return self.new_set(model, opt, &reason);
+        }
         model.start_dendrite_phase()?;
         // candidates train at the initial rate
         opt.set_lr(self.state.initial_lr.unwrap_or(opt.lr()))?;
@@ -349,6 +390,26 @@ impl Tracker {
         }
         Ok(())
     }
+}
+
+/// Whether the model's dendrites learn by gradient (every layer); correlation learning
+/// otherwise.
+///
+/// # Errors
+/// [`Error::Config`] when layers mix the two modes: the tracker runs one schedule.
+fn gradient_learning<M: DendriticModel + ?Sized>(model: &M) -> Result<bool> {
+    let (mut gradient, mut correlation) = (0, 0);
+    model.visit_layers("", &mut |_, l| match l.config().learning {
+        DendriteLearning::Gradient => gradient += 1,
+        DendriteLearning::Correlation => correlation += 1,
+    });
+    if gradient > 0 && correlation > 0 {
+        return Err(Error::Config(format!(
+            "{gradient} layer(s) learn dendrites by gradient and {correlation} by correlation: \
+             the tracker runs one schedule, so give every layer the same `DendriteLearning`"
+        )));
+    }
+    Ok(gradient > 0)
 }
 
 /// Dendrites per layer (the most of any layer).

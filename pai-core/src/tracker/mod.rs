@@ -4,22 +4,71 @@
 //! Call [`Tracker::add_validation_score`] once per epoch. It returns a [`Step`]:
 //!
 //! * [`Step::Continue`]: keep training;
-//! * [`Step::Restructured`]: the tracker changed the model in place (a dendrite phase began or
-//!   ended, or the model was rolled back); the optimizer was adapted with it; keep training;
-//! * [`Step::Complete`]: stop; the model holds the best weights.
+//! * [`Step::Restructured`]: the tracker changed the model in place (new dendrites, a phase
+//!   began or ended, or the model was rolled back); the optimizer was adapted with it; keep
+//!   training;
+//! * [`Step::Complete`]: stop; the model holds the best weights (the last epoch's with
+//!   `keep_all_dendrites` and in the capacity test, which keep every set; `best.safetensors`
+//!   holds the best).
 //!
-//! Neuron phase. A score counts as a new best when it beats the best so far by the relative and
-//! absolute thresholds that apply at the current dendrite count; each best is saved. When the
-//! switch mode says the phase is over:
-//! 1. if the newest set of dendrites never produced a new best, it is discarded by rolling back
-//!    to the best checkpoint, and a fresh set is tried, at most `max_retries` times in a row;
-//!    after that the run is complete;
-//! 2. at `max_dendrites` the run is complete;
-//! 3. otherwise the model is rolled back to its best weights and a dendrite phase begins.
+//! # The decision rules
 //!
-//! Dendrite phase. It ends when the candidates' best correlation has not improved for
-//! `dendrite_patience` epochs (or by the fixed switch modes, or the cap); the candidates are
-//! accepted and the learning rate restarts by [`LrRestart`].
+//! One sentence each; `tests/decisions.rs` checks them as a table, in both learning modes.
+//!
+//! * **Score.** Decisions read the running score: the mean of the phase's last
+//!   `running_window` validation scores (the window restarts at every switch).
+//! * **New best.** A running score is a new best when it beats the best so far by
+//!   `max(relative_threshold · |best|, absolute_threshold)` (both by dendrite count) and is
+//!   strictly better; the first call is always one; a score of 0 is a score like any other.
+//! * **Set best.** Each neuron phase also keeps its own best (reset at every switch); a gain
+//!   on it, by the same margins, resets the patience, so a new set is judged only once it
+//!   stops improving on itself.
+//! * **Plateau.** A neuron phase ends after `patience` calls in a row without a set-best gain
+//!   (after `grace_epochs` calls of grace); `EveryN { first, then }` ends it after `first`
+//!   calls the first time and `then` after; `EveryEpoch` at every call; `Never` never.
+//! * **Keep or retry.** At the end of a neuron phase, a set of dendrites that brought no new
+//!   overall best is rolled back and a fresh set tried, at most `max_retries` times in a row
+//!   (a new best resets the count); one more failure completes the run at the best weights.
+//!   `keep_all_dendrites` keeps every set and never retries.
+//! * **Most dendrites.** At `max_dendrites` the run completes (at the best weights, unless
+//!   every set is kept).
+//! * **New set.** Otherwise the model is rolled back to its best weights and gets a new set:
+//!   with correlation learning, candidates and a dendrite phase, which ends when the mean
+//!   best candidate correlation has not improved for `dendrite_patience` epochs (or after
+//!   `then` epochs with `EveryN`, every epoch with `EveryEpoch`, or the length of the first
+//!   neuron phase with `cap_dendrite_phase`), once every candidate has a snapshot; with
+//!   gradient learning, a dendrite per layer (output weights zero, so nothing moves) that
+//!   trains with the network from the next epoch: no dendrite phase. Either way the rate
+//!   restarts by [`LrRestart`] and a neuron phase follows.
+//! * **Capacity test.** `capacity_test(n)` adds a set at every neuron-phase call until `n`,
+//!   then completes, keeping every set.
+//!
+//! # The Python library's options
+//!
+//! perforatedai 3.2.9's settings (`GPA.pc.set_*`) and ours:
+//!
+//! | Python | here | meaning differs? |
+//! |---|---|---|
+//! | `n_epochs_to_switch` | `SwitchMode::Plateau { patience }` | no |
+//! | `p_epochs_to_switch` | `dendrite_patience` | no |
+//! | `improvement_threshold` | `relative_threshold` (a [`Schedule`] by dendrite count) | theirs ignores it for negative scores (`new·(1−t) > old`); ours uses `|best|` |
+//! | `improvement_threshold_raw` | `absolute_threshold` | no |
+//! | `max_dendrites` | `max_dendrites` | no |
+//! | `max_dendrite_tries` | `max_retries` + 1 | theirs counts the first attempt; default 2 tries = our default 1 retry |
+//! | `switch_mode`: `DOING_HISTORY`, `DOING_FIXED_SWITCH` (`first_fixed_switch_num`, `fixed_switch_num`), `DOING_SWITCH_EVERY_TIME`, `DOING_NO_SWITCH` | `Plateau`, `EveryN { first, then }`, `EveryEpoch`, `Never` | no |
+//! | `cap_at_n` | `cap_dendrite_phase` | no |
+//! | `history_lookback` | `running_window` | no |
+//! | `initial_history_after_switches` | `grace_epochs` | no |
+//! | `retain_all_dendrites` | `keep_all_dendrites` | no |
+//! | `test_dendrite_capacity` | `capacity_test(n)` | no |
+//! | `maximizing_score` | `maximize()` / `minimize()` | no |
+//! | `perforated_backpropagation = False` (gradient dendrites) | `DendriteLearning::Gradient` | no: added at the switch, trained with the network, no dendrite phase |
+//! | learning-rate restart and sweep after a switch | [`LrRestart`]: `Initial`, `Decayed`, `Trial` | ours is explicit; `Trial` tries two rates and keeps the better |
+//!
+//! Their quirks we do not copy, on purpose: the first call never counts as a best there; a
+//! score of exactly 0 reads as "no best yet" (a loss that reaches 0 never switches); the
+//! relative threshold is ignored for negative scores; and the overall best is checked only
+//! when the current set's best improves, so a real overall improvement can be missed.
 //!
 //! Every epoch writes `latest.safetensors` (model, optimizer, tracker), which
 //! [`Tracker::resume`] continues from exactly.
@@ -60,7 +109,10 @@ pub enum Step {
     },
     /// The model was changed in place (phase switch or rollback); keep training.
     Restructured,
-    /// Training is over and the model holds the best weights.
+    /// Training is over. The model holds the best weights, except with
+    /// [`keep_all_dendrites`](TrackerConfig::keep_all_dendrites) and in the
+    /// [capacity test](TrackerConfig::capacity_test), which keep every set of dendrites: the
+    /// model then holds the last epoch's weights (load `best.safetensors` for the best).
     Complete,
 }
 

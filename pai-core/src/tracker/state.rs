@@ -106,6 +106,11 @@ pub struct TrackerState {
     pub best: Option<BestScore>,
     /// The newest set of dendrites produced a new best.
     pub set_improved: bool,
+    /// Best running score of the current neuron phase (reset at each switch to a neuron
+    /// phase): a gain on it resets the plateau patience, so a set is judged only once it
+    /// stops improving on itself.
+    #[serde(default)]
+    pub set_best: Option<f64>,
     /// Last epoch of a new best in this neuron phase (or the phase start).
     pub last_improvement: usize,
     /// Sets in a row that did not help.
@@ -143,6 +148,7 @@ impl Default for TrackerState {
             first_neuron_phase: None,
             best: None,
             set_improved: false,
+            set_best: None,
             last_improvement: 0,
             retries: 0,
             recent: Vec::new(),
