@@ -8,7 +8,7 @@
 //! together, rolls back to the best pair and writes its files under `runs/gan_pair/`.
 //!
 //! ```text
-//! cargo run --release --example gan_pair -- [--epochs 120] [--seeds 1] [--out runs/gan_pair]
+//! cargo run --release --example gan_pair -- [--epochs 200] [--seeds 1] [--out runs/gan_pair]
 //! ```
 
 mod common;
@@ -137,6 +137,8 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
         .switch(SwitchMode::Plateau { patience: 8 })
         .dendrite_patience(5)
         .max_dendrites(2)
+        // a GAN's score is noisy: a second fresh set before giving up
+        .max_retries(2)
         .graph_every(5);
     let mut tracker = Tracker::new(config)?;
     let mut opt = tracker.optimizer(Rule::Adam(AdamConfig {
@@ -190,7 +192,7 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("gan_pair", 1, 120)?;
+    let args = Args::parse("gan_pair", 1, 200)?;
     println!("GAN on a ring of 8 Gaussians; generator and discriminator converted together");
     for seed in 0..args.seeds as u64 {
         let (distance, dendrites, epochs, seconds) = run(seed, &args)?;

@@ -278,7 +278,13 @@ fn score_lines<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
         let test = history().filter_map(|r| r.test.map(|t| at(r, t)));
         line(chart, test, PALETTE[1].stroke_width(2), "test")?;
     }
-    legend(chart, SeriesLabelPosition::LowerRight)
+    // the corner the scores leave free: a loss falls, an accuracy rises
+    let corner = if config.maximize {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    };
+    legend(chart, corner)
 }
 
 /// The learning rate on a log axis, ticked at the rates used (a log axis alone labels only
