@@ -139,18 +139,38 @@
 //!     head: Linear<16, 10>,
 //! }
 //!
+//! type Rows<E, D, T> = Tensor<(usize, usize, Const<8>), E, D, T>;
+//! type Logits<E, D, T> = Tensor<(usize, Const<10>), E, D, T>;
+//!
 //! impl<E: perforated::Float, D: Device<E>> Reader<E, D> {
-//!     fn read(&self, rows: Tensor<(usize, usize, Const<8>), E, D>) -> Tensor<(usize, Const<10>), E, D> {
+//!     /// Training: `forward_mut` on a traced input, so that dendrites learn. The logits read
+//!     /// the last step of the output sequence, which carries the tape (the final state the
+//!     /// GRU returns beside it does not).
+//!     fn train(&mut self, rows: Rows<E, D, OwnedTape<E, D>>) -> perforated::Result<Logits<E, D, OwnedTape<E, D>>> {
+//!         self.reset_state(); // new sequences: no dendrite carries the last batch's state
 //!         let h0 = rows.device().zeros_like(&(rows.shape().0, Const::<16>));
-//!         let (_, last) = self.gru.forward((rows, h0));
-//!         self.head.forward(last)
+//!         let (outputs, _) = self.gru.forward_mut((rows, h0));
+//!         Ok(self.head.forward_mut(perforated::layers::last_step(outputs)?))
+//!     }
+//!
+//!     /// Evaluation: `forward`, no tape.
+//!     fn read(&self, rows: Rows<E, D, NoneTape>) -> perforated::Result<Logits<E, D, NoneTape>> {
+//!         self.reset_state();
+//!         let h0 = rows.device().zeros_like(&(rows.shape().0, Const::<16>));
+//!         let (outputs, _) = self.gru.forward((rows, h0));
+//!         Ok(self.head.forward(perforated::layers::last_step(outputs)?))
 //!     }
 //! }
 //!
 //! let dev: Cpu = Default::default();
-//! let reader = Reader::<f32, Cpu>::build(&dev)?;
-//! let rows = dev.zeros_like(&(3, 8, Const::<8>));
-//! assert_eq!(reader.read(rows).shape(), &(3, Const::<10>));
+//! let mut reader = Reader::<f32, Cpu>::build(&dev)?;
+//! let rows: Rows<f32, Cpu, NoneTape> = dev.zeros_like(&(3, 8, Const::<8>));
+//! assert_eq!(reader.read(rows.clone())?.shape(), &(3, Const::<10>));
+//! let mut opt = DendriticOptimizer::adam(AdamConfig::default());
+//! reader.start_dendrite_phase()?;
+//! let grads = reader.alloc_grads()?;
+//! let loss = reader.train(rows.traced(grads))?.square().mean();
+//! opt.step(&mut reader, loss.backward())?; // the GRU's candidate received its neuron error
 //! # Ok::<(), perforated::Error>(())
 //! ```
 //!

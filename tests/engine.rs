@@ -226,6 +226,17 @@ fn misuse_is_an_error_that_says_what_to_do() {
         err.contains("no candidate snapshot") && err.contains("warm-up"),
         "{err}"
     );
+    // `forward` (no tape) in the dendrite phase: the candidate never sees the neuron error,
+    // and the step says so instead of training nothing in silence
+    let before = snapshot(&mut model);
+    let grads = model.alloc_grads().unwrap();
+    let _ = mse_loss(model.forward(x.clone()), y.clone());
+    let err = adam(1e-2).step(&mut model, grads).unwrap_err().to_string();
+    assert!(
+        err.contains("`fc1`") && err.contains("forward_mut") && err.contains("x.trace(grads)"),
+        "{err}"
+    );
+    assert_eq!(before, snapshot(&mut model));
     // a NaN loss gradient is reported by the step, and nothing is updated.
     let before = snapshot(&mut model);
     let grads = model.alloc_grads().unwrap();

@@ -32,6 +32,18 @@ pub enum Error {
         /// The warm-up length in batches, after which snapshots are taken.
         warmup: usize,
     },
+    /// An optimizer step in the dendrite phase (correlation learning) before any backward pass
+    /// brought the candidate a neuron error: it would learn nothing, silently.
+    #[error(
+        "layer `{layer}` is in the dendrite phase, but no backward pass has brought its candidate \
+         the neuron error yet, so it learns nothing: run the training forward pass with \
+         `forward_mut` on a traced input (`model.forward_mut(x.trace(grads))`), not `forward`, \
+         and call `backward()` on a loss that uses this layer's output"
+    )]
+    NoNeuronError {
+        /// Path of the layer.
+        layer: String,
+    },
     /// A value that must be finite was NaN or infinite.
     #[error("{what} in layer `{layer}` is not finite (NaN or infinite): {hint}")]
     NonFinite {
@@ -129,6 +141,7 @@ impl Error {
         match &mut self {
             Error::WrongPhase { layer, .. }
             | Error::NoSnapshot { layer, .. }
+            | Error::NoNeuronError { layer }
             | Error::NonFinite { layer, .. }
                 if layer.is_empty() =>
             {

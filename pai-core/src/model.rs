@@ -125,6 +125,8 @@ pub trait DendriteLayer {
     /// # Errors
     /// As there.
     fn prepare_step(&mut self) -> Result<()>;
+    /// See [`Dendritic::reset_state`].
+    fn reset_state(&self);
 }
 
 impl<M: Convertible, Tags: 'static, P: Processor> DendriteLayer for Dendritic<M, Tags, P> {
@@ -178,6 +180,9 @@ impl<M: Convertible, Tags: 'static, P: Processor> DendriteLayer for Dendritic<M,
     }
     fn prepare_step(&mut self) -> Result<()> {
         Dendritic::prepare_step(self)
+    }
+    fn reset_state(&self) {
+        Dendritic::reset_state(self);
     }
 }
 
@@ -259,6 +264,13 @@ pub trait DendriticModel {
     /// Accepted dendrites over all layers.
     fn dendrite_count(&self) -> usize {
         self.layers().iter().map(|l| l.dendrites).sum()
+    }
+
+    /// Every layer forgets its dendrites' recurrent state (see [`Dendritic::reset_state`]):
+    /// call it before each batch of new sequences, so that no dendrite carries the last
+    /// batch's state into this one. Layers without recurrence have none to forget.
+    fn reset_state(&self) {
+        self.visit_layers("", &mut |_, l| l.reset_state());
     }
 
     /// Every layer enters the dendrite phase with a fresh candidate.

@@ -54,6 +54,9 @@ pub(crate) struct Training<M: Convertible> {
     failure: Option<Error>,
     /// Names this state's captured batches in [`PENDING`].
     id: u64,
+    /// Since the phase began, a backward pass brought this candidate a neuron error, or a
+    /// training forward pass put its hook on a real tape (an empty batch brings no error).
+    captured: bool,
 }
 
 /// A captured batch waiting for the optimizer step.
@@ -93,6 +96,7 @@ impl<M: Convertible> Candidate<M> {
             improved: false,
             non_finite: false,
             failure: None,
+            captured: false,
             id: IDS.fetch_add(1, Ordering::Relaxed),
         };
         Ok(Self {
@@ -175,6 +179,12 @@ impl<M: Convertible> Candidate<M> {
                            the loss and the data, or lower the learning rate",
                 });
             }
+            training.captured |= training.grads.is_some();
+            if correlation.is_some() && !training.captured {
+                return Err(Error::NoNeuronError {
+                    layer: String::new(),
+                });
+            }
             (
                 training.grads.take(),
                 std::mem::take(&mut training.improved),
@@ -210,6 +220,9 @@ where
         Tags: NeuronAxis<So, Neurons = M::Neurons>,
     {
         let training = Arc::clone(&self.training);
+        if T::OWNS_TAPE {
+            lock(&training).captured = true;
+        }
         let config = config.clone();
         let (y, mut tape) = y.split_tape();
         let handle = y.clone();
