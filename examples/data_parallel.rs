@@ -125,7 +125,7 @@ fn row(replicas: usize, first: &Outcome, identical: bool) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = Args::parse("data_parallel", 1, 3)?;
+    let mut args = Args::parse("data_parallel", 1, 3);
     let mut data = fashion::load(args.data.as_deref())?;
     if args.quick {
         args.epochs = args.epochs.min(2);

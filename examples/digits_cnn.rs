@@ -30,7 +30,7 @@ fn cnn(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("digits_cnn", 3, 200)?;
+    let args = Args::parse("digits_cnn", 3, 200);
     let digits = Digits::load()?;
     println!(
         "digits CNN (conv+batchnorm groups); {} seeds; test accuracy at the best validation epoch",

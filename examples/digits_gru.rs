@@ -61,7 +61,7 @@ fn gru(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("digits_gru", 3, 200)?;
+    let args = Args::parse("digits_gru", 3, 200);
     let digits = Digits::load()?;
     println!(
         "digits read row by row by a GRU; {} seeds; test accuracy at the best validation epoch",

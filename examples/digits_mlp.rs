@@ -46,7 +46,7 @@ fn mlp<const H: usize>(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("digits_mlp", 3, 800)?;
+    let args = Args::parse("digits_mlp", 3, 800);
     let digits = Digits::load()?;
     println!(
         "digits: {} train / {} val / {} test; {} seeds; test accuracy at the best validation epoch",

@@ -41,7 +41,7 @@ fn cnn<const C1: usize, const C2: usize, const F: usize>(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = Args::parse("fashion_cnn", 3, 16)?;
+    let mut args = Args::parse("fashion_cnn", 3, 16);
     let mut data = fashion::load(args.data.as_deref())?;
     if args.quick {
         args.seeds = 1;

@@ -150,8 +150,8 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
     let zeros: Tensor<(usize, Const<1>), f32, AutoDevice> = dev.zeros_like(&(BATCH, Const));
     let labels = (ones.clone(), zeros).concat_along(Axis::<0>);
     let start = std::time::Instant::now();
-    println!("| epoch | phase | dendrites | energy distance | best |");
-    println!("|---:|---|---:|---:|---:|");
+    println!("| epoch | phase | dendrites | energy distance | best | what the tracker did |");
+    println!("|---:|---|---:|---:|---:|---|");
     for epoch in 0..args.epochs {
         let d_loss = gan_epoch(&mut pair, &mut opt, &dev, &mut rng, &labels, &ones)?;
         let generated: Vec<[f32; 2]> = pair
@@ -167,15 +167,19 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
         let step = tracker.add_validation_score(distance, &mut pair, &mut opt)?;
         if epoch % 10 == 0 || step != (Step::Continue { improved: false }) {
             let best = tracker.state().best.as_ref().map_or(f64::NAN, |b| b.score);
+            // what the tracker did, and why (a switch's reason is in switches.csv too)
+            let what = match step {
+                Step::Restructured => tracker.state().switches.last().map_or_else(
+                    || "rolled back".to_string(),
+                    |s| format!("to the {} phase: {}", s.to, s.reason),
+                ),
+                Step::Complete => "complete".to_string(),
+                Step::Continue { improved: true } => "new best".to_string(),
+                Step::Continue { improved: false } => String::new(),
+            };
             println!(
-                "| {epoch} | {phase} | {} | {distance:.4} | {best:.4} | {}",
+                "| {epoch} | {phase} | {} | {distance:.4} | {best:.4} | {what} |",
                 pair.dendrite_count() / pair.layers().len().max(1),
-                match step {
-                    Step::Restructured => "restructured",
-                    Step::Complete => "complete",
-                    Step::Continue { improved: true } => "new best",
-                    Step::Continue { improved: false } => "",
-                }
             );
         }
         if step == Step::Complete {
@@ -192,7 +196,7 @@ fn run(seed: u64, args: &Args) -> Result<(f64, usize, usize, f64), Box<dyn std::
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("gan_pair", 1, 200)?;
+    let args = Args::parse("gan_pair", 1, 200);
     println!("GAN on a ring of 8 Gaussians; generator and discriminator converted together");
     for seed in 0..args.seeds as u64 {
         let (distance, dendrites, epochs, seconds) = run(seed, &args)?;

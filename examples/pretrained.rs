@@ -19,7 +19,7 @@ use rand::SeedableRng;
 type Plain = (Linear<64, 8>, LeakyReLU<f32>, Linear<8, 10>);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("pretrained", 1, 300)?;
+    let args = Args::parse("pretrained", 1, 300);
     let digits = Digits::load()?;
     let dev = AutoDevice::seed_from_u64(0);
     let mut rng = StdRng::seed_from_u64(0);

@@ -232,6 +232,14 @@
 //! # Ok::<(), perforated::Error>(())
 //! ```
 //!
+//! ### Seeing a run's progress
+//!
+//! The library prints nothing. Each epoch the tracker emits one `tracing` event (target
+//! `perforated`, level INFO): epoch, phase, dendrites, parameters, seconds, score, best,
+//! learning rate, and what it decided and why. Install any subscriber to see them, e.g.
+//! `tracing_subscriber::fmt().init()`; the examples do, and draw batch progress bars with
+//! `indicatif` (`--quiet` turns both off).
+//!
 //! ### The files of a run
 //!
 //! Under the run's directory, all written atomically (a crash never leaves half a file):

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use perforated::optim::Rule;
 use perforated::prelude::*;
-use perforated::tracker::{LrRestart, Progress};
+use perforated::tracker::LrRestart;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -134,16 +134,16 @@ where
         let mut loss_sum = 0.0;
         let batches = digits.train.batches(BATCH, &mut rng);
         let label = format!("{name} seed {seed} epoch {}", tracker.state().epoch);
-        let mut progress = Progress::new(&label, batches.len(), !args.quiet);
+        let progress = args.progress(&label, batches.len());
         for rows in &batches {
             let (x, y) = digits.train.tensors::<f32, _>(dev, rows);
             let grads = model.alloc_grads()?;
             let loss = cross_entropy_with_logits_loss(train(model, x.traced(grads)), y);
             loss_sum += f64::from(loss.array());
             opt.step(model, loss.backward())?;
-            progress.tick();
+            progress.inc(1);
         }
-        progress.finish();
+        progress.finish_and_clear();
         let (val_loss, _) = evaluate(model, &digits.val);
         let (_, test) = evaluate(model, &digits.test);
         tracker.add_test_score(test)?;

@@ -79,11 +79,9 @@ mod files;
 mod graph;
 mod history;
 mod points;
-mod progress;
 mod state;
 
 pub use config::{LrRestart, Schedule, SwitchMode, TrackerConfig};
-pub use progress::Progress;
 pub use state::{ArchitectureRecord, BestScore, EpochRecord, SwitchRecord, TrackerState, Trial};
 
 use std::path::Path;
@@ -471,18 +469,31 @@ impl Tracker {
             return;
         };
         let best = self.state.best.as_ref();
+        let next = match step {
+            Step::Continue { improved: true } => "new best".to_string(),
+            Step::Continue { improved: false } => String::new(),
+            // what changed, and why
+            Step::Restructured => match self.state.switches.last() {
+                Some(s) if s.epoch == last.epoch => format!(
+                    "-> {} phase, {} dendrite(s) per layer: {}",
+                    s.to, s.dendrites, s.reason
+                ),
+                _ => "-> rolled back (learning-rate trial)".to_string(),
+            },
+            Step::Complete => "-> complete".to_string(),
+        };
         tracing::info!(
             target: "perforated",
-            "epoch {} {} score {:.6} (running {:.6}) best {} lr {:.3e} dendrites {} params {} -> {:?}",
+            "epoch {} ({} phase, {} dendrite(s), {} params, {:.1} s): score {:.6} (running {:.6}), best {}, lr {:.2e} {next}",
             last.epoch,
             last.phase,
+            last.dendrites,
+            last.params,
+            last.seconds,
             last.score,
             last.running,
             best.map_or("-".to_string(), |b| format!("{:.6}", b.score)),
             last.lr,
-            last.dendrites,
-            last.params,
-            step
         );
     }
 }
