@@ -240,6 +240,13 @@
 //! `tracing_subscriber::fmt().init()`; the examples do, and draw batch progress bars with
 //! `indicatif` (`--quiet` turns both off).
 //!
+//! Before training, `println!("{}", model.summary()?)` lists the converted layers (neurons,
+//! dendrites) and every parameter that trains without dendrites: a layer you meant to
+//! convert shows up there. When a dendrite phase ends with a layer's best candidate
+//! correlation below 0.005, the tracker warns (a `tracing` WARN event, and the switch's reason
+//! in `switches.csv` names the layer): such a dendrite can barely help, and something is
+//! probably wrong (the neuron axis, the processor, or what the layer is wrapped with).
+//!
 //! ### The files of a run
 //!
 //! Under the run's directory, all written atomically (a crash never leaves half a file):

@@ -331,6 +331,57 @@ pub trait DendriticModel {
         Ok(counter.0)
     }
 
+    /// A summary a person reads: every converted layer (neurons, dendrites, parameters), then
+    /// every tensor that trains without dendrites (`#[pai(track)]` fields and the like: a
+    /// layer you may have meant to convert), with the totals.
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn summary(&mut self) -> Result<String> {
+        use std::fmt::Write as _;
+        // (writing to a String cannot fail)
+        struct Tracked(Vec<(String, usize)>);
+        impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Tracked {
+            fn visit<S: dfdx::shapes::Shape>(
+                &mut self,
+                param: crate::params::Param<'_, E, D>,
+                tensor: &mut dfdx::tensor::Tensor<S, E, D>,
+            ) -> Result<()> {
+                if param.role == crate::params::Role::Tracked {
+                    let n = dfdx::shapes::HasShape::shape(tensor).num_elements();
+                    self.0.push((param.path.to_string(), n));
+                }
+                Ok(())
+            }
+        }
+        let mut out = String::from("converted layers (dendrites are added to these):\n");
+        for l in self.layers() {
+            let _ = writeln!(
+                out,
+                "  {}: {} neurons, {} dendrite(s), {} phase",
+                l.path, l.neurons, l.dendrites, l.phase
+            );
+        }
+        let mut tracked = Tracked(Vec::new());
+        self.visit_params("", &mut tracked)?;
+        if tracked.0.is_empty() {
+            out += "no parameter trains without dendrites\n";
+        } else {
+            out += "parameters that train without dendrites (not converted):\n";
+            for (path, n) in &tracked.0 {
+                let _ = writeln!(out, "  {path}: {n}");
+            }
+        }
+        let counts = self.param_counts()?;
+        let _ = writeln!(
+            out,
+            "parameters: {} to deploy, {} without dendrites",
+            counts.inference(),
+            counts.get(crate::params::Role::Tracked)
+        );
+        Ok(out)
+    }
+
     /// A gradient buffer for one training step, holding the tensors the task loss trains in
     /// the current phase (`x.traced(model.alloc_grads()?)`).
     ///

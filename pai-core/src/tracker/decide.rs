@@ -5,6 +5,7 @@ use super::config::{LrRestart, SwitchMode};
 use super::points::LoadTracker;
 use super::state::{ArchitectureRecord, BestScore, EpochRecord, SwitchRecord, Trial};
 use super::{Step, Tracker};
+use crate::correlation::CorrelationReport;
 use crate::dendritic::DendriteLearning;
 use crate::error::{Error, Result};
 use crate::model::DendriticModel;
@@ -231,8 +232,9 @@ impl Tracker {
             }
             return Ok(Step::Continue { improved: false });
         }
+        let reason = accept_reason(&reports);
         model.accept_dendrites()?;
-        self.new_set(model, opt, "candidates stopped improving")
+        self.new_set(model, opt, &reason)
     }
 
     /// After a new set of dendrites joined the network (accepted candidates, or gradient
@@ -392,6 +394,44 @@ impl Tracker {
     }
 }
 
+/// Below this best correlation a candidate can barely help its neurons: something is
+/// probably wrong (the Python library's health check uses the same bound).
+pub(super) const LOW_CORRELATION: f64 = 0.005;
+
+/// The layers whose candidate ends its phase below [`LOW_CORRELATION`], with their scores.
+fn low_correlations(reports: &[(String, CorrelationReport)]) -> Vec<(&str, f64)> {
+    reports
+        .iter()
+        .filter(|(_, r)| r.best_score < LOW_CORRELATION)
+        .map(|(p, r)| (p.as_str(), r.best_score))
+        .collect()
+}
+
+/// The reason a dendrite phase ends, with the health check: a warning event for every layer
+/// whose candidate stayed below [`LOW_CORRELATION`], named in the reason too (so
+/// `switches.csv` and the per-epoch line carry it).
+fn accept_reason(reports: &[(String, CorrelationReport)]) -> String {
+    let low = low_correlations(reports);
+    for (path, score) in &low {
+        tracing::warn!(
+            target: "perforated",
+            "layer `{path}`: its candidate's best correlation is {score:.4}, below \
+             {LOW_CORRELATION}: the new dendrite can barely help. Something is probably wrong: \
+             check the layer's neuron axis (`dims`) and its processor, or convert it together \
+             with the layers around it"
+        );
+    }
+    if low.is_empty() {
+        return "candidates stopped improving".into();
+    }
+    let named: Vec<String> = low.iter().map(|(p, s)| format!("`{p}` {s:.4}")).collect();
+    format!(
+        "candidates stopped improving; correlation below {LOW_CORRELATION} in {} (see the \
+         warning)",
+        named.join(", ")
+    )
+}
+
 /// Whether the model's dendrites learn by gradient (every layer); correlation learning
 /// otherwise.
 ///
@@ -420,4 +460,42 @@ pub(super) fn max_dendrites<M: DendriticModel + ?Sized>(model: &M) -> usize {
         .map(|l| l.dendrites)
         .max()
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(best_score: f64) -> CorrelationReport {
+        CorrelationReport {
+            score: best_score,
+            per_neuron: vec![best_score],
+            mean_error: vec![0.0],
+            best_score,
+            batches: 10,
+        }
+    }
+
+    #[test]
+    fn the_health_check_names_layers_below_the_bound_only() {
+        let reports = vec![
+            ("fc1".to_string(), report(0.0049)),
+            ("fc2".to_string(), report(0.0051)),
+            ("out".to_string(), report(0.0)),
+        ];
+        assert_eq!(
+            low_correlations(&reports),
+            vec![("fc1", 0.0049), ("out", 0.0)]
+        );
+        let reason = accept_reason(&reports);
+        assert!(
+            reason.contains("`fc1` 0.0049") && reason.contains("`out` 0.0000"),
+            "{reason}"
+        );
+        assert!(!reason.contains("fc2"), "{reason}");
+        assert_eq!(
+            accept_reason(&reports[1..2]),
+            "candidates stopped improving"
+        );
+    }
 }
