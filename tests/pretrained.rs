@@ -113,3 +113,44 @@ fn separate_conv_and_norm_load_into_a_fused_group() {
     let direct: Dendritic<_> = Dendritic::new(&dev, group, DendriteConfig::default()).unwrap();
     assert_eq!(direct.forward(x).relu().as_vec(), want.as_vec());
 }
+
+#[perforated]
+struct Twin {
+    fc1: Linear<4, 4>,
+    act: ReLU,
+    fc2: Linear<4, 4>,
+}
+
+/// A rename table that sends two layers to the same file tensors used to load `Ok` with the
+/// second layer's tensors silently ignored; each file tensor is now used once, and a tensor
+/// no layer takes is an error that names it.
+#[test]
+fn a_file_tensor_used_twice_or_left_unused_is_an_error() {
+    let dev = TestDevice::seed_from_u64(4);
+    // `nn.Sequential(Linear(4, 4), ReLU, Linear(4, 4))` as PyTorch names it
+    let plain = dev.build_module::<(Linear<4, 4>, ReLU, Linear<4, 4>), f32>();
+    let path = dir().join("sequential.safetensors");
+    plain.save_safetensors(&path).unwrap();
+    let mut model = Twin::<f32, TestDevice>::build(&dev).unwrap();
+    let before = common::snapshot(&mut model);
+    let e = perforated::checkpoint::load_plain(&mut model, &path, &[("fc1", "0"), ("fc2", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already used") && e.contains("0.weight"), "{e}");
+    assert_eq!(common::snapshot(&mut model), before, "nothing was copied");
+    // a table that leaves layer 2 out
+    let e = perforated::checkpoint::load_plain(&mut model, &path, &[("fc1", "0"), ("fc2", "0x")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fc2.weight") || e.contains("0x.weight"), "{e}");
+    // the right table loads
+    perforated::checkpoint::load_plain(&mut model, &path, &[("fc1", "0"), ("fc2", "2")]).unwrap();
+    // a file with a third layer nothing takes: named, not ignored
+    let longer = dev.build_module::<(Linear<4, 4>, ReLU, Linear<4, 4>, ReLU, Linear<4, 4>), f32>();
+    let path = dir().join("longer.safetensors");
+    longer.save_safetensors(&path).unwrap();
+    let e = perforated::checkpoint::load_plain(&mut model, &path, &[("fc1", "0"), ("fc2", "2")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`4.bias`, `4.weight`"), "{e}");
+}
