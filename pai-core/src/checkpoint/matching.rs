@@ -42,7 +42,7 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Match<'_, E> {
             None => Err(Error::Mismatch {
                 path: named,
                 expected: format!("a tensor of shape {dims:?}"),
-                found: "no such tensor".into(),
+                found: format!("no such tensor ({})", nearby(self.tensors, &key)),
             }),
             Some((file_dims, _)) if *file_dims != dims => Err(Error::Mismatch {
                 path: named,
@@ -63,6 +63,37 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Match<'_, E> {
             }
         }
     }
+}
+
+/// What the file holds near `key`: the names under its first segment, or else the first
+/// names of the file, so a missing tensor's error shows what to rename to.
+fn nearby<E>(tensors: &Values<E>, key: &str) -> String {
+    let head = key.split('.').next().unwrap_or(key);
+    let mut names: Vec<&String> = tensors
+        .keys()
+        .filter(|k| k.split('.').next() == Some(head))
+        .collect();
+    let under = !names.is_empty();
+    if !under {
+        names = tensors.keys().filter(|k| !k.contains('/')).collect();
+    }
+    names.sort();
+    let shown: Vec<String> = names.iter().take(6).map(|n| format!("`{n}`")).collect();
+    let more = names.len().saturating_sub(6);
+    format!(
+        "the file has {}{}{}",
+        if under {
+            format!("under `{head}`: ")
+        } else {
+            String::new()
+        },
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// Checks every model tensor `key` maps to against `tensors`, each file entry used at most
