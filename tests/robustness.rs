@@ -568,3 +568,24 @@ fn an_empty_batch_passes_through_both_phases() {
         assert_eq!(snapshot(&mut m), before, "{phase}");
     }
 }
+
+/// A resume whose tracker metadata is damaged fails before the model changes.
+#[test]
+fn a_resume_with_damaged_tracker_metadata_leaves_the_model_untouched() {
+    let (path, bytes) = real_checkpoint("bad-state");
+    std::fs::write(
+        &path,
+        sealed::edit_metadata(&bytes, |m| {
+            m.insert("tracker_state".into(), "{ not a state".into());
+        }),
+    )
+    .unwrap();
+    let mut m = model();
+    let before = snapshot(&mut m);
+    let e = Tracker::resume(path.parent().unwrap(), &mut m)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tracker_state"), "{e}");
+    assert_eq!(snapshot(&mut m), before);
+    assert_eq!(m.dendrite_count(), 0);
+}

@@ -232,6 +232,19 @@ pub fn load<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<
     load_bytes(model, &read::read_file(path)?, path)
 }
 
+/// The bytes of the checkpoint at `path`, read with [`load`]'s checks on the file (a regular
+/// file, its header within it), for a caller that reads the metadata before loading.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    read::read_file(path)
+}
+
+/// The metadata of a checkpoint's bytes, from its header alone (nothing else is checked).
+pub(crate) fn metadata_of(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::corrupt(path, format!("unreadable header ({e:?})"), Some(e.into())))?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
 /// [`load`] from the bytes of a file (`path` only names it in errors).
 pub(crate) fn load_bytes<M: DendriticModel>(
     model: &mut M,

@@ -244,11 +244,15 @@ impl Tracker {
     ) -> Result<(Self, OptimizerFor<M>)> {
         let dir = dir.as_ref();
         let path = dir.join("latest.safetensors");
-        let extras = checkpoint::load(model, &path)?;
-        let mut config: TrackerConfig = metadata(&extras.metadata, CONFIG_KEY, &path)?;
+        let bytes = checkpoint::read(&path)?;
+        // the tracker's own metadata is read before the model changes
+        let meta = checkpoint::metadata_of(&bytes, &path)?;
+        let mut config: TrackerConfig = metadata(&meta, CONFIG_KEY, &path)?;
         config.dir = dir.to_path_buf();
-        let mut state: TrackerState = metadata(&extras.metadata, STATE_KEY, &path)?;
-        let opt_state: OptimizerState = metadata(&extras.metadata, OPTIMIZER_KEY, &path)?;
+        config.validate()?;
+        let mut state: TrackerState = metadata(&meta, STATE_KEY, &path)?;
+        let opt_state: OptimizerState = metadata(&meta, OPTIMIZER_KEY, &path)?;
+        let extras = checkpoint::load_bytes(model, &bytes, &path)?;
         let mut opt = DendriticOptimizer::new(opt_state.rule.clone().into());
         let dev = model_device(model)?;
         opt.import(model, &opt_state, &extras.tensors, &dev)?;
