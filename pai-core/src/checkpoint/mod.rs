@@ -17,6 +17,8 @@ mod matching;
 mod read;
 
 pub use matching::load_plain;
+// a caller that reads a checkpoint's metadata before loading it (`Tracker::resume`)
+pub(crate) use read::{metadata, read_file};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -232,19 +234,6 @@ pub fn load<M: DendriticModel>(model: &mut M, path: impl AsRef<Path>) -> Result<
     load_bytes(model, &read::read_file(path)?, path)
 }
 
-/// The bytes of the checkpoint at `path`, read with [`load`]'s checks on the file (a regular
-/// file, its header within it), for a caller that reads the metadata before loading.
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    read::read_file(path)
-}
-
-/// The metadata of a checkpoint's bytes, from its header alone (nothing else is checked).
-pub(crate) fn metadata_of(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| Error::corrupt(path, format!("unreadable header ({e:?})"), Some(e.into())))?;
-    Ok(header.metadata().clone().unwrap_or_default())
-}
-
 /// [`load`] from the bytes of a file (`path` only names it in errors).
 pub(crate) fn load_bytes<M: DendriticModel>(
     model: &mut M,
@@ -252,23 +241,14 @@ pub(crate) fn load_bytes<M: DendriticModel>(
     path: &Path,
 ) -> Result<Extras<M::Dtype>> {
     let contents = read::checkpoint::<M::Dtype>(bytes, path)?;
-    let text = contents
-        .metadata
-        .get(STRUCTURE_KEY)
-        .map_or("", String::as_str);
-    let structure = decode(text, path)?;
+    let structure = structure_in(&contents, path)?;
     check_structure(&structure_of(model), &structure, &contents.tensors)?;
     // Shapes can only be checked against the file's structure: apply it, then match; put
     // the model back if they do not.
     let before = encode_with(model, path, HashMap::new(), &[])?;
-    let applied = apply_structure(model, &structure)
-        .and_then(|()| copy_matching(model, &contents.tensors, &|p| Some(p.to_string())));
-    if let Err(e) = applied {
-        let restored = read::checkpoint::<M::Dtype>(&before, path).and_then(|c| {
-            let text = c.metadata.get(STRUCTURE_KEY).map_or("", String::as_str);
-            apply_structure(model, &decode(text, path)?)?;
-            copy_matching(model, &c.tensors, &|p| Some(p.to_string()))
-        });
+    if let Err(e) = apply(model, &contents, &structure) {
+        let restored = read::checkpoint::<M::Dtype>(&before, path)
+            .and_then(|c| apply(model, &c, &structure_in(&c, path)?));
         return Err(match restored {
             Ok(()) => e,
             Err(r) => Error::Config(format!(
@@ -285,6 +265,22 @@ pub(crate) fn load_bytes<M: DendriticModel>(
         metadata: contents.metadata,
         tensors,
     })
+}
+
+/// The structure a checkpoint's metadata records.
+fn structure_in<E>(contents: &read::Contents<E>, path: &Path) -> Result<Vec<LayerStructure>> {
+    let text = contents.metadata.get(STRUCTURE_KEY);
+    decode(text.map_or("", String::as_str), path)
+}
+
+/// Gives `model` the checkpoint's `structure`, then its tensors (names and shapes checked).
+fn apply<M: DendriticModel>(
+    model: &mut M,
+    contents: &read::Contents<M::Dtype>,
+    structure: &[LayerStructure],
+) -> Result<()> {
+    apply_structure(model, structure)?;
+    copy_matching(model, &contents.tensors, &|p| Some(p.to_string()))
 }
 
 /// Checks the file's structure against the model's (the same layers, the same dendrite
@@ -314,22 +310,24 @@ fn check_structure<E>(
             expected: format!("{what} {a}"),
             found: format!("{what} {b} (build the model with the settings it was trained with)"),
         };
-        if let (Some(a), Some(b)) = (ours.activation, theirs.activation) {
-            if a != b {
-                return Err(setting(
-                    "dendrite activation",
-                    format!("{a:?}"),
-                    format!("{b:?}"),
-                ));
-            }
-        }
-        if let (Some(a), Some(b)) = (ours.learning, theirs.learning) {
-            if a != b {
-                return Err(setting(
-                    "dendrite learning",
-                    format!("{a:?}"),
-                    format!("{b:?}"),
-                ));
+        // settings the file did not record (the first format) are not compared
+        let settings = [
+            (
+                "dendrite activation",
+                ours.activation.map(|a| format!("{a:?}")),
+                theirs.activation.map(|a| format!("{a:?}")),
+            ),
+            (
+                "dendrite learning",
+                ours.learning.map(|l| format!("{l:?}")),
+                theirs.learning.map(|l| format!("{l:?}")),
+            ),
+        ];
+        for (what, a, b) in settings {
+            if let (Some(a), Some(b)) = (a, b) {
+                if a != b {
+                    return Err(setting(what, a, b));
+                }
             }
         }
         let dendrites = format!("{}.", crate::params::join(&ours.path, "dendrites"));

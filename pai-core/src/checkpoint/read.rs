@@ -31,7 +31,7 @@ pub(super) type Values<E> = HashMap<String, (Vec<usize>, Vec<E>)>;
 /// # Errors
 /// [`Error::Io`] when it cannot be read; [`Error::Corrupt`] for anything but a regular file
 /// holding a safetensors header.
-pub(super) fn read_file(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     let io = |source| Error::Io {
         action: "reading",
         path: path.to_path_buf(),
@@ -135,9 +135,7 @@ pub(super) fn checksum<'a>(
 pub(super) fn checkpoint<E: Float>(bytes: &[u8], path: &Path) -> Result<Contents<E>> {
     let corrupt = |reason: String| Error::corrupt(path, reason, None);
     let st = deserialize(bytes, path)?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| Error::corrupt(path, format!("unreadable header ({e:?})"), Some(e.into())))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
+    let metadata = metadata(bytes, path)?;
     let format = metadata.get(FORMAT_KEY).map(String::as_str);
     if format != Some(FORMAT) && format != Some(FORMAT_1) {
         return Err(corrupt(format!(
@@ -177,6 +175,16 @@ pub(super) fn checkpoint<E: Float>(bytes: &[u8], path: &Path) -> Result<Contents
         tensors: values(&st)?,
         metadata,
     })
+}
+
+/// The metadata of a safetensors file's bytes, from its header alone (nothing else checked).
+///
+/// # Errors
+/// [`Error::Corrupt`] for an unreadable header.
+pub(crate) fn metadata(bytes: &[u8], path: &Path) -> Result<HashMap<String, String>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::corrupt(path, format!("unreadable header ({e:?})"), Some(e.into())))?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 fn deserialize<'a>(bytes: &'a [u8], path: &Path) -> Result<safetensors::SafeTensors<'a>> {

@@ -381,10 +381,8 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Updater<'_, E, D> {
         if !param.trainable {
             return Ok(());
         }
-        let grads = match param.own_grads {
-            Some(g) => g,
-            None => &mut *self.task_grads,
-        };
+        // a tensor's own gradients (a correlation-mode candidate), else the task loss's
+        let grads = param.own_grads.unwrap_or(&mut *self.task_grads);
         let grad = grads.get_or_alloc_mut(tensor).map_err(Error::device)?;
         let slot = match existing {
             Some(slot) if slot.role == param.role => slot,

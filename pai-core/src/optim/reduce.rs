@@ -91,10 +91,8 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Finite<'_, E, D> {
         if !param.trainable {
             return Ok(());
         }
-        let grads = match param.own_grads {
-            Some(g) => g,
-            None => &mut *self.grads,
-        };
+        // a tensor's own gradients (a correlation-mode candidate), else the task loss's
+        let grads = param.own_grads.unwrap_or(&mut *self.grads);
         let finite = if on_host::<E, D>() {
             grad_mut(grads, t)
                 .map_err(Error::device)?
@@ -130,10 +128,8 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Walk<'_, E, D> {
         if !param.trainable {
             return Ok(());
         }
-        let grads = match param.own_grads {
-            Some(g) => g,
-            None => &mut *self.grads,
-        };
+        // a tensor's own gradients (a correlation-mode candidate), else the task loss's
+        let grads = param.own_grads.unwrap_or(&mut *self.grads);
         let len = t.shape().num_elements();
         if on_host::<E, D>() {
             let g = grad_mut(grads, t).map_err(Error::device)?;

@@ -94,43 +94,51 @@ pub(super) fn write_all(
     state: &TrackerState,
     log: &CsvLog,
 ) -> Result<CsvLog> {
-    let mut extras: Vec<String> = state
-        .history
-        .iter()
-        .flat_map(|r| r.extras.keys().cloned())
-        .collect();
+    let epochs = state.history.len();
+    // one epoch after the log: its columns and the newest epoch's; else every epoch's
+    let follows = log.epochs.is_some_and(|n| n + 1 == epochs);
+    let mut extras: Vec<String> = if follows {
+        let newest = state.history.last().map(|r| r.extras.keys());
+        log.extras
+            .iter()
+            .cloned()
+            .chain(newest.into_iter().flatten().cloned())
+            .collect()
+    } else {
+        state
+            .history
+            .iter()
+            .flat_map(|r| r.extras.keys().cloned())
+            .collect()
+    };
     extras.sort();
     extras.dedup();
-    let epochs = state.history.len();
     let mut lengths = [0; 3];
-    match state.history.last() {
-        Some(last)
-            if log.epochs == Some(epochs - 1) && log.extras == extras && {
-                // the files are as the last epoch left them (a file someone removed is rewritten)
-                let whole = |(i, name): (usize, &&str)| {
-                    std::fs::metadata(config.dir.join(name))
-                        .is_ok_and(|m| m.len() >= log.lengths[i])
-                };
-                PER_EPOCH.iter().enumerate().all(whole)
-            } =>
-        {
+    let mut appended = false;
+    if let Some(last) = state.history.last() {
+        if follows && log.extras == extras {
+            appended = true;
             for (i, row) in rows(last, &extras).iter().enumerate() {
                 let path = config.dir.join(PER_EPOCH[i]);
-                lengths[i] = append_after(&path, log.lengths[i], row.as_bytes())?
-                    .expect("checked to be at least that long");
+                // `None`: someone removed or cut the file; all three are rewritten below
+                let Some(length) = append_after(&path, log.lengths[i], row.as_bytes())? else {
+                    appended = false;
+                    break;
+                };
+                lengths[i] = length;
             }
         }
-        _ => {
-            let mut texts = headers(&extras).map(|h| h + "\n");
-            for r in &state.history {
-                for (text, row) in texts.iter_mut().zip(rows(r, &extras)) {
-                    text.push_str(&row);
-                }
+    }
+    if !appended {
+        let mut texts = headers(&extras).map(|h| h + "\n");
+        for r in &state.history {
+            for (text, row) in texts.iter_mut().zip(rows(r, &extras)) {
+                text.push_str(&row);
             }
-            for (i, text) in texts.iter().enumerate() {
-                write_atomic(&config.dir.join(PER_EPOCH[i]), text.as_bytes())?;
-                lengths[i] = text.len() as u64;
-            }
+        }
+        for (i, text) in texts.iter().enumerate() {
+            write_atomic(&config.dir.join(PER_EPOCH[i]), text.as_bytes())?;
+            lengths[i] = text.len() as u64;
         }
     }
     csv(

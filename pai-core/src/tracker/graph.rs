@@ -155,6 +155,30 @@ fn linear<'a, 'b>(
     Ok(chart)
 }
 
+type LogAxis =
+    plotters::coord::combinators::WithKeyPoints<plotters::coord::combinators::LogCoord<f64>>;
+
+/// A panel with a linear epoch axis and a log axis over `lo..hi` ticked at `ticks` (a log
+/// axis alone labels only powers of ten, often one), its mesh drawn.
+fn logarithmic<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    epochs: std::ops::Range<f64>,
+    (lo, hi): (f64, f64),
+    ticks: Vec<f64>,
+) -> Result<Chart<'a, 'b, LogAxis>> {
+    let mut chart = panel(area, caption)
+        .build_cartesian_2d(epochs, (lo..hi).log_scale().with_key_points(ticks))
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .draw()
+        .map_err(plot_error)?;
+    Ok(chart)
+}
+
 /// A vertical line at every phase switch: red into a dendrite phase, blue out of it.
 fn switch_lines<Y: Ranged<ValueType = f64>>(
     chart: &mut Chart<'_, '_, Y>,
@@ -236,15 +260,12 @@ fn scores(
             "validation score ({direction}, log scale); red: to dendrite phase, blue: to neuron \
              phase"
         );
-        let mut chart = panel(area, &caption)
-            .build_cartesian_2d(epochs, (lo..hi).log_scale())
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_label_formatter(&|v| format!("{v:.1e}"))
-            .draw()
-            .map_err(plot_error)?;
+        // a tick at every power of ten in range
+        let decades = (lo.log10().floor() as i32..=hi.log10().ceil() as i32)
+            .map(|p| 10f64.powi(p))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect();
+        let mut chart = logarithmic(area, &caption, epochs, (lo, hi), decades)?;
         return score_lines(&mut chart, config, state, (lo, hi));
     }
     let (lo, hi) = range(values.into_iter());
@@ -287,8 +308,7 @@ fn score_lines<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
     legend(chart, corner)
 }
 
-/// The learning rate on a log axis, ticked at the rates used (a log axis alone labels only
-/// powers of ten, often one).
+/// The learning rate on a log axis, ticked at the rates used.
 fn learning_rate(
     area: &Area<'_>,
     state: &TrackerState,
@@ -308,15 +328,7 @@ fn learning_rate(
     };
     let step = rates.len().div_ceil(8).max(1);
     let ticks: Vec<f64> = rates.into_iter().step_by(step).collect();
-    let mut chart = panel(area, "learning rate")
-        .build_cartesian_2d(epochs, (lo..hi).log_scale().with_key_points(ticks))
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_label_formatter(&|v| format!("{v:.1e}"))
-        .draw()
-        .map_err(plot_error)?;
+    let mut chart = logarithmic(area, "learning rate", epochs, (lo, hi), ticks)?;
     chart
         .draw_series(LineSeries::new(
             state.history.iter().map(|r| (r.epoch as f64, r.lr)),

@@ -122,53 +122,10 @@ pub struct Tracker {
     pending: Pending,
     last_call: Option<Instant>,
     store: Store,
-    /// The run directory's lock, held while the tracker lives (rank 0 / single process).
-    lock: Option<std::fs::File>,
     /// Bytes of `history.jsonl` that belong to committed epochs.
     history_bytes: u64,
     /// What the per-epoch CSV files hold as of the last committed epoch.
     csv: files::CsvLog,
-}
-
-/// Takes the exclusive lock of the run directory `dir` (made if needed), then removes the
-/// temporary files a killed writer left there.
-fn lock_run(dir: &Path) -> Result<std::fs::File> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        action: "creating",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| Error::Io {
-            action: "opening",
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::Busy {
-                path: dir.to_path_buf(),
-            })
-        }
-        Err(std::fs::TryLockError::Error(source)) => {
-            return Err(Error::Io {
-                action: "locking",
-                path,
-                source,
-            })
-        }
-    }
-    let swept = crate::disk::sweep_temporaries(dir);
-    if swept > 0 {
-        tracing::info!(target: "perforated", "removed {swept} temporary file(s) an interrupted run left in {}", dir.display());
-    }
-    Ok(file)
 }
 
 impl Tracker {
@@ -185,29 +142,23 @@ impl Tracker {
     /// [`Error::Config`] for a bad config; [`Error::Busy`] when another tracker holds the
     /// directory; [`Error::Io`] when it cannot be made or locked.
     pub fn new(config: TrackerConfig) -> Result<Self> {
-        let mut tracker = Self::open(config)?;
-        if tracker.lock.is_some() {
+        let tracker = Self::open(config)?;
+        if tracker.writes_files() {
             history::start(&tracker.config.dir)?;
         }
-        tracker.history_bytes = 0;
         Ok(tracker)
     }
 
     /// The tracker for `config` with nothing recorded, its directory locked (rank 0).
     fn open(config: TrackerConfig) -> Result<Self> {
         config.validate()?;
-        let store = Store::for_this_replica();
-        let lock = match store {
-            Store::Files => Some(lock_run(&config.dir)?),
-            Store::Memory(_) => None,
-        };
+        let store = Store::for_this_replica(&config.dir)?;
         Ok(Self {
             config,
             state: TrackerState::default(),
             pending: Pending::default(),
             last_call: None,
             store,
-            lock,
             history_bytes: 0,
             csv: files::CsvLog::default(),
         })
@@ -244,9 +195,9 @@ impl Tracker {
     ) -> Result<(Self, OptimizerFor<M>)> {
         let dir = dir.as_ref();
         let path = dir.join("latest.safetensors");
-        let bytes = checkpoint::read(&path)?;
+        let bytes = checkpoint::read_file(&path)?;
         // the tracker's own metadata is read before the model changes
-        let meta = checkpoint::metadata_of(&bytes, &path)?;
+        let meta = checkpoint::metadata(&bytes, &path)?;
         let mut config: TrackerConfig = metadata(&meta, CONFIG_KEY, &path)?;
         config.dir = dir.to_path_buf();
         config.validate()?;
@@ -257,7 +208,7 @@ impl Tracker {
         let dev = model_device(model)?;
         opt.import(model, &opt_state, &extras.tensors, &dev)?;
         let mut tracker = Self::open(config)?;
-        if tracker.lock.is_some() {
+        if tracker.writes_files() {
             // the files as `latest` left them: a kill after `latest` and before the files
             // were written (possibly the run's last epoch) leaves them an epoch behind
             (state.history, tracker.history_bytes) = history::read(dir, state.epoch)?;
@@ -405,12 +356,12 @@ impl Tracker {
         })?;
         let mut history_bytes = self.history_bytes;
         let mut csv = self.csv.clone();
-        if matches!(self.store, Store::Files) {
+        if self.writes_files() {
             history_bytes =
                 history::append(&self.config.dir, self.history_bytes, &self.state.history)?;
         }
         self.save_point(model, opt, "latest")?;
-        if matches!(self.store, Store::Files) {
+        if self.writes_files() {
             csv = files::write_all(&self.config, &self.state, &self.csv)?;
             let every = self.config.graph_every;
             let restructured = !matches!(step, Step::Continue { .. });

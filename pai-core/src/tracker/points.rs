@@ -25,20 +25,74 @@ pub(super) const OPTIMIZER_KEY: &str = "optimizer";
 /// Where a run's save points go.
 #[derive(Debug)]
 pub(super) enum Store {
-    /// Files under the run's directory, with the CSV files and the graph.
-    Files,
+    /// Files under the run's directory, with the CSV files and the graph; holds the
+    /// directory's lock while the tracker lives.
+    Files {
+        /// Held, never read: dropping it releases the lock.
+        _lock: std::fs::File,
+    },
     /// Memory only, by name (a replica other than rank 0); nothing is written, and `latest`
     /// (which only [`Tracker::resume`] reads, from rank 0's files) is not kept.
     Memory(HashMap<String, Vec<u8>>),
 }
 
 impl Store {
-    /// Files on rank 0 or without replicas; memory on the other replicas.
-    pub(super) fn for_this_replica() -> Self {
+    /// Files in `dir` (locked) on rank 0 or without replicas; memory on the other replicas.
+    pub(super) fn for_this_replica(dir: &Path) -> Result<Self> {
         match crate::collective::current() {
-            Some(c) if c.rank() != 0 => Self::Memory(HashMap::new()),
-            _ => Self::Files,
+            Some(c) if c.rank() != 0 => Ok(Self::Memory(HashMap::new())),
+            _ => Ok(Self::Files {
+                _lock: lock_run(dir)?,
+            }),
         }
+    }
+}
+
+/// Takes the exclusive lock of the run directory `dir` (made if needed), then removes the
+/// temporary files a killed writer left there.
+fn lock_run(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            action: "opening",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Busy {
+                path: dir.to_path_buf(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(Error::Io {
+                action: "locking",
+                path,
+                source,
+            })
+        }
+    }
+    let swept = crate::disk::sweep_temporaries(dir);
+    if swept > 0 {
+        tracing::info!(target: "perforated", "removed {swept} temporary file(s) an interrupted run left in {}", dir.display());
+    }
+    Ok(file)
+}
+
+impl Tracker {
+    /// Whether this tracker writes the run's files (rank 0, or no replicas).
+    pub(super) fn writes_files(&self) -> bool {
+        matches!(self.store, Store::Files { .. })
     }
 }
 
@@ -65,7 +119,7 @@ impl Tracker {
         let path = self.path(name);
         let bytes = checkpoint::encode_with(model, &path, metadata, &tensors)?;
         match &mut self.store {
-            Store::Files => write_atomic(&path, &bytes),
+            Store::Files { .. } => write_atomic(&path, &bytes),
             Store::Memory(points) => {
                 points.insert(name.to_string(), bytes);
                 Ok(())
@@ -108,7 +162,7 @@ impl Tracker {
     ) -> Result<()> {
         let path = self.path(name);
         let extras = match &self.store {
-            Store::Files => checkpoint::load(model, &path)?,
+            Store::Files { .. } => checkpoint::load(model, &path)?,
             Store::Memory(points) => {
                 let bytes = points.get(name).ok_or_else(|| {
                     Error::Config(format!(
