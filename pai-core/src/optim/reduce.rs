@@ -46,7 +46,7 @@ where
     )?;
     collective::all_reduce(c, buffer)?;
     // the same sum on every replica: a NaN from any of them fails all of them alike
-    if buffer.iter().any(|g| !g.is_finite()) {
+    if !crate::float::all_finite(buffer) {
         return Err(Error::NonFinite {
             layer: if path.is_empty() { "(model)" } else { path }.into(),
             what: "the gradient summed over the replicas",
@@ -94,14 +94,11 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Finite<'_, E, D> {
         // a tensor's own gradients (a correlation-mode candidate), else the task loss's
         let grads = param.own_grads.unwrap_or(&mut *self.grads);
         let finite = if on_host::<E, D>() {
-            grad_mut(grads, t)
-                .map_err(Error::device)?
-                .iter()
-                .all(|g| g.is_finite())
+            crate::float::all_finite(grad_mut(grads, t).map_err(Error::device)?)
         } else {
             let dev = t.device().clone();
             let g = grads.get_or_alloc_mut(t).map_err(Error::device)?;
-            buffer_to_host(&dev, g)?.iter().all(|g| g.is_finite())
+            crate::float::all_finite(&buffer_to_host(&dev, g)?)
         };
         if finite {
             return Ok(());
