@@ -151,6 +151,8 @@ impl<E: Float> rand_distr::Distribution<E> for ScaledNormal {
 /// Whether every value is finite, in one pass that vectorises (no early exit): `x - x` is 0
 /// for a finite `x` and NaN for NaN or an infinity, and sums of it stay 0 only if all were
 /// finite. For the scans on every optimizer step.
+// `x - x` on purpose: it is the test itself
+#[allow(clippy::eq_op)]
 pub(crate) fn all_finite<E: Float>(values: &[E]) -> bool {
     const LANES: usize = 8;
     let mut lanes = [E::zero(); LANES];
