@@ -557,3 +557,37 @@ fn a_best_epoch_that_ends_a_trial_stage_is_saved_before_the_stage_switch() {
         "best holds the best epoch's weights"
     );
 }
+
+/// A candidate that never takes a snapshot (its warm-up never ends: as with a layer whose
+/// neuron error stays zero) cannot hold the run in its dendrite phase: the phase waits
+/// `dendrite_patience` epochs past due, warning, then the candidates are dropped and the run
+/// completes with the best model, the reason naming the layer.
+#[test]
+fn a_dendrite_phase_without_a_snapshot_ends_the_run_after_waiting() {
+    let mut run = Run::new(base("no-snapshot").maximize().dendrite_patience(2));
+    let dev = TestDevice::seed_from_u64(1);
+    let never = DendriteConfig {
+        correlation: CorrelationConfig {
+            warmup_batches: usize::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    run.model = Dendritic::new(&dev, BuildModule::build(&dev), never).unwrap();
+    run.feed(&[0.5, 0.6, 0.6, 0.6, 0.6]);
+    // two epochs before the phase is due, two waiting, then the end
+    assert_eq!(run.trace, "iicRddddX");
+    assert!(run.tracker.state().complete);
+    assert_eq!(run.model.phase(), Phase::Neuron);
+    assert_eq!(run.model.dendrite_count(), 0);
+    let reason = &run.tracker.state().switches.last().unwrap().reason;
+    assert!(
+        reason.starts_with("no candidate snapshot in ``"),
+        "{reason}"
+    );
+    assert_eq!(
+        run.model.forward(run.x.clone()).as_vec(),
+        run.outputs[1],
+        "the best model (epoch 1) is back"
+    );
+}

@@ -221,20 +221,70 @@ impl Tracker {
                 due |= in_phase >= first;
             }
         }
-        let mut ready = true;
-        model.visit_layers("", &mut |_, l| ready &= l.has_snapshot());
-        if !due || !ready {
-            if due {
-                tracing::warn!(
-                    target: "perforated",
-                    "dendrite phase due to end but a candidate has no snapshot yet (still in warm-up); continuing"
-                );
+        let mut waiting = Vec::new();
+        model.visit_layers("", &mut |path, l| {
+            if !l.has_snapshot() {
+                waiting.push(path.to_string());
             }
+        });
+        if !due {
             return Ok(Step::Continue { improved: false });
+        }
+        if !waiting.is_empty() {
+            return self.wait_for_snapshot(model, opt, &waiting, &reports);
         }
         let reason = accept_reason(&reports);
         model.accept_dendrites()?;
         self.new_set(model, opt, &reason)
+    }
+
+    /// A dendrite phase due to end whose candidates in `waiting` have no snapshot yet: the
+    /// phase goes on, with a warning that names them, for up to `dendrite_patience` more
+    /// epochs; then the candidates are dropped and the run completes with the best model (a
+    /// candidate whose correlation never beat zero by the margins will not help).
+    fn wait_for_snapshot<M: DendriticModel>(
+        &mut self,
+        model: &mut M,
+        opt: &mut OptimizerFor<M>,
+        waiting: &[String],
+        reports: &[(String, CorrelationReport)],
+    ) -> Result<Step> {
+        self.state.waiting_for_snapshot += 1;
+        let detail: Vec<String> = waiting
+            .iter()
+            .map(|path| {
+                let report = reports.iter().find(|(p, _)| p == path).map(|(_, r)| r);
+                report.map_or_else(
+                    || format!("`{path}`"),
+                    |r| {
+                        format!(
+                            "`{path}` ({} batches, correlation {:.4})",
+                            r.batches, r.score
+                        )
+                    },
+                )
+            })
+            .collect();
+        let detail = detail.join(", ");
+        if self.state.waiting_for_snapshot <= self.config.dendrite_patience {
+            tracing::warn!(
+                target: "perforated",
+                "dendrite phase due to end, but no candidate snapshot to accept yet in {detail}: \
+                 a snapshot needs the warm-up batches (`CorrelationConfig::warmup_batches`) and \
+                 then a correlation above zero by the margins; waiting {} more epoch(s)",
+                self.config.dendrite_patience + 1 - self.state.waiting_for_snapshot
+            );
+            return Ok(Step::Continue { improved: false });
+        }
+        model.discard_candidates()?;
+        let reason = format!(
+            "no candidate snapshot in {detail} after {} epochs of waiting: the candidates \
+             learned nothing to accept",
+            self.config.dendrite_patience
+        );
+        tracing::warn!(target: "perforated", "{reason}");
+        self.switch_to(Phase::Neuron, max_dendrites(model), &reason);
+        self.complete(model, opt, &reason, true)
     }
 
     /// After a new set of dendrites joined the network (accepted candidates, or gradient
@@ -352,6 +402,7 @@ impl Tracker {
         opt.set_lr(self.state.initial_lr.unwrap_or(opt.lr()))?;
         self.state.correlation_best = 0.0;
         self.state.correlation_last_improvement = self.state.epoch + 1;
+        self.state.waiting_for_snapshot = 0;
         self.switch_to(Phase::Dendrite, max_dendrites(model), reason);
         self.save_point(
             model,

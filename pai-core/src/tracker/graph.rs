@@ -1,5 +1,5 @@
-//! `graph.png`: scores with the phase switches, learning rate, candidate correlations and
-//! epoch times, one panel each.
+//! `graph.png`: scores with the phase switches, training loss, learning rate, candidate
+//! correlations and epoch times, one panel each.
 
 use plotters::coord::combinators::IntoLogRange;
 use plotters::prelude::*;
@@ -119,15 +119,16 @@ pub(super) fn draw(config: &TrackerConfig, state: &TrackerState) -> Result<()> {
     let target = config.dir.join("graph.png");
     let tmp = crate::disk::temp_path(&target)?;
     let drawn = (|| {
-        let root = BitMapBackend::new(&tmp, (1200, 1400)).into_drawing_area();
+        let root = BitMapBackend::new(&tmp, (1200, 1700)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let panels = root.split_evenly((4, 1));
+        let panels = root.split_evenly((5, 1));
         let end = state.history.last().map_or(0, |r| r.epoch + 1);
         let epochs = 0f64..end.max(2) as f64;
         scores(&panels[0], config, state, epochs.clone())?;
-        learning_rate(&panels[1], state, epochs.clone())?;
-        correlations(&panels[2], state, epochs.clone())?;
-        epoch_times(&panels[3], state, epochs)?;
+        train_loss(&panels[1], state, epochs.clone())?;
+        learning_rate(&panels[2], state, epochs.clone())?;
+        correlations(&panels[3], state, epochs.clone())?;
+        epoch_times(&panels[4], state, epochs)?;
         root.present().map_err(plot_error)
     })();
     if let Err(e) = drawn {
@@ -225,9 +226,35 @@ fn legend<'a, 'b: 'a, Y: Ranged<ValueType = f64>>(
         .map_err(plot_error)
 }
 
-/// Validation (and running and test) scores with the switches: on a log axis when they are
-/// all positive and span two decades or more (a loss falling from 0.7 to 0.005 would be a
-/// flat line at zero on a linear one), on a linear axis otherwise.
+/// How a panel's value axis is drawn.
+enum Axis {
+    /// Log scale over the bounds, ticked at each power of ten in them.
+    Log((f64, f64), Vec<f64>),
+    Linear((f64, f64)),
+}
+
+/// Log scale when every value is positive and they span two decades or more (a loss falling
+/// from 0.7 to 0.005 would be a flat line at zero on a linear axis), linear otherwise.
+fn axis_for(values: &[f64]) -> Axis {
+    let finite = || values.iter().copied().filter(|v| v.is_finite());
+    let smallest = finite().fold(f64::INFINITY, f64::min);
+    let largest = finite().fold(0.0, f64::max);
+    if smallest > 0.0 && largest / smallest >= 100.0 {
+        let (lo, hi) = (
+            (smallest * 0.8).max(1.0 / LIMIT),
+            (largest * 1.25).min(LIMIT),
+        );
+        let decades = (lo.log10().floor() as i32..=hi.log10().ceil() as i32)
+            .map(|p| 10f64.powi(p))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect();
+        return Axis::Log((lo, hi), decades);
+    }
+    Axis::Linear(range(finite()))
+}
+
+/// Validation (and running and test) scores with the switches, on the axis [`axis_for`]
+/// picks.
 fn scores(
     area: &Area<'_>,
     config: &TrackerConfig,
@@ -242,37 +269,64 @@ fn scores(
                 .into_iter()
                 .flatten()
         })
-        .filter(|v| v.is_finite())
         .collect();
     let direction = if config.maximize {
         "higher is better"
     } else {
         "lower is better"
     };
-    let smallest = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let largest = values.iter().copied().fold(0.0, f64::max);
-    if smallest > 0.0 && largest / smallest >= 100.0 {
-        let (lo, hi) = (
-            (smallest * 0.8).max(1.0 / LIMIT),
-            (largest * 1.25).min(LIMIT),
-        );
-        let caption = format!(
-            "validation score ({direction}, log scale); red: to dendrite phase, blue: to neuron \
-             phase"
-        );
-        // a tick at every power of ten in range
-        let decades = (lo.log10().floor() as i32..=hi.log10().ceil() as i32)
-            .map(|p| 10f64.powi(p))
-            .filter(|v| (lo..=hi).contains(v))
-            .collect();
-        let mut chart = logarithmic(area, &caption, epochs, (lo, hi), decades)?;
-        return score_lines(&mut chart, config, state, (lo, hi));
+    let switches = "red: to dendrite phase, blue: to neuron phase";
+    match axis_for(&values) {
+        Axis::Log(bounds, ticks) => {
+            let caption = format!("validation score ({direction}, log scale); {switches}");
+            let mut chart = logarithmic(area, &caption, epochs, bounds, ticks)?;
+            score_lines(&mut chart, config, state, bounds)
+        }
+        Axis::Linear(bounds) => {
+            let caption = format!("validation score ({direction}); {switches}");
+            let mut chart = linear(area, &caption, epochs, bounds)?;
+            score_lines(&mut chart, config, state, bounds)
+        }
     }
-    let (lo, hi) = range(values.into_iter());
-    let caption =
-        format!("validation score ({direction}); red: to dendrite phase, blue: to neuron phase");
-    let mut chart = linear(area, &caption, epochs, (lo, hi))?;
-    score_lines(&mut chart, config, state, (lo, hi))
+}
+
+/// The mean training loss of each epoch (`Tracker::add_train_loss`), with the switches; a
+/// note in the caption when none was recorded.
+fn train_loss(area: &Area<'_>, state: &TrackerState, epochs: std::ops::Range<f64>) -> Result<()> {
+    let values: Vec<f64> = state.history.iter().filter_map(|r| r.train_loss).collect();
+    let caption = if values.is_empty() {
+        "training loss (none recorded: call Tracker::add_train_loss each epoch)"
+    } else {
+        "training loss"
+    };
+    match axis_for(&values) {
+        Axis::Log(bounds, ticks) => {
+            let caption = format!("{caption}, log scale");
+            let mut chart = logarithmic(area, &caption, epochs, bounds, ticks)?;
+            loss_line(&mut chart, state, bounds)
+        }
+        Axis::Linear(bounds) => {
+            let mut chart = linear(area, caption, epochs, bounds)?;
+            loss_line(&mut chart, state, bounds)
+        }
+    }
+}
+
+/// The training-loss panel's switches and line, on either axis.
+fn loss_line<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
+    state: &TrackerState,
+    bounds: (f64, f64),
+) -> Result<()> {
+    switch_lines(chart, state, bounds.0, bounds.1)?;
+    let points = state
+        .history
+        .iter()
+        .filter_map(|r| r.train_loss.map(|l| (r.epoch as f64, clip(l, bounds))));
+    chart
+        .draw_series(LineSeries::new(points, PALETTE[4].stroke_width(2)))
+        .map_err(plot_error)?;
+    Ok(())
 }
 
 /// The score panel's lines, switches and legend, on either axis.
@@ -393,4 +447,21 @@ fn epoch_times(area: &Area<'_>, state: &TrackerState, epochs: std::ops::Range<f6
         }))
         .map_err(plot_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{axis_for, Axis};
+
+    #[test]
+    fn log_axis_only_for_positive_values_spanning_two_decades() {
+        let Axis::Log((lo, hi), ticks) = axis_for(&[0.7, 0.05, 0.005, f64::NAN]) else {
+            panic!("a loss from 0.7 to 0.005 needs a log axis");
+        };
+        assert!(lo <= 0.005 && hi >= 0.7, "{lo} {hi}");
+        assert_eq!(ticks, vec![0.01, 0.1]);
+        assert!(matches!(axis_for(&[0.7, 0.0071]), Axis::Linear(_)));
+        assert!(matches!(axis_for(&[0.7, 0.0, 0.001]), Axis::Linear(_)));
+        assert!(matches!(axis_for(&[]), Axis::Linear((0.0, 1.0))));
+    }
 }

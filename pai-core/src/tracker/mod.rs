@@ -36,7 +36,9 @@
 //!   with correlation learning, candidates and a dendrite phase, which ends when the mean
 //!   best candidate correlation has not improved for `dendrite_patience` epochs (or after
 //!   `then` epochs with `EveryN`, every epoch with `EveryEpoch`, or the length of the first
-//!   neuron phase with `cap_dendrite_phase`), once every candidate has a snapshot; with
+//!   neuron phase with `cap_dendrite_phase`), once every candidate has a snapshot (a phase
+//!   whose candidates still have none `dendrite_patience` epochs later is dropped and the run
+//!   completes at the best weights, the reason naming the layers); with
 //!   gradient learning, a dendrite per layer (output weights zero, so nothing moves) that
 //!   trains with the network from the next epoch: no dendrite phase. Either way the rate
 //!   restarts by [`LrRestart`] and a neuron phase follows.

@@ -121,6 +121,10 @@ pub struct TrackerState {
     pub correlation_best: f64,
     /// Last epoch it improved.
     pub correlation_last_improvement: usize,
+    /// Epochs this dendrite phase has been due to end while some candidate had no snapshot
+    /// to accept.
+    #[serde(default)]
+    pub waiting_for_snapshot: usize,
     /// The rate the run started with.
     pub initial_lr: Option<f64>,
     /// The plateau scheduler.
@@ -154,6 +158,7 @@ impl Default for TrackerState {
             recent: Vec::new(),
             correlation_best: 0.0,
             correlation_last_improvement: 0,
+            waiting_for_snapshot: 0,
             initial_lr: None,
             lr: None,
             trial: None,
