@@ -1,5 +1,8 @@
 //! # perforated: artificial dendrites for Rust neural networks
 //!
+//! New here? [`guide::first_model`] walks from a plain network to a trained one with
+//! dendrites, in a program that runs.
+//!
 //! Give a dfdx network *dendrites*: each converted layer gets copies of itself whose squashed
 //! outputs feed its neurons through one learned weight per neuron. Training alternates between
 //! a **neuron phase** (ordinary training) and a **dendrite phase** (a candidate dendrite per
@@ -127,7 +130,9 @@
 //!
 //! Layers with several inputs or outputs are converted through a [`processor`]: it says which
 //! output tensor dendrites add to and keeps each dendrite's own recurrent state, reset by
-//! [`Dendritic::reset_state`].
+//! [`Dendritic::reset_state`] (or `model.reset_state()` for every layer). Built-in ones cover
+//! the recurrent layers; `#[derive(Processor)]` with `#[processor(outputs = N, main = i, ...)]`
+//! describes any other layer: see the guide [`guide::processors`].
 //!
 //! ```
 //! use perforated::prelude::*;
@@ -258,7 +263,7 @@
 //! | `history.jsonl` | one JSON line per epoch (every field of [`EpochRecord`](tracker::EpochRecord)); appended, read back by a resume |
 //! | `scores.csv` | per epoch: `epoch,phase,score,running,test,train_loss,lr,dendrites,params,bytes,seconds`, then one column per extra score |
 //! | `switches.csv`, `params.csv`, `best_test_scores.csv`, `correlations.csv` | phase switches with their reasons; parameters per epoch; the best score per dendrite count; candidate correlations per layer and epoch |
-//! | `graph.png` | scores (log scale when they span decades), learning rate, correlations, epoch times |
+//! | `graph.png` | scores and training loss (each on a log scale when it spans two decades), learning rate, correlations, epoch times |
 //! | `.lock` | held while a tracker works there: a second tracker on the directory is refused ([`Error::Busy`]) |
 //!
 //! Checkpoints carry a CRC-32 of their contents and are checked whole before a model changes:
@@ -266,6 +271,17 @@
 //! the model stays as it was. A failed `add_validation_score` (a full disk) changes nothing,
 //! so the same call can be made again; NaN losses, scores, gradients and learning rates are
 //! refused where they enter.
+//!
+//! ## Requirements and threads
+//!
+//! Stable Rust: dfdx 0.13 does not build on nightly, so a crate that uses `perforated` needs a
+//! stable toolchain too (pin one with `rust-toolchain.toml`).
+//!
+//! Matrix products and the convolution run on rayon's global pool: all cores by default. Set
+//! `RAYON_NUM_THREADS=n` before the program starts, or train inside
+//! `rayon::ThreadPoolBuilder::new().num_threads(n).build()?.install(|| ...)`. With data-parallel
+//! thread replicas, give each replica its own cores (`RAYON_NUM_THREADS=1` and one replica per
+//! core).
 //!
 //! ## Data parallel
 //!
@@ -323,6 +339,15 @@
 pub use dfdx;
 pub use pai_core::*;
 pub use pai_macros::{perforated, Processor};
+
+/// Guides: longer pages than the reference above, each with a program that compiles and runs
+/// (they are doc tests).
+pub mod guide {
+    #[doc = include_str!("guide/first_model.md")]
+    pub mod first_model {}
+    #[doc = include_str!("guide/processors.md")]
+    pub mod processors {}
+}
 
 /// Everything a model author needs: dfdx's prelude and perforated's names.
 pub mod prelude {

@@ -558,17 +558,18 @@ fn a_best_epoch_that_ends_a_trial_stage_is_saved_before_the_stage_switch() {
     );
 }
 
-/// A candidate that never takes a snapshot (its warm-up never ends: as with a layer whose
-/// neuron error stays zero) cannot hold the run in its dendrite phase: the phase waits
-/// `dendrite_patience` epochs past due, warning, then the candidates are dropped and the run
-/// completes with the best model, the reason naming the layer.
+/// A candidate that never takes a snapshot (no correlation can beat the margin, as with a
+/// layer whose neuron error stays zero) cannot hold the run in its dendrite phase: past its
+/// warm-up the phase waits `dendrite_patience` epochs past due, warning, then the candidates
+/// are dropped and the run completes with the best model, the reason naming the layer.
 #[test]
 fn a_dendrite_phase_without_a_snapshot_ends_the_run_after_waiting() {
     let mut run = Run::new(base("no-snapshot").maximize().dendrite_patience(2));
     let dev = TestDevice::seed_from_u64(1);
     let never = DendriteConfig {
         correlation: CorrelationConfig {
-            warmup_batches: usize::MAX,
+            warmup_batches: 1,
+            absolute_margin: 2.0,
             ..Default::default()
         },
         ..Default::default()
@@ -589,5 +590,35 @@ fn a_dendrite_phase_without_a_snapshot_ends_the_run_after_waiting() {
         run.model.forward(run.x.clone()).as_vec(),
         run.outputs[1],
         "the best model (epoch 1) is back"
+    );
+}
+
+/// A candidate still in its warm-up when its phase is due holds the phase (it is learning);
+/// the wait for a snapshot counts only from the end of the warm-up.
+#[test]
+fn a_dendrite_phase_waits_for_the_warm_up() {
+    let mut run = Run::new(base("warm-up").maximize().dendrite_patience(2));
+    let dev = TestDevice::seed_from_u64(1);
+    let slow = DendriteConfig {
+        correlation: CorrelationConfig {
+            // two batches an epoch: the warm-up ends after the tenth dendrite epoch
+            warmup_batches: 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    run.model = Dendritic::new(&dev, BuildModule::build(&dev), slow).unwrap();
+    run.feed(&[0.5, 0.6, 0.6, 0.6]);
+    let dendrite_epochs = run.trace.chars().filter(|c| *c == 'd').count();
+    assert!(dendrite_epochs >= 10, "{}", run.trace);
+    assert!(run.trace.contains("iicRdddddddddd"), "{}", run.trace);
+    assert!(
+        !run.tracker
+            .state()
+            .switches
+            .iter()
+            .any(|s| s.reason.starts_with("no candidate")),
+        "{:?}",
+        run.tracker.state().switches
     );
 }

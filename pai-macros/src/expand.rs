@@ -59,6 +59,9 @@ pub fn item(m: &Model<'_>, plain_fields: bool) -> TokenStream {
         quote!(#(#fattrs)* #fvis #ident: #ty)
     });
     let (decls, _) = consts(m);
+    // after errors no field may use `E` or `D`: a marker keeps rustc from adding its own
+    let marker = plain_fields
+        .then(|| quote!(#[doc(hidden)] __pai_types: ::core::marker::PhantomData<(E, D)>,));
     quote! {
         #(#attrs)*
         #vis struct #name<#(#decls,)* E = f32, D = #dfdx::tensor::Cpu>
@@ -67,12 +70,14 @@ pub fn item(m: &Model<'_>, plain_fields: bool) -> TokenStream {
             D: #dfdx::tensor_ops::Device<E>,
         {
             #(#defs,)*
+            #marker
         }
     }
 }
 
-/// Everything `#[perforated]` generates for a model that passed every check.
-pub fn model(m: &Model<'_>) -> TokenStream {
+/// Everything `#[perforated]` generates for a model that passed every check; without
+/// `with_forward`, all but the forward pass.
+pub fn model(m: &Model<'_>, with_forward: bool) -> TokenStream {
     let core = paths::core();
     let dfdx = paths::dfdx();
     let name = &m.input.ident;
@@ -83,7 +88,7 @@ pub fn model(m: &Model<'_>) -> TokenStream {
     let summary = summary(m);
     let build = build(m);
     let registry = registry(m);
-    let forward = if m.attrs.custom_forward {
+    let forward = if m.attrs.custom_forward || !with_forward {
         quote!()
     } else {
         forward(m, &decls, &ty)
@@ -223,6 +228,31 @@ fn summary(m: &Model<'_>) -> String {
         })
         .collect();
     format!("{}\n  {}", m.input.ident, lines.join("\n  "))
+}
+
+/// `Module` and `ModuleMut` for any input, returning it: what a model whose widths do not
+/// chain gets (see `fallback::widths`); never called, since that crate does not compile.
+pub fn stub_forward(m: &Model<'_>) -> TokenStream {
+    let core = paths::core();
+    let dfdx = paths::dfdx();
+    let name = &m.input.ident;
+    let (decls, names) = consts(m);
+    let ty = quote!(#name<#(#names,)* E, D>);
+    let one = |module: TokenStream, method: TokenStream, recv: TokenStream| {
+        quote! {
+            #[automatically_derived]
+            impl<#(#decls,)* E: #core::Float, D: #dfdx::tensor_ops::Device<E>, __PaiX> #dfdx::nn::#module<__PaiX> for #ty {
+                type Output = __PaiX;
+                type Error = <D as #dfdx::tensor::HasErr>::Err;
+                fn #method(#recv self, x: __PaiX) -> ::core::result::Result<Self::Output, Self::Error> {
+                    ::core::result::Result::Ok(x)
+                }
+            }
+        }
+    };
+    let module = one(quote!(Module), quote!(try_forward), quote!(&));
+    let module_mut = one(quote!(ModuleMut), quote!(try_forward_mut), quote!(&mut));
+    quote!(#module #module_mut)
 }
 
 /// `Module` and `ModuleMut`: the fields in order, skipped ones left out.

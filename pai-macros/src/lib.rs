@@ -13,6 +13,7 @@ mod processor;
 #[cfg(test)]
 mod tests;
 mod types;
+mod widths;
 
 use proc_macro::TokenStream;
 
@@ -25,14 +26,20 @@ pub fn perforated(args: TokenStream, item: TokenStream) -> TokenStream {
 
 fn model(args: proc_macro2::TokenStream, input: &syn::DeriveInput) -> proc_macro2::TokenStream {
     let (model, shape_ok, errors) = analyse(args, input);
-    if errors.is_empty() {
-        expand::model(&model)
+    if !errors.is_empty() {
+        return fallback::errors(&model, shape_ok, errors);
+    }
+    let mut widths = Vec::new();
+    widths::chain(&model, &mut widths);
+    if widths.is_empty() {
+        expand::model(&model, true)
     } else {
-        fallback::errors(&model, shape_ok, errors)
+        fallback::widths(&model, widths)
     }
 }
 
-/// Parse and check: the IR, whether the struct itself is well formed, and every error.
+/// Parse and check: the IR, whether the struct itself is well formed, and every error (the
+/// width rule runs only on a model without them, so that `fallback::widths` can expand it).
 fn analyse(
     args: proc_macro2::TokenStream,
     input: &syn::DeriveInput,

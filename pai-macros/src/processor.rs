@@ -152,9 +152,37 @@ pub fn derive(input: &syn::DeriveInput) -> TokenStream {
         for e in errors {
             first.combine(e);
         }
-        return first.to_compile_error();
+        let mut out = first.to_compile_error();
+        out.extend(fallback(input));
+        return out;
     }
     expand(input, &a)
+}
+
+/// After an error: `Processor` alone (no routes) when the struct has the shape the derive
+/// needs, so that a model naming the processor does not add an error of its own for each use
+/// (as thiserror's fallback impls do).
+fn fallback(input: &syn::DeriveInput) -> TokenStream {
+    let generics: Vec<String> = input
+        .generics
+        .params
+        .iter()
+        .map(|p| match p {
+            syn::GenericParam::Type(t) => t.ident.to_string(),
+            _ => String::new(),
+        })
+        .collect();
+    if !matches!(input.data, syn::Data::Struct(_)) || generics != ["E", "D"] {
+        return TokenStream::new();
+    }
+    let core = paths::core();
+    let dfdx = paths::dfdx();
+    let name = &input.ident;
+    quote! {
+        impl<E: #dfdx::shapes::Dtype, D: #dfdx::tensor_ops::Device<E>> #core::processor::Processor for #name<E, D> {
+            type State = #core::processor::Stored<E, D>;
+        }
+    }
 }
 
 fn expand(input: &syn::DeriveInput, a: &Attrs) -> TokenStream {

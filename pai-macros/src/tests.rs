@@ -10,7 +10,10 @@ use crate::{analyse, processor, types};
 fn errors(args: &str, src: &str) -> Vec<String> {
     let input: syn::DeriveInput = syn::parse_str(src).expect("test input parses");
     let args: TokenStream = args.parse().expect("test arguments lex");
-    let (_, _, errors) = analyse(args, &input);
+    let (model, _, mut errors) = analyse(args, &input);
+    if errors.is_empty() {
+        crate::widths::chain(&model, &mut errors);
+    }
     errors.iter().map(ToString::to_string).collect()
 }
 
@@ -261,4 +264,43 @@ fn processor_derive_rules() {
             "{src}: {out}"
         );
     }
+}
+
+#[test]
+fn consecutive_widths_must_agree_where_they_are_literals() {
+    let found = errors(
+        "",
+        "struct M { fc1: Linear<64, 16>, act: ReLU, drop: Dropout, fc2: Linear<32, 10> }",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("`fc2` takes 32 inputs, but `fc1` before it gives 16"),
+        "{found:?}"
+    );
+    assert_eq!(found[1], "`fc1` gives 16 outputs here, and `fc2` takes 32");
+    // through groups and norms, by their first layer
+    let found = errors(
+        "",
+        "struct M { a: PaiSequential<Conv2d<1, 4, 3>, BatchNorm2D<4>>, p: MaxPool2d<2>, \
+         b: Conv2d<8, 8, 3> }",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("`b` takes 8 inputs, but `a` before it gives 4"));
+    // what the macro cannot decide is left to rustc: const parameters, a flatten between,
+    // nested models, skipped fields, a forward pass of the user's own
+    for ok in [
+        "struct M<const H: usize> { a: Linear<2, H>, b: Linear<H, 3> }",
+        "struct M<const H: usize> { a: Linear<2, H>, b: Linear<5, 3> }",
+        "struct M { a: Conv2d<1, 4, 3>, f: Flatten2D, b: Linear<100, 3> }",
+        "struct M { a: Linear<2, 4>, n: Inner, b: Linear<7, 3> }",
+        "struct M { a: Linear<2, 4>, #[pai(skip)] s: Linear<9, 9>, b: Linear<4, 3> }",
+        "struct M { a: Linear<2, 4>, b: Linear<4, 3>, c: Linear<3, 1> }",
+    ] {
+        assert!(errors("", ok).is_empty(), "{ok}: {:?}", errors("", ok));
+    }
+    assert!(errors(
+        "custom_forward",
+        "struct M { a: Linear<2, 4>, b: Linear<7, 3> }"
+    )
+    .is_empty());
 }

@@ -53,7 +53,9 @@ pub fn module_type(ty: &Type) -> TokenStream {
 }
 
 /// The processor type: known stateful processors get `<H, E, D>` with `H` the layer's
-/// second const argument (its hidden size).
+/// second const argument (its hidden size); any other processor named bare but `Plain` and
+/// `FirstOutput` is a derived one and gets the model's `<E, D>` (`Name<>` keeps a processor
+/// without generics as written).
 fn processor_type(p: &syn::Path, layer: &Type) -> TokenStream {
     let last = p
         .segments
@@ -68,6 +70,9 @@ fn processor_type(p: &syn::Path, layer: &Type) -> TokenStream {
             let ident = &p.segments.last().expect("checked").ident;
             return quote_spanned!(p.span()=> #core::layers::#ident<#h, E, D>);
         }
+    }
+    if bare && !matches!(last.as_str(), "Plain" | "FirstOutput") {
+        return quote_spanned!(p.span()=> #p<E, D>);
     }
     quote!(#p)
 }
@@ -96,6 +101,8 @@ pub fn field_type(f: &Field<'_>, plain: bool) -> TokenStream {
                 .map(|(span, idents)| tags(*span, idents));
             let processor = f.attrs.processor.as_ref().map(|p| processor_type(p, ty));
             match (tags, processor) {
+                // a parameter-free layer marked `convert` stays as written
+                _ if plain && f.known == Some(Known::Free) => quote!(#ty),
                 (None, None) => quote!(#core::Dendritic<#module>),
                 _ if plain => quote!(#core::Dendritic<#module>),
                 (Some(t), None) => quote!(#core::Dendritic<#module, #t>),

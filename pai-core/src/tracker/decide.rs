@@ -221,10 +221,15 @@ impl Tracker {
                 due |= in_phase >= first;
             }
         }
+        // layers without a snapshot, and whether each is past its warm-up
         let mut waiting = Vec::new();
         model.visit_layers("", &mut |path, l| {
             if !l.has_snapshot() {
-                waiting.push(path.to_string());
+                let batches = l.correlation().map_or(0, |r| r.batches);
+                waiting.push((
+                    path.to_string(),
+                    batches > l.config().correlation.warmup_batches,
+                ));
             }
         });
         if !due {
@@ -238,21 +243,25 @@ impl Tracker {
         self.new_set(model, opt, &reason)
     }
 
-    /// A dendrite phase due to end whose candidates in `waiting` have no snapshot yet: the
-    /// phase goes on, with a warning that names them, for up to `dendrite_patience` more
+    /// A dendrite phase due to end whose candidates in `waiting` (with whether each is past
+    /// its warm-up) have no snapshot yet: the phase goes on, with a warning that names them.
+    /// Once every one of them is past its warm-up, it waits at most `dendrite_patience` more
     /// epochs; then the candidates are dropped and the run completes with the best model (a
     /// candidate whose correlation never beat zero by the margins will not help).
     fn wait_for_snapshot<M: DendriticModel>(
         &mut self,
         model: &mut M,
         opt: &mut OptimizerFor<M>,
-        waiting: &[String],
+        waiting: &[(String, bool)],
         reports: &[(String, CorrelationReport)],
     ) -> Result<Step> {
-        self.state.waiting_for_snapshot += 1;
+        let warm = waiting.iter().all(|(_, warm)| *warm);
+        if warm {
+            self.state.waiting_for_snapshot += 1;
+        }
         let detail: Vec<String> = waiting
             .iter()
-            .map(|path| {
+            .map(|(path, _)| {
                 let report = reports.iter().find(|(p, _)| p == path).map(|(_, r)| r);
                 report.map_or_else(
                     || format!("`{path}`"),
@@ -266,19 +275,27 @@ impl Tracker {
             })
             .collect();
         let detail = detail.join(", ");
+        if !warm {
+            tracing::info!(
+                target: "perforated",
+                "dendrite phase due to end; candidates still in warm-up \
+                 (`CorrelationConfig::warmup_batches`) in {detail}: no snapshot to accept yet"
+            );
+            return Ok(Step::Continue { improved: false });
+        }
         if self.state.waiting_for_snapshot <= self.config.dendrite_patience {
             tracing::warn!(
                 target: "perforated",
-                "dendrite phase due to end, but no candidate snapshot to accept yet in {detail}: \
-                 a snapshot needs the warm-up batches (`CorrelationConfig::warmup_batches`) and \
-                 then a correlation above zero by the margins; waiting {} more epoch(s)",
+                "dendrite phase due to end, but no candidate snapshot to accept in {detail}: \
+                 their correlation has not beaten zero by the margins \
+                 (`CorrelationConfig::absolute_margin`); waiting {} more epoch(s)",
                 self.config.dendrite_patience + 1 - self.state.waiting_for_snapshot
             );
             return Ok(Step::Continue { improved: false });
         }
         model.discard_candidates()?;
         let reason = format!(
-            "no candidate snapshot in {detail} after {} epochs of waiting: the candidates \
+            "no candidate snapshot in {detail} after {} epochs past warm-up: the candidates \
              learned nothing to accept",
             self.config.dendrite_patience
         );
