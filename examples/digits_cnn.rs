@@ -2,7 +2,7 @@
 //! BatchNorm2d)` blocks, so each dendrite copies a convolution with its normalisation.
 //!
 //! ```text
-//! cargo run --release --example digits_cnn -- [--seeds 3] [--epochs 200] [--out runs/digits_cnn]
+//! cargo run --release --example digits_cnn -- [--seeds 3] [--epochs 500] [--out runs/digits_cnn]
 //! ```
 
 mod common;
@@ -10,7 +10,7 @@ mod common;
 use common::args::Args;
 use common::cnn::train;
 use common::digits::Digits;
-use common::run::{table, Outcome, Setup};
+use common::run::{table, verdict, Outcome, Setup};
 
 /// 8x8 -> 4 channels -> pool to 4x4 -> 8 channels -> pool to 2x2 -> 10 classes.
 fn cnn(
@@ -30,13 +30,13 @@ fn cnn(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("digits_cnn", 3, 200);
+    let args = Args::parse("digits_cnn", 3, 500);
     let digits = Digits::load()?;
     println!(
         "digits CNN (conv+batchnorm groups); {} seeds; test accuracy at the best validation epoch",
         args.seeds
     );
-    table(
+    let rows = table(
         &args,
         &[
             ("cnn 4-8 channels", &|s| cnn(&digits, s, None, &args, "cnn")),
@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         ],
     )?;
+    println!("\nwhat this showed: {}", verdict(&rows[0], &rows[1]));
     println!("tracker output under {}", args.out.display());
     Ok(())
 }

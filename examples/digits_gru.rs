@@ -9,7 +9,7 @@ mod common;
 
 use common::args::Args;
 use common::digits::Digits;
-use common::run::{run, table, Images, Logits, Outcome, Setup};
+use common::run::{run, table, verdict, Images, Logits, Outcome, Setup};
 use perforated::layers::last_step;
 use perforated::prelude::*;
 
@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "digits read row by row by a GRU; {} seeds; test accuracy at the best validation epoch",
         args.seeds
     );
-    table(
+    let rows = table(
         &args,
         &[
             ("gru 16", &|s| gru(&digits, s, None, &args, "gru")),
@@ -76,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         ],
     )?;
+    println!("\nwhat this showed: {}", verdict(&rows[0], &rows[1]));
     println!("tracker output under {}", args.out.display());
     Ok(())
 }

@@ -15,7 +15,7 @@ mod common;
 use common::args::Args;
 use common::digits::Digits;
 use common::mlp::Mlp;
-use common::run::{run, table, Outcome, Setup};
+use common::run::{compression, run, table, verdict, Outcome, Setup};
 use perforated::prelude::*;
 use perforated::tracker::LrRestart;
 
@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         digits.test.len(),
         args.seeds
     );
-    table(
+    let rows = table(
         &args,
         &[
             ("64-4-10", &|s| mlp::<4>(&digits, s, None, &args, "h4")),
@@ -69,6 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("64-32-10", &|s| mlp::<32>(&digits, s, None, &args, "h32")),
         ],
     )?;
+    println!("\nwhat this showed:");
+    println!("- {}", verdict(&rows[0], &rows[1]));
+    println!("- {}", verdict(&rows[2], &rows[3]));
+    println!("- {}", compression(&rows[3], &rows[4]));
     println!(
         "tracker output (CSV files, graph.png, checkpoints) under {}",
         args.out.display()

@@ -17,7 +17,7 @@ use common::args::Args;
 use common::cnn::train;
 use common::digits::Dataset;
 use common::fashion::{self, PIXELS};
-use common::run::{table, Outcome, Setup};
+use common::run::{compression, table, verdict, Outcome, Setup};
 
 /// The CNN with `C1`, `C2` channels (`F` = `C2` · 49): a few epochs a phase, each epoch
 /// 12,000 images; a dendrite phase no longer than the first neuron phase, so that the
@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let d = &data;
     let a = &args;
-    table(
+    let rows = table(
         &args,
         &[
             ("cnn 4-8", &|s| cnn::<4, 8, 392>(d, s, None, a, "cnn4")),
@@ -83,6 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         ],
     )?;
+    println!("\nwhat this showed: {}", verdict(&rows[0], &rows[1]));
+    println!("and on compression: {}", compression(&rows[1], &rows[2]));
     println!("tracker output under {}", args.out.display());
     Ok(())
 }

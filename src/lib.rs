@@ -351,6 +351,9 @@ pub mod guide {
 
 /// Everything a model author needs: dfdx's prelude and perforated's names.
 pub mod prelude {
+    /// The `safetensors` crate (0.3), named here so that dfdx's prelude does not shadow it
+    /// with a private item of its own.
+    pub use ::safetensors;
     pub use dfdx::optim::{AdamConfig, SgdConfig};
     pub use dfdx::prelude::*;
     pub use pai_core::prelude::*;

@@ -24,6 +24,8 @@ pub struct Outcome {
     pub dendrites: usize,
     pub epochs: usize,
     pub seconds: f64,
+    /// The tracker ended the run (`Step::Complete`), not the epoch cap.
+    pub complete: bool,
 }
 
 const BATCH: usize = 32;
@@ -166,6 +168,7 @@ where
         dendrites: at_best.dendrites,
         epochs: state.history.len(),
         seconds: start.elapsed().as_secs_f64(),
+        complete: state.complete,
     })
 }
 
@@ -175,8 +178,20 @@ fn header() {
     println!("|---|---:|---:|---:|---:|---:|");
 }
 
+/// One printed row: the mean and spread over seeds of its runs.
+pub struct Row {
+    pub name: String,
+    /// Test accuracy, percent: mean and standard deviation over seeds.
+    pub mean: f64,
+    pub sd: f64,
+    pub params: f64,
+    /// Runs the tracker ended, of `runs`.
+    pub complete: usize,
+    pub runs: usize,
+}
+
 /// Prints one row: mean and spread over seeds.
-fn row(name: &str, outcomes: &[Outcome]) {
+fn row(name: &str, outcomes: &[Outcome]) -> Row {
     let n = outcomes.len() as f64;
     let mean = outcomes.iter().map(|o| o.test).sum::<f64>() / n;
     let spread = (outcomes
@@ -195,19 +210,88 @@ fn row(name: &str, outcomes: &[Outcome]) {
         avg(&|o| o.epochs as f64),
         avg(&|o| o.seconds),
     );
+    Row {
+        name: name.to_string(),
+        mean: 100.0 * mean,
+        sd: 100.0 * spread,
+        params: avg(&|o| o.params as f64),
+        complete: outcomes.iter().filter(|o| o.complete).count(),
+        runs: outcomes.len(),
+    }
 }
 
-/// Runs every row over `args.seeds` seeds and prints the table.
+/// Runs every row over `args.seeds` seeds and prints the table; returns the rows.
 ///
 /// # Errors
 /// The first run's error.
-pub fn table(args: &Args, rows: &[(&str, RowFn<'_>)]) -> Result<(), perforated::Error> {
+pub fn table(args: &Args, rows: &[(&str, RowFn<'_>)]) -> Result<Vec<Row>, perforated::Error> {
     header();
+    let mut out = Vec::new();
     for (name, run_seed) in rows {
         let outcomes = (0..args.seeds as u64)
             .map(run_seed)
             .collect::<Result<Vec<_>, _>>()?;
-        row(name, &outcomes);
+        out.push(row(name, &outcomes));
     }
-    Ok(())
+    Ok(out)
+}
+
+/// What the table showed about dendrites on `plain`: the gain of `dendritic` (the same
+/// network with dendrites) against the seed spread, and how the dendritic runs ended.
+pub fn verdict(plain: &Row, dendritic: &Row) -> String {
+    let gain = dendritic.mean - plain.mean;
+    // the two rows' spreads together: a gain smaller than that could be seed luck
+    let spread = plain.sd + dendritic.sd;
+    let shown = if dendritic.runs < 2 {
+        format!(
+            "{gain:+.2} points from dendrites over `{}` (one seed: no spread to judge it by)",
+            plain.name
+        )
+    } else if gain > spread {
+        format!(
+            "dendrites add {gain:.2} points over `{}`, more than the two rows' seed spreads together ({spread:.2})",
+            plain.name
+        )
+    } else if gain > 0.0 {
+        format!(
+            "dendrites add {gain:.2} points over `{}`, within the two rows' seed spreads together \
+             ({spread:.2}): a gain these seeds cannot show",
+            plain.name
+        )
+    } else {
+        format!(
+            "dendrites did not help `{}` here ({gain:+.2} points)",
+            plain.name
+        )
+    };
+    let ended = if dendritic.complete == dendritic.runs {
+        "every dendritic run ended at `Complete`".to_string()
+    } else {
+        format!(
+            "{} of {} dendritic runs ended at `Complete`, the others at the epoch cap \
+             (`--epochs`), the tracker still trying",
+            dendritic.complete, dendritic.runs
+        )
+    };
+    format!("{shown}; {ended}")
+}
+
+/// What the table showed about compression: whether `narrow` with dendrites reaches `wide`
+/// (plain) within its spread, and with what share of its parameters.
+pub fn compression(narrow: &Row, wide: &Row) -> String {
+    let share = 100.0 * narrow.params / wide.params;
+    let gap = wide.mean - narrow.mean;
+    if gap <= wide.sd + narrow.sd {
+        format!(
+            "`{}` matches `{}` within the seed spreads ({gap:+.2} points behind) with {share:.0}% \
+             of its parameters",
+            narrow.name, wide.name
+        )
+    } else {
+        format!(
+            "`{}` stays {gap:.2} points behind `{}` (more than the seed spreads) with {share:.0}% \
+             of its parameters",
+            narrow.name, wide.name
+        )
+    }
 }

@@ -1,6 +1,8 @@
 //! Matching a file's tensors to a model's by name and shape, and copying them: all or
-//! nothing. Also the plain (dendrite-free) loader built on it.
+//! nothing. Also the plain (dendrite-free) loader built on it, and the naming table both
+//! plain loaders share.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -14,11 +16,33 @@ use crate::float::Float;
 use crate::model::DendriticModel;
 use crate::params::{Param, ParamVisitor};
 
+/// Where a model tensor's values are in a file.
+pub(super) struct Key {
+    /// The tensor's path as errors print it (and as naming tables match it).
+    pub shown: String,
+    /// The file entry.
+    pub file: String,
+}
+
+impl Key {
+    /// The same name in the model and the file.
+    pub fn same(path: &str) -> Self {
+        Self {
+            shown: path.to_string(),
+            file: path.to_string(),
+        }
+    }
+}
+
+/// The function from a model tensor's full path to its [`Key`]; `None` for tensors the file
+/// does not hold (dendrites, for a plain load).
+pub(super) type KeyFn<'a> = &'a dyn Fn(&str) -> Option<Key>;
+
 /// Checks (with `copy` false) or copies (true) every tensor of the model that `key` maps to
 /// a file entry, recording which file entries it used.
 struct Match<'a, E> {
     tensors: &'a Values<E>,
-    key: &'a dyn Fn(&str) -> Option<String>,
+    key: KeyFn<'a>,
     copy: bool,
     used: BTreeSet<String>,
 }
@@ -29,13 +53,13 @@ impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Match<'_, E> {
         param: Param<'_, E, D>,
         tensor: &mut Tensor<S, E, D>,
     ) -> Result<()> {
-        let Some(key) = (self.key)(param.path) else {
+        let Some(Key { shown, file: key }) = (self.key)(param.path) else {
             return Ok(());
         };
-        let named = if key == param.path {
-            key.clone()
+        let named = if key == shown {
+            shown
         } else {
-            format!("{} (`{key}` in the file)", param.path)
+            format!("{shown} (`{key}` in the file)")
         };
         let dims: Vec<usize> = tensor.shape().concrete().into_iter().collect();
         match self.tensors.get(&key) {
@@ -102,7 +126,7 @@ fn nearby<E>(tensors: &Values<E>, key: &str) -> String {
 pub(super) fn copy_matching<M: DendriticModel>(
     model: &mut M,
     tensors: &Values<M::Dtype>,
-    key: &dyn Fn(&str) -> Option<String>,
+    key: KeyFn<'_>,
 ) -> Result<()> {
     let mut check = Match {
         tensors,
@@ -149,39 +173,121 @@ pub(super) fn copy_matching<M: DendriticModel>(
     )
 }
 
-/// The path a plain (dendrite-free) model uses for the tensor at `path` in a dendritic model:
-/// `.neurons` segments dropped, then the first matching prefix renamed. `None` for dendrite
-/// and candidate tensors, which a plain model does not have.
-fn plain_path(path: &str, renames: &[(&str, &str)]) -> Option<String> {
+/// A model tensor's path as a plain (dendrite-free) model has it: `.neurons` segments
+/// dropped. `None` for dendrite and candidate tensors, which a plain model does not have.
+pub(super) fn plain_path(path: &str) -> Option<String> {
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| *p == "dendrites" || *p == "candidate") {
         return None;
     }
-    let plain = parts
-        .into_iter()
-        .filter(|p| *p != "neurons")
-        .collect::<Vec<_>>()
-        .join(".");
-    for (ours, theirs) in renames {
-        if plain == *ours || plain.starts_with(&format!("{ours}.")) {
-            return Some(format!("{theirs}{}", &plain[ours.len()..]));
+    Some(
+        parts
+            .into_iter()
+            .filter(|p| *p != "neurons")
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
+/// A naming table: `(ours, theirs)` pairs, each renaming a path prefix of ours (as errors
+/// print paths: no `.neurons`) to the file's, the first match winning; it records which
+/// entries matched, so that one matching nothing is reported.
+pub(super) struct Table<'a> {
+    entries: &'a [(&'a str, &'a str)],
+    used: RefCell<BTreeSet<usize>>,
+}
+
+impl<'a> Table<'a> {
+    pub fn new(entries: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            entries,
+            used: RefCell::new(BTreeSet::new()),
         }
     }
-    Some(plain)
+
+    /// `plain` with its prefix renamed by the first entry that matches it at a segment
+    /// boundary.
+    pub fn rename(&self, plain: &str) -> String {
+        for (i, (ours, theirs)) in self.entries.iter().enumerate() {
+            if plain == *ours || plain.starts_with(&format!("{ours}.")) {
+                self.used.borrow_mut().insert(i);
+                let rest = &plain[ours.len()..];
+                // a rename to the root (`""`) drops the dot that followed the prefix
+                return if theirs.is_empty() {
+                    rest.trim_start_matches('.').to_string()
+                } else {
+                    format!("{theirs}{rest}")
+                };
+            }
+        }
+        plain.to_string()
+    }
+
+    /// Every model tensor's key computed once (so each entry that can match has), then an
+    /// error naming the entries that matched nothing, with some of the paths there are.
+    pub fn check_used<M: DendriticModel>(&self, model: &mut M, key: KeyFn<'_>) -> Result<()> {
+        struct Paths(Vec<String>);
+        impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Paths {
+            fn visit<S: Shape>(
+                &mut self,
+                p: Param<'_, E, D>,
+                _: &mut Tensor<S, E, D>,
+            ) -> Result<()> {
+                self.0.push(p.path.to_string());
+                Ok(())
+            }
+        }
+        let mut paths = Paths(Vec::new());
+        model.visit_params("", &mut paths)?;
+        let shown: Vec<String> = paths
+            .0
+            .iter()
+            .filter_map(|p| key(p))
+            .map(|k| k.shown)
+            .collect();
+        let used = self.used.borrow();
+        let unused: Vec<String> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !used.contains(i))
+            .map(|(_, (ours, theirs))| format!("(`{ours}`, `{theirs}`)"))
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let examples: Vec<String> = shown.iter().take(6).map(|p| format!("`{p}`")).collect();
+        Err(Error::Mismatch {
+            path: unused[0].clone(),
+            expected: "a naming-table entry whose first path is a prefix of one of the \
+                       model's tensor paths"
+                .into(),
+            found: format!(
+                "{} entr{} matching nothing: {}; the model's paths are like {}",
+                unused.len(),
+                if unused.len() == 1 { "y" } else { "ies" },
+                unused.join(", "),
+                examples.join(", ")
+            ),
+        })
+    }
 }
 
 /// Loads the weights of a plain model, saved by dfdx's `save_safetensors` (or any safetensors
 /// file keyed by field path), into the neurons and tracked layers of `model`. Paths match
-/// once `.neurons` is dropped from ours; `renames` maps prefixes of ours to theirs (e.g.
-/// `[("fc1", "0"), ("fc2", "2")]` for a dfdx tuple model). Dendrites are left as they are, so
-/// with none yet the model computes exactly what the plain one did. Rank-0 entries (module
-/// scalars such as a norm's epsilon, which dfdx saves too) are configuration and are skipped.
+/// once `.neurons` is dropped from ours (the paths errors print); `renames` maps prefixes of
+/// ours to theirs (e.g. `[("fc1", "0"), ("fc2", "2")]` for a dfdx tuple model), the first
+/// match winning. Dendrites are left as they are, so with none yet the model computes exactly
+/// what the plain one did. Rank-0 entries (module scalars such as a norm's epsilon, which dfdx
+/// saves too) are configuration and are skipped. f16, bf16 and f64 tensors are converted to
+/// the model's dtype. For a PyTorch `state_dict`, see [`load_pytorch`](super::load_pytorch).
 ///
 /// # Errors
 /// [`Error::Io`] / [`Error::Corrupt`] for an unreadable file; [`Error::Mismatch`] naming the
-/// first tensor that is missing or has another shape or dtype, a file tensor two of ours map
-/// to, or the file tensors nothing of ours takes; [`Error::NonFinite`] for a NaN or infinity in
-/// the file. Nothing is copied unless every tensor matches.
+/// first tensor that is missing or has another shape, a tensor that is not floating point, a
+/// file tensor two of ours map to, the file tensors nothing of ours takes, or a rename that
+/// matches none of our paths; [`Error::NonFinite`] for a NaN or infinity in the file. Nothing
+/// is copied unless every tensor matches.
 pub fn load_plain<M: DendriticModel>(
     model: &mut M,
     path: impl AsRef<Path>,
@@ -189,6 +295,13 @@ pub fn load_plain<M: DendriticModel>(
 ) -> Result<()> {
     let path = path.as_ref();
     let tensors = read::plain::<M::Dtype>(&read::read_file(path)?, path)?;
-    let key = |ours: &str| plain_path(ours, renames);
+    let table = Table::new(renames);
+    let key = |ours: &str| {
+        plain_path(ours).map(|shown| Key {
+            file: table.rename(&shown),
+            shown,
+        })
+    };
+    table.check_used(model, &key)?;
     copy_matching(model, &tensors, &key)
 }

@@ -14,10 +14,13 @@
 //! and snapshot, so training continues exactly where it stopped.
 
 mod matching;
+mod pytorch;
 mod read;
 
 pub use matching::load_plain;
+pub use pytorch::load_pytorch;
 // a caller that reads a checkpoint's metadata before loading it (`Tracker::resume`)
+pub use read::read_tensor;
 pub(crate) use read::{metadata, read_file};
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,7 +37,7 @@ use crate::float::Float;
 use crate::model::DendriticModel;
 use crate::params::{ExtraTensor, Param, ParamVisitor};
 use crate::phase::Phase;
-use matching::copy_matching;
+use matching::{copy_matching, Key};
 use read::{CHECKSUM_KEY, DTYPE_KEY, FORMAT, FORMAT_KEY, MAX_HEADER, STRUCTURE_KEY};
 
 /// One layer's structure as recorded in a file.
@@ -280,7 +283,7 @@ fn apply<M: DendriticModel>(
     structure: &[LayerStructure],
 ) -> Result<()> {
     apply_structure(model, structure)?;
-    copy_matching(model, &contents.tensors, &|p| Some(p.to_string()))
+    copy_matching(model, &contents.tensors, &|p| Some(Key::same(p)))
 }
 
 /// Checks the file's structure against the model's (the same layers, the same dendrite

@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
+use dfdx::shapes::Shape;
+use dfdx::tensor::Tensor;
+use dfdx::tensor_ops::Device;
+
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -172,7 +176,7 @@ pub(super) fn checkpoint<E: Float>(bytes: &[u8], path: &Path) -> Result<Contents
         });
     }
     Ok(Contents {
-        tensors: values(&st)?,
+        tensors: values(&st, Dtypes::Exact)?,
         metadata,
     })
 }
@@ -192,39 +196,119 @@ fn deserialize<'a>(bytes: &'a [u8], path: &Path) -> Result<safetensors::SafeTens
         .map_err(|e| Error::corrupt(path, format!("unreadable tensors ({e:?})"), Some(e.into())))
 }
 
-/// Every tensor of a safetensors file (any writer's), in dtype `E`, finite. Rank-0 entries
-/// (module scalars such as a norm's epsilon, which dfdx saves as f64) are configuration, not
-/// weights, and are skipped.
+/// Every tensor of a safetensors file (any writer's), converted to dtype `E` from f16, bf16,
+/// f32 or f64 (f64 into f32 rounds to nearest), finite. Rank-0 entries (module scalars such as
+/// a norm's epsilon, which dfdx saves as f64, or PyTorch's `num_batches_tracked`) are
+/// configuration, not weights, and are skipped.
 ///
 /// # Errors
-/// As [`checkpoint`], without the format checks.
+/// As [`checkpoint`], without the format checks; [`Error::Mismatch`] for a tensor that is not
+/// floating point; [`Error::NonFinite`] also for an f64 value beyond `E`'s range.
 pub(super) fn plain<E: Float>(bytes: &[u8], path: &Path) -> Result<Values<E>> {
-    values(&deserialize(bytes, path)?)
+    values(&deserialize(bytes, path)?, Dtypes::Convert)
 }
 
-fn values<E: Float>(st: &safetensors::SafeTensors<'_>) -> Result<Values<E>> {
+/// Which dtypes a read accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dtypes {
+    /// `E` only: a checkpoint of ours, whose dtype says what the model computed in.
+    Exact,
+    /// Any floating-point dtype, converted: plain weights from another program.
+    Convert,
+}
+
+/// The values of a tensor's little-endian `bytes` of `dtype`, in `E`; `None` for a dtype
+/// that is not floating point.
+fn converted<E: Float>(dtype: safetensors::Dtype, bytes: &[u8]) -> Option<Vec<E>> {
+    use safetensors::Dtype as St;
+    let pairs = || bytes.chunks_exact(2).map(|c| [c[0], c[1]]);
+    Some(match dtype {
+        St::F16 => pairs()
+            .map(|b| E::of_f64(f64::from(half::f16::from_le_bytes(b))))
+            .collect(),
+        St::BF16 => pairs()
+            .map(|b| E::of_f64(f64::from(half::bf16::from_le_bytes(b))))
+            .collect(),
+        St::F32 => f32::read_le(bytes)
+            .into_iter()
+            .map(|v| E::of_f64(f64::from(v)))
+            .collect(),
+        St::F64 => f64::read_le(bytes).into_iter().map(E::of_f64).collect(),
+        _ => return None,
+    })
+}
+
+fn values<E: Float>(st: &safetensors::SafeTensors<'_>, dtypes: Dtypes) -> Result<Values<E>> {
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.shape().is_empty() {
             continue;
         }
-        if view.dtype() != E::SAFETENSORS {
-            return Err(Error::Mismatch {
-                path: name,
-                expected: format!("{:?}", E::SAFETENSORS),
-                found: format!("{:?}", view.dtype()),
-            });
-        }
-        let values = E::read_le(view.data());
+        let values = if view.dtype() == E::SAFETENSORS {
+            E::read_le(view.data())
+        } else {
+            let read = match dtypes {
+                Dtypes::Exact => None,
+                Dtypes::Convert => converted::<E>(view.dtype(), view.data()),
+            };
+            let Some(values) = read else {
+                let expected = match dtypes {
+                    Dtypes::Exact => format!("{:?}", E::SAFETENSORS),
+                    Dtypes::Convert => "a floating-point tensor (F16, BF16, F32 or F64)".into(),
+                };
+                return Err(Error::Mismatch {
+                    path: name,
+                    expected,
+                    found: format!("{:?}", view.dtype()),
+                });
+            };
+            values
+        };
         if values.iter().any(|v| !v.as_f64().is_finite()) {
             return Err(Error::NonFinite {
                 layer: name,
                 what: "a value of the saved tensor",
-                hint: "the file holds NaN or infinity (saved from a diverged run?): load an \
-                       earlier checkpoint",
+                hint: "the file holds NaN or infinity (saved from a diverged run?), or an f64 \
+                       value beyond the model's dtype: load an earlier checkpoint",
             });
         }
         tensors.insert(name, (view.shape().to_vec(), values));
     }
     Ok(tensors)
+}
+
+/// One tensor of a safetensors file (any writer's: an input batch saved by PyTorch, say) as a
+/// dfdx tensor of `shape` on `dev`, converted from f16, bf16, f32 or f64.
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::Corrupt`] for an unreadable file; [`Error::Mismatch`] for a name
+/// the file does not have (listing those it has), another shape, or a tensor that is not
+/// floating point; [`Error::NonFinite`] for a NaN or infinity.
+pub fn read_tensor<S: Shape, E: Float, D: Device<E>>(
+    dev: &D,
+    path: impl AsRef<Path>,
+    name: &str,
+    shape: S,
+) -> Result<Tensor<S, E, D>> {
+    let path = path.as_ref();
+    let mut tensors = plain::<E>(&read_file(path)?, path)?;
+    let Some((dims, values)) = tensors.remove(name) else {
+        let mut names: Vec<String> = tensors.into_keys().collect();
+        names.sort();
+        return Err(Error::Mismatch {
+            path: name.into(),
+            expected: format!("a tensor named `{name}` in {}", path.display()),
+            found: format!("only {}", names.join(", ")),
+        });
+    };
+    let want: Vec<usize> = shape.concrete().into_iter().collect();
+    if dims != want {
+        return Err(Error::Mismatch {
+            path: name.into(),
+            expected: format!("shape {want:?}"),
+            found: format!("shape {dims:?}"),
+        });
+    }
+    dev.try_tensor_from_vec(values, shape)
+        .map_err(Error::device)
 }

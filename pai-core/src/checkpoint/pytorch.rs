@@ -1,0 +1,248 @@
+//! A PyTorch `state_dict` as it is: PyTorch's leaf names, its packed recurrent weights, and
+//! a naming table from our fields to its modules.
+//!
+//! The table of what is translated is on [`load_pytorch`].
+
+use std::path::Path;
+
+use super::matching::{copy_matching, plain_path, Key, Table};
+use super::read::{self, Values};
+use crate::error::{Error, Result};
+use crate::model::DendriticModel;
+
+/// Gate letters of a packed recurrent tensor, by the number of gates.
+fn gates(count: usize) -> Option<&'static [char]> {
+    match count {
+        3 => Some(&['r', 'z', 'n']),
+        4 => Some(&['i', 'f', 'g', 'o']),
+        _ => None,
+    }
+}
+
+/// The four packed tensors of a recurrent layer, by their leaf name without the layer suffix.
+const PACKED: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];
+
+/// `name` split as `(module, packed leaf, suffix)` when it is a packed recurrent tensor:
+/// `rnn.weight_ih_l0` is `("rnn", "weight_ih", "_l0")`, a `GRUCell`'s `cell.bias_hh` is
+/// `("cell", "bias_hh", "")`.
+fn packed(name: &str) -> Option<(&str, &'static str, &str)> {
+    let (module, leaf) = name.rsplit_once('.').unwrap_or(("", name));
+    PACKED.iter().find_map(|p| {
+        let suffix = leaf.strip_prefix(p)?;
+        (suffix.is_empty() || suffix.starts_with('_')).then_some((module, *p, suffix))
+    })
+}
+
+/// The file's packed recurrent tensors replaced by one entry per gate, `{name}#{gate}`: the
+/// gate count is the rows of `weight_hh` over its columns (the hidden size).
+///
+/// # Errors
+/// [`Error::Mismatch`] for a stacked or bidirectional layer (a suffix other than `_l0`), or
+/// rows that are not 3 or 4 times the hidden size.
+fn split_packed<E: Clone>(tensors: &mut Values<E>) -> Result<()> {
+    let names: Vec<String> = tensors
+        .keys()
+        .filter(|n| packed(n).is_some())
+        .cloned()
+        .collect();
+    // hidden sizes read before any tensor is split (and removed)
+    let hidden_of = |name: &str| -> Option<usize> {
+        let (module, _, suffix) = packed(name)?;
+        let dot = if module.is_empty() { "" } else { "." };
+        tensors
+            .get(&format!("{module}{dot}weight_hh{suffix}"))
+            .and_then(|(dims, _)| dims.get(1).copied())
+    };
+    let hidden: Vec<Option<usize>> = names.iter().map(|n| hidden_of(n)).collect();
+    for (name, hidden) in names.into_iter().zip(hidden) {
+        let (module, leaf, suffix) = packed(&name).expect("filtered");
+        if !(suffix.is_empty() || suffix == "_l0") {
+            return Err(Error::Mismatch {
+                path: name.clone(),
+                expected: "a single-layer, unidirectional GRU or LSTM (tensors ending `_l0`)"
+                    .into(),
+                found: format!(
+                    "`{name}`: a stacked (`num_layers` > 1) or bidirectional layer; convert \
+                     each layer as a field of its own"
+                ),
+            });
+        }
+        let prefix = if module.is_empty() {
+            String::new()
+        } else {
+            format!("{module}.")
+        };
+        let hidden_name = format!("{prefix}weight_hh{suffix}");
+        let (dims, values) = tensors.remove(&name).expect("listed");
+        let rows = dims[0];
+        let gate_list = match hidden {
+            Some(h) if h > 0 && rows % h == 0 => gates(rows / h),
+            _ => None,
+        };
+        let Some(gate_list) = gate_list else {
+            return Err(Error::Mismatch {
+                path: name,
+                expected: format!(
+                    "3 (GRU: r, z, n) or 4 (LSTM: i, f, g, o) gates stacked on the first axis, \
+                     and `{hidden_name}` of shape (gates x hidden, hidden)"
+                ),
+                found: format!("shape {dims:?}"),
+            });
+        };
+        let step = rows / gate_list.len();
+        let per_row: usize = dims[1..].iter().product();
+        for (g, letter) in gate_list.iter().enumerate() {
+            let mut part_dims = dims.clone();
+            part_dims[0] = step;
+            let part = values[g * step * per_row..(g + 1) * step * per_row].to_vec();
+            tensors.insert(
+                format!("{prefix}{leaf}{suffix}#{letter}"),
+                (part_dims, part),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The file entry PyTorch gives our tensor at `renamed` (our plain path, its module prefix
+/// already renamed by the table): leaf renames, and gate tensors of recurrent layers mapped
+/// into the split packed ones.
+fn pytorch_name(renamed: &str) -> String {
+    let parts: Vec<&str> = renamed.split('.').collect();
+    let n = parts.len();
+    // a recurrent gate: `.. [cell] . x_r . weight`
+    if n >= 2 {
+        let (gate, leaf) = (parts[n - 2], parts[n - 1]);
+        let letter = gate
+            .strip_prefix("x_")
+            .map(|g| ("ih", g))
+            .or_else(|| gate.strip_prefix("h_").map(|g| ("hh", g)));
+        if let Some((side, g)) = letter {
+            let known = g.len() == 1 && "rznifgo".contains(g);
+            if known && (leaf == "weight" || leaf == "bias") {
+                let before = &parts[..n - 2];
+                // `Gru` holds its step as `cell`; a `GruCell` field holds the gates itself
+                let (module, suffix) = match before.split_last() {
+                    Some((&"cell", rest)) if !rest.is_empty() => (rest.join("."), "_l0"),
+                    _ => (before.join("."), ""),
+                };
+                let dot = if module.is_empty() { "" } else { "." };
+                return format!("{module}{dot}{leaf}_{side}{suffix}#{g}");
+            }
+        }
+    }
+    let leaf = match parts[n - 1] {
+        "scale" | "gamma" => "weight",
+        "beta" => "bias",
+        other => other,
+    };
+    let mut out: Vec<&str> = parts[..n - 1].to_vec();
+    out.push(leaf);
+    out.join(".")
+}
+
+/// Loads a PyTorch `state_dict` saved to safetensors (`safetensors.torch.save_file(
+/// model.state_dict(), path)`) into the neurons and tracked layers of `model`, as
+/// [`load_plain`](super::load_plain) does, with PyTorch's names: `names` maps our field paths
+/// (as errors print them: `fc1`, `block.layer`) to PyTorch's module paths (`0`, `features.0`),
+/// the first match winning; leaf names and packed GRU/LSTM weights are translated. f16, bf16
+/// and f64 tensors are converted.
+///
+/// What differs between a PyTorch module and ours, and how a load bridges it:
+///
+/// | ours | PyTorch | bridged by |
+/// |---|---|---|
+/// | `BatchNorm*`: `scale`, `bias`, `running_mean`, `running_var` | `weight`, `bias`, `running_mean`, `running_var` (`num_batches_tracked` is a count: skipped) | leaf rename |
+/// | `LayerNorm1D`: `gamma`, `beta` | `weight`, `bias` | leaf rename |
+/// | `Gru` / `GruCell`: one `Linear` per gate, `cell.x_r` ... `cell.h_n` | `weight_ih_l0` `(3H, I)`, `weight_hh_l0` `(3H, H)`, `bias_ih_l0`, `bias_hh_l0`, gates in the order r, z, n (`GRUCell`: no `_l0`) | rows split by gate |
+/// | `Lstm` / `LstmCell`: `cell.x_i` ... `cell.h_o` | the same four tensors `(4H, ..)`, gates i, f, g, o | rows split by gate |
+/// | field paths (`block.layer`, `head`) | module paths (`features.0`, `classifier`) | the naming table |
+/// | `Linear`, `Conv*`: `weight`, `bias` | the same names, the same layouts | nothing |
+///
+/// Only single-layer, unidirectional recurrent layers are ours: a file with `_l1` or
+/// `_reverse` tensors is refused, naming them.
+///
+/// Batch norm's epsilon and momentum are not in a `state_dict`: build ours with PyTorch's
+/// (`1e-5` and `0.1` by default, as dfdx's), or outputs differ.
+///
+/// # Errors
+/// As [`load_plain`](super::load_plain); also a stacked or bidirectional recurrent layer, and a
+/// naming-table entry that matches none of our paths. Nothing is copied unless every tensor
+/// matches and every file tensor is used.
+pub fn load_pytorch<M: DendriticModel>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+    names: &[(&str, &str)],
+) -> Result<()> {
+    let path = path.as_ref();
+    let mut tensors = read::plain::<M::Dtype>(&read::read_file(path)?, path)?;
+    split_packed(&mut tensors)?;
+    let table = Table::new(names);
+    let key = |ours: &str| {
+        plain_path(ours).map(|shown| Key {
+            file: pytorch_name(&table.rename(&shown)),
+            shown,
+        })
+    };
+    table.check_used(model, &key)?;
+    copy_matching(model, &tensors, &key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_pytorch() {
+        assert_eq!(pytorch_name("features.1.scale"), "features.1.weight");
+        assert_eq!(pytorch_name("ln.gamma"), "ln.weight");
+        assert_eq!(pytorch_name("ln.beta"), "ln.bias");
+        assert_eq!(pytorch_name("fc.weight"), "fc.weight");
+        assert_eq!(pytorch_name("rnn.cell.x_z.weight"), "rnn.weight_ih_l0#z");
+        assert_eq!(pytorch_name("rnn.cell.h_o.bias"), "rnn.bias_hh_l0#o");
+        assert_eq!(pytorch_name("step.x_r.bias"), "step.bias_ih#r");
+        // a `GruCell` in a field named `cell`
+        assert_eq!(pytorch_name("cell.h_n.weight"), "cell.weight_hh#n");
+        // not a gate: left alone
+        assert_eq!(pytorch_name("a.x_q.weight"), "a.x_q.weight");
+    }
+
+    #[test]
+    fn packed_tensors_split_by_gate_rows() {
+        // a GRU: hidden 2, input 1; rows r0 r1 z0 z1 n0 n1
+        let mut t: Values<f64> = Values::new();
+        t.insert(
+            "g.weight_ih_l0".into(),
+            (vec![6, 1], (0..6).map(f64::from).collect()),
+        );
+        t.insert(
+            "g.weight_hh_l0".into(),
+            (vec![6, 2], (0..12).map(f64::from).collect()),
+        );
+        t.insert(
+            "g.bias_ih_l0".into(),
+            (vec![6], (0..6).map(f64::from).collect()),
+        );
+        split_packed(&mut t).unwrap();
+        assert_eq!(t["g.weight_ih_l0#z"], (vec![2, 1], vec![2.0, 3.0]));
+        assert_eq!(
+            t["g.weight_hh_l0#n"],
+            (vec![2, 2], vec![8.0, 9.0, 10.0, 11.0])
+        );
+        assert_eq!(t["g.bias_ih_l0#r"], (vec![2], vec![0.0, 1.0]));
+        assert!(!t.contains_key("g.weight_ih_l0"));
+        // an LSTM's four gates
+        let mut t: Values<f64> = Values::new();
+        t.insert("weight_hh".into(), (vec![4, 1], vec![1.0, 2.0, 3.0, 4.0]));
+        split_packed(&mut t).unwrap();
+        assert_eq!(t["weight_hh#g"], (vec![1, 1], vec![3.0]));
+        // stacked layers and odd gate counts are refused, naming the tensor
+        let mut t: Values<f64> = Values::new();
+        t.insert("g.weight_ih_l1".into(), (vec![6, 1], vec![0.0; 6]));
+        let e = split_packed(&mut t).unwrap_err().to_string();
+        assert!(e.contains("g.weight_ih_l1") && e.contains("stacked"), "{e}");
+        let mut t: Values<f64> = Values::new();
+        t.insert("weight_hh".into(), (vec![5, 1], vec![0.0; 5]));
+        assert!(split_packed(&mut t).is_err());
+    }
+}

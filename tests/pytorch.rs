@@ -1,0 +1,251 @@
+//! PyTorch-made weights load as they are (`load_pytorch`, one naming table per model) and the
+//! loaded models compute PyTorch's outputs. The fixtures come from
+//! `scripts/pytorch_fixtures.py` (see `tests/fixtures/pytorch/PROVENANCE.md`); no Python runs
+//! here.
+
+use perforated::checkpoint::{load_plain, load_pytorch, read_tensor};
+use perforated::prelude::*;
+
+const DIR: &str = "tests/fixtures/pytorch";
+
+fn fixture(name: &str) -> String {
+    format!("{DIR}/{name}.safetensors")
+}
+
+/// The largest difference between our output and PyTorch's, which must be below 1e-5.
+fn assert_close(ours: &[f32], name: &str, rows: usize, cols: usize) {
+    let dev: Cpu = Default::default();
+    let io = fixture(&format!("{name}.io"));
+    let theirs: Tensor<(usize, usize), f32, Cpu> =
+        read_tensor(&dev, &io, "output", (rows, cols)).unwrap();
+    let theirs = theirs.as_vec();
+    assert_eq!(ours.len(), theirs.len());
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "{name}: largest difference {worst}");
+    assert!(
+        theirs.iter().any(|v| v.abs() > 1e-2),
+        "{name}: a real output"
+    );
+}
+
+#[perforated]
+struct Mlp {
+    fc1: Linear<16, 32>,
+    act: ReLU,
+    fc2: Linear<32, 4>,
+}
+
+/// `nn.Sequential(Linear(16, 32), ReLU(), Linear(32, 4))`: indices to fields.
+const MLP_NAMES: &[(&str, &str)] = &[("fc1", "0"), ("fc2", "2")];
+
+fn mlp_output(name: &str) -> Vec<f32> {
+    let dev: Cpu = Default::default();
+    let mut model = Mlp::<f32, Cpu>::build(&dev).unwrap();
+    load_pytorch(&mut model, fixture(name), MLP_NAMES).unwrap();
+    let x: Tensor<(usize, Const<16>), f32, Cpu> =
+        read_tensor(&dev, fixture(&format!("{name}.io")), "input", (6, Const)).unwrap();
+    model.forward(x).as_vec()
+}
+
+#[test]
+fn mlp_matches_pytorch() {
+    assert_close(&mlp_output("mlp"), "mlp", 6, 4);
+}
+
+/// f16, bf16 and f64 weights are converted on load; the reference output was computed by
+/// PyTorch from the weights as saved (rounded to f16 or bf16).
+#[test]
+fn half_and_double_precision_weights_are_converted() {
+    for name in ["mlp_f16", "mlp_bf16", "mlp_f64"] {
+        assert_close(&mlp_output(name), name, 6, 4);
+    }
+}
+
+#[perforated]
+struct Cnn {
+    block: PaiSequential<Conv2d<1, 4, 3, 1, 1>, BatchNorm2D<4>>,
+    act: ReLU,
+    pool: MaxPool2d<2>,
+    flat: Flatten<64>,
+    head: Linear<64, 3>,
+}
+
+/// `features = Sequential(Conv2d, BatchNorm2d, ReLU, MaxPool2d)`, `classifier = Linear`.
+const CNN_NAMES: &[(&str, &str)] = &[
+    ("block.layer", "features.0"),
+    ("block.norm", "features.1"),
+    ("head", "classifier"),
+];
+
+#[test]
+fn conv_batchnorm_cnn_matches_pytorch_in_evaluation() {
+    let dev: Cpu = Default::default();
+    let mut model = Cnn::<f32, Cpu>::build(&dev).unwrap();
+    load_pytorch(&mut model, fixture("cnn"), CNN_NAMES).unwrap();
+    let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
+        read_tensor(&dev, fixture("cnn.io"), "input", (5, Const, 8, 8)).unwrap();
+    assert_close(&model.forward(x.clone()).as_vec(), "cnn", 5, 3);
+    // a dendrite phase on the loaded model leaves its output as PyTorch's
+    model.start_dendrite_phase().unwrap();
+    let grads = model.alloc_grads().unwrap();
+    let loss = model.forward_mut(x.clone().traced(grads)).square().mean();
+    let mut opt = DendriticOptimizer::adam(AdamConfig::default());
+    opt.step(&mut model, loss.backward()).unwrap();
+    assert_close(&model.forward(x).as_vec(), "cnn", 5, 3);
+}
+
+/// A convolution without a bias (PyTorch's `bias=False`) has no such tensor in the file: the
+/// load fails naming it and what the file has there (a bias-free `Conv` is not built yet).
+#[test]
+fn a_bias_free_convolution_is_refused_naming_the_missing_bias() {
+    let dev: Cpu = Default::default();
+    let mut model = Cnn::<f32, Cpu>::build(&dev).unwrap();
+    let e = load_pytorch(&mut model, fixture("cnn_nobias"), CNN_NAMES)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("block.layer.bias")
+            && e.contains("features.0.bias")
+            && e.contains("features.0.weight"),
+        "{e}"
+    );
+}
+
+#[perforated(custom_forward)]
+struct GruReader {
+    #[pai(processor = GruState)]
+    gru: Gru<8, 16>,
+    head: Linear<16, 5>,
+}
+
+#[perforated(custom_forward)]
+struct LstmReader {
+    #[pai(processor = LstmState)]
+    lstm: Lstm<8, 16>,
+    head: Linear<16, 5>,
+}
+
+type Sequences = Tensor<(usize, usize, Const<8>), f32, Cpu>;
+type Hidden = Tensor<(usize, Const<16>), f32, Cpu>;
+
+fn sequences(name: &str) -> (Sequences, Hidden) {
+    let dev: Cpu = Default::default();
+    let x: Sequences =
+        read_tensor(&dev, fixture(&format!("{name}.io")), "input", (3, 7, Const)).unwrap();
+    (x, dev.zeros_like(&(3, Const)))
+}
+
+/// `nn.GRU(8, 16, batch_first=True)` as `rnn`, read at the last step by `fc`: the packed
+/// `weight_ih_l0` (48, 8) etc. are split into the gates r, z, n by the loader.
+#[test]
+fn gru_matches_pytorch() {
+    let dev: Cpu = Default::default();
+    let mut model = GruReader::<f32, Cpu>::build(&dev).unwrap();
+    load_pytorch(
+        &mut model,
+        fixture("gru"),
+        &[("gru", "rnn"), ("head", "fc")],
+    )
+    .unwrap();
+    let (x, h0) = sequences("gru");
+    let (outputs, _) = model.gru.forward((x, h0));
+    let y = model
+        .head
+        .forward(perforated::layers::last_step(outputs).unwrap());
+    assert_close(&y.as_vec(), "gru", 3, 5);
+}
+
+/// `nn.LSTM(8, 16, batch_first=True)`: gates i, f, g, o.
+#[test]
+fn lstm_matches_pytorch() {
+    let dev: Cpu = Default::default();
+    let mut model = LstmReader::<f32, Cpu>::build(&dev).unwrap();
+    load_pytorch(
+        &mut model,
+        fixture("lstm"),
+        &[("lstm", "rnn"), ("head", "fc")],
+    )
+    .unwrap();
+    let (x, h0) = sequences("lstm");
+    let (outputs, _) = model.lstm.forward((x, (h0.clone(), h0)));
+    let y = model
+        .head
+        .forward(perforated::layers::last_step(outputs).unwrap());
+    assert_close(&y.as_vec(), "lstm", 3, 5);
+}
+
+/// The naming table's mistakes are errors that say what is wrong: an entry that matches no
+/// path of ours (a typo), two fields mapped to one module; nothing is copied.
+#[test]
+fn naming_table_mistakes_are_named() {
+    let dev: Cpu = Default::default();
+    let mut model = Mlp::<f32, Cpu>::build(&dev).unwrap();
+    let before = model.forward(dev.ones_like(&(1, Const::<16>))).as_vec();
+    let e = load_pytorch(&mut model, fixture("mlp"), &[("fc1", "0"), ("fc_2", "2")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(`fc_2`, `2`)") && e.contains("matching nothing"),
+        "{e}"
+    );
+    // (layers of one shape mapped to one module: "already used", see tests/pretrained.rs)
+    let e = load_pytorch(&mut model, fixture("mlp"), &[("fc1", "0"), ("fc2", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fc2.weight (`0.weight` in the file)"), "{e}");
+    // the same table mistake through the plain loader
+    let e = load_plain(
+        &mut model,
+        fixture("mlp"),
+        &[("fc1", "0"), ("fc2", "2"), ("fc3", "4")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("(`fc3`, `4`)"), "{e}");
+    assert_eq!(
+        model.forward(dev.ones_like(&(1, Const::<16>))).as_vec(),
+        before,
+        "nothing copied"
+    );
+}
+
+/// Paths in errors are the paths tables match (no `.neurons`), and a missing tensor's error
+/// lists what the file has near it.
+#[test]
+fn errors_print_the_paths_tables_match() {
+    let dev: Cpu = Default::default();
+    let mut model = Mlp::<f32, Cpu>::build(&dev).unwrap();
+    let e = load_pytorch(&mut model, fixture("mlp"), &[("fc1", "0"), ("fc2", "1")])
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("neurons"), "{e}");
+    assert!(e.contains("fc2.weight (`1.weight` in the file)"), "{e}");
+}
+
+/// The reading helper names a missing tensor with what the file has, and a wrong shape.
+#[test]
+fn reading_helper_checks_names_and_shapes() {
+    let dev: Cpu = Default::default();
+    let io = fixture("mlp.io");
+    let e = read_tensor::<_, f32, _>(&dev, &io, "inputs", (6, Const::<16>))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`inputs`") && e.contains("input, output"), "{e}");
+    let e = read_tensor::<_, f32, _>(&dev, &io, "input", (6, Const::<15>))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[6, 15]") && e.contains("[6, 16]"), "{e}");
+}
+
+/// `use perforated::prelude::*` leaves `safetensors` naming the crate (dfdx's prelude used to
+/// shadow it with a private item).
+#[test]
+fn the_prelude_names_the_safetensors_crate() {
+    let bytes = std::fs::read(fixture("mlp.io")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("input").unwrap().shape(), &[6, 16]);
+}
