@@ -86,6 +86,10 @@ def main():
         copy.load_state_dict(mlp.state_dict())
         save(f"mlp_{name}", copy, x, dtype)
 
+    nobias = nn.Sequential(nn.Linear(16, 32, bias=False), nn.ReLU(), nn.Linear(32, 4))
+    trained(nobias, x)
+    save("mlp_nobias", nobias, x)
+
     images = torch.randn(5, 1, 8, 8)
     for bias in (True, False):
         cnn = trained(Cnn(bias), images)

@@ -210,8 +210,10 @@
 //!
 //! ### Pretrained networks
 //!
-//! [`checkpoint::load_plain`] loads weights saved from a plain dfdx model into the neurons;
-//! before any dendrite is trained the converted model computes exactly what the plain one did.
+//! [`checkpoint::load_pytorch`] loads a PyTorch `state_dict` saved to safetensors (see
+//! [`guide::from_pytorch`]), [`checkpoint::load_plain`] weights saved from a plain dfdx model,
+//! into the neurons; before any dendrite is trained the converted model computes what the
+//! plain one did.
 //!
 //! ## Training with the tracker
 //!
@@ -347,6 +349,8 @@ pub mod guide {
     pub mod first_model {}
     #[doc = include_str!("guide/processors.md")]
     pub mod processors {}
+    #[doc = include_str!("guide/from_pytorch.md")]
+    pub mod from_pytorch {}
 }
 
 /// Everything a model author needs: dfdx's prelude and perforated's names.

@@ -98,21 +98,45 @@ fn conv_batchnorm_cnn_matches_pytorch_in_evaluation() {
     assert_close(&model.forward(x).as_vec(), "cnn", 5, 3);
 }
 
-/// A convolution without a bias (PyTorch's `bias=False`) has no such tensor in the file: the
-/// load fails naming it and what the file has there (a bias-free `Conv` is not built yet).
+#[perforated]
+struct UnbiasedCnn {
+    // stride 1, padding 1, dilation 1, no bias
+    block: PaiSequential<Conv2d<1, 4, 3, 1, 1, 1, false>, BatchNorm2D<4>>,
+    act: ReLU,
+    pool: MaxPool2d<2>,
+    flat: Flatten<64>,
+    head: Linear<64, 3>,
+}
+
+/// `Conv2d(.., bias=False)` before a BatchNorm is ours with `BIAS = false`: no bias tensor to
+/// load, and none trained (it stays zero through training steps, dendrite copies included).
 #[test]
-fn a_bias_free_convolution_is_refused_naming_the_missing_bias() {
+fn a_bias_free_convolution_matches_pytorch() {
     let dev: Cpu = Default::default();
-    let mut model = Cnn::<f32, Cpu>::build(&dev).unwrap();
-    let e = load_pytorch(&mut model, fixture("cnn_nobias"), CNN_NAMES)
+    let mut model = UnbiasedCnn::<f32, Cpu>::build(&dev).unwrap();
+    load_pytorch(&mut model, fixture("cnn_nobias"), CNN_NAMES).unwrap();
+    let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
+        read_tensor(&dev, fixture("cnn_nobias.io"), "input", (5, Const, 8, 8)).unwrap();
+    assert_close(&model.forward(x.clone()).as_vec(), "cnn_nobias", 5, 3);
+    let mut opt = DendriticOptimizer::adam(AdamConfig::default());
+    for _ in 0..2 {
+        let grads = model.alloc_grads().unwrap();
+        let loss = model.forward_mut(x.clone().traced(grads)).square().mean();
+        opt.step(&mut model, loss.backward()).unwrap();
+    }
+    assert!(model
+        .block
+        .neurons()
+        .layer
+        .bias
+        .as_vec()
+        .iter()
+        .all(|b| *b == 0.0));
+    // the file with a bias does not load into it: the bias is left unused, named
+    let e = load_pytorch(&mut model, fixture("cnn"), CNN_NAMES)
         .unwrap_err()
         .to_string();
-    assert!(
-        e.contains("block.layer.bias")
-            && e.contains("features.0.bias")
-            && e.contains("features.0.weight"),
-        "{e}"
-    );
+    assert!(e.contains("features.0.bias"), "{e}");
 }
 
 #[perforated(custom_forward)]
@@ -248,4 +272,36 @@ fn the_prelude_names_the_safetensors_crate() {
     let bytes = std::fs::read(fixture("mlp.io")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("input").unwrap().shape(), &[6, 16]);
+}
+
+#[perforated]
+struct UnbiasedMlp {
+    fc1: UnbiasedLinear<16, 32>,
+    act: ReLU,
+    fc2: Linear<32, 4>,
+}
+
+/// `Linear(16, 32, bias=False)` is dfdx's `UnbiasedLinear`, converted like `Linear`; its
+/// dendrites are bias-free copies and train.
+#[test]
+fn a_bias_free_linear_matches_pytorch_and_takes_dendrites() {
+    let dev: Cpu = Default::default();
+    let mut model = UnbiasedMlp::<f32, Cpu>::build(&dev).unwrap();
+    load_pytorch(&mut model, fixture("mlp_nobias"), MLP_NAMES).unwrap();
+    let x: Tensor<(usize, Const<16>), f32, Cpu> =
+        read_tensor(&dev, fixture("mlp_nobias.io"), "input", (6, Const)).unwrap();
+    assert_close(&model.forward(x.clone()).as_vec(), "mlp_nobias", 6, 4);
+    assert_eq!(model.layers().len(), 2, "both layers converted");
+    model.start_dendrite_phase().unwrap();
+    let mut opt = DendriticOptimizer::adam(AdamConfig::default());
+    for _ in 0..3 {
+        let grads = model.alloc_grads().unwrap();
+        let loss = model.forward_mut(x.clone().traced(grads)).square().mean();
+        opt.step(&mut model, loss.backward()).unwrap();
+    }
+    assert!(model
+        .correlation_scores()
+        .iter()
+        .all(|(_, r)| r.batches == 3));
+    assert_close(&model.forward(x).as_vec(), "mlp_nobias", 6, 4);
 }

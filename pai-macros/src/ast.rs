@@ -20,7 +20,7 @@ pub enum Known {
 
 pub fn known(name: &str) -> Option<Known> {
     Some(match name {
-        "Linear" => Known::Dfdx {
+        "Linear" | "UnbiasedLinear" => Known::Dfdx {
             consts: 2,
             norm: false,
         },

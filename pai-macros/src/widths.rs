@@ -37,7 +37,7 @@ fn ends(ty: &Type) -> Option<(&GenericArgument, &GenericArgument)> {
     let name = segment(ty)?.ident.to_string();
     let args = const_args(ty);
     let (i, o) = match name.as_str() {
-        "Linear" | "Conv1d" | "Conv2d" | "Conv3d" => (0, 1),
+        "Linear" | "UnbiasedLinear" | "Conv1d" | "Conv2d" | "Conv3d" => (0, 1),
         "BatchNorm1D" | "BatchNorm2D" | "LayerNorm1D" => (0, 0),
         "PaiSequential" => {
             // the group's first layer sets both ends (its norm must match, and is checked by

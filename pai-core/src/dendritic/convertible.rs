@@ -1,6 +1,6 @@
 //! [`Convertible`]: what a layer provides so that it can be given dendrites.
 
-use dfdx::nn::modules::Linear;
+use dfdx::nn::modules::{Linear, UnbiasedLinear};
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
 };
@@ -20,13 +20,13 @@ use crate::params::{visit_module, ModuleParams, ParamVisitor};
 /// A layer that can be wrapped in [`Dendritic`](super::Dendritic): its neurons are a const
 /// axis of its one output tensor, and a dendrite is a fresh copy of the layer itself.
 ///
-/// Implemented for dfdx's `Linear`; pai-core's own layers and user blocks implement it too
+/// Implemented for dfdx's `Linear` and `UnbiasedLinear`; pai-core's own layers and user blocks implement it too
 /// (for a dfdx-style module, each method is one call to the helper of the same name in this
 /// module: [`copy_module`], [`reinit_module`], [`visit_module`]).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be given dendrites",
     label = "not a convertible layer",
-    note = "convertible layers are `Linear`, pai-core's conv layers and `PaiSequential`; a block of your own needs `impl Convertible` (or `#[pai(convert)]` from the macro), and a layer that should train without dendrites belongs outside `Dendritic`"
+    note = "convertible layers are `Linear`, `UnbiasedLinear`, pai-core's conv layers and `PaiSequential`; a block of your own needs `impl Convertible` (or `#[pai(convert)]` from the macro), and a layer that should train without dendrites belongs outside `Dendritic`"
 )]
 pub trait Convertible: Sized + 'static {
     /// The dtype of the layer's tensors.
@@ -179,5 +179,31 @@ impl<const I: usize, const O: usize, E: Float, D: Device<E>> Convertible for Lin
             weight,
             bias: &self.bias,
         }))
+    }
+}
+
+/// A linear layer without a bias (PyTorch's `Linear(.., bias=False)`): its dendrites are
+/// bias-free copies. No shared product ([`Convertible::affine`] is for layers with a bias):
+/// each dendrite runs as the layer itself.
+impl<const I: usize, const O: usize, E: Float, D: Device<E>> Convertible
+    for UnbiasedLinear<I, O, E, D>
+{
+    type Dtype = E;
+    type Device = D;
+    type Neurons = Const<O>;
+    type DefaultTags = NeuronsLast;
+
+    fn try_copy(&self, dev: &D) -> Result<Self> {
+        copy_module(self, dev)
+    }
+    fn reinit(&mut self, std: f64, seed: u64) -> Result<()> {
+        reinit_module(self, std, seed)
+    }
+    fn visit_params<V: ParamVisitor<E, D>>(
+        &mut self,
+        how: ModuleParams<'_, E, D>,
+        visitor: &mut V,
+    ) -> Result<()> {
+        visit_module(self, how, visitor)
     }
 }

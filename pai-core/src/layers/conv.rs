@@ -26,7 +26,7 @@
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection, TensorOptions};
 use dfdx::nn::{Module, NonMutableModule};
 use dfdx::shapes::{Axes2, Axes3, Const, Dim, Dtype, HasShape, Rank1, Rank3, Rank4, Rank5, Shape};
-use dfdx::tensor::{Tape, Tensor};
+use dfdx::tensor::{Tape, Tensor, ZerosTensor};
 use dfdx::tensor_ops::{BroadcastTo, Device, PermuteTo, ReshapeTo, TryAdd, TryMatMul};
 
 use super::im2col::Geometry;
@@ -98,36 +98,46 @@ macro_rules! conv {
             const S: usize = 1,
             const P: usize = 0,
             const L: usize = 1,
+            const BIAS: bool = true,
         > {
             /// `(O, I, K, ...)`.
             pub weight: Tensor<$wshape, E, D>,
-            /// `(O,)`.
+            /// `(O,)`; zeros with `BIAS = false` (PyTorch's `bias=False`): then it is not a
+            /// parameter (not trained, saved or loaded).
             pub bias: Tensor<Rank1<O>, E, D>,
         }
 
-        impl<const I: usize, const O: usize, const K: usize, E: Dtype, D: dfdx::tensor::Storage<E>, const S: usize, const P: usize, const L: usize>
-            $name<I, O, K, E, D, S, P, L>
+        impl<const I: usize, const O: usize, const K: usize, E: Dtype, D: dfdx::tensor::Storage<E>, const S: usize, const P: usize, const L: usize, const BIAS: bool>
+            $name<I, O, K, E, D, S, P, L, BIAS>
         {
             /// The window geometry.
             pub const WINDOW: Window = Window { kernel: K, stride: S, padding: P, dilation: L };
         }
 
-        impl<const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, const S: usize, const P: usize, const L: usize>
-            TensorCollection<E, D> for $name<I, O, K, E, D, S, P, L>
+        impl<const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, const S: usize, const P: usize, const L: usize, const BIAS: bool>
+            TensorCollection<E, D> for $name<I, O, K, E, D, S, P, L, BIAS>
         {
-            type To<E2: Dtype, D2: Device<E2>> = $name<I, O, K, E2, D2, S, P, L>;
+            type To<E2: Dtype, D2: Device<E2>> = $name<I, O, K, E2, D2, S, P, L, BIAS>;
 
             fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
                 visitor: &mut V,
             ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+                let weight = Self::tensor(
+                    "weight",
+                    |s| &s.weight,
+                    |s| &mut s.weight,
+                    TensorOptions::reset_with(|t| fan_in_uniform(t, I * K.pow($n))),
+                );
+                if !BIAS {
+                    // no bias: zeros, never visited (not trained, saved or loaded)
+                    return visitor.visit_fields((weight,), |(weight,)| {
+                        let bias = weight.device().zeros();
+                        $name { weight, bias }
+                    });
+                }
                 visitor.visit_fields(
                     (
-                        Self::tensor(
-                            "weight",
-                            |s| &s.weight,
-                            |s| &mut s.weight,
-                            TensorOptions::reset_with(|t| fan_in_uniform(t, I * K.pow($n))),
-                        ),
+                        weight,
                         Self::tensor(
                             "bias",
                             |s| &s.bias,
@@ -140,13 +150,13 @@ macro_rules! conv {
             }
         }
 
-        impl<const I: usize, const O: usize, const K: usize, E: Dtype, D: dfdx::tensor::Storage<E>, const S: usize, const P: usize, const L: usize>
-            NonMutableModule for $name<I, O, K, E, D, S, P, L>
+        impl<const I: usize, const O: usize, const K: usize, E: Dtype, D: dfdx::tensor::Storage<E>, const S: usize, const P: usize, const L: usize, const BIAS: bool>
+            NonMutableModule for $name<I, O, K, E, D, S, P, L, BIAS>
         {
         }
 
-        impl<B: Dim, $($sp: Dim,)+ const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, T: Tape<E, D>, const S: usize, const P: usize, const L: usize>
-            Module<Tensor<(B, Const<I>, $($sp,)+), E, D, T>> for $name<I, O, K, E, D, S, P, L>
+        impl<B: Dim, $($sp: Dim,)+ const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, T: Tape<E, D>, const S: usize, const P: usize, const L: usize, const BIAS: bool>
+            Module<Tensor<(B, Const<I>, $($sp,)+), E, D, T>> for $name<I, O, K, E, D, S, P, L, BIAS>
         {
             type Output = Tensor<$out, E, D, T>;
             type Error = D::Err;
@@ -156,8 +166,8 @@ macro_rules! conv {
             }
         }
 
-        impl<const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, const S: usize, const P: usize, const L: usize>
-            $name<I, O, K, E, D, S, P, L>
+        impl<const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, const S: usize, const P: usize, const L: usize, const BIAS: bool>
+            $name<I, O, K, E, D, S, P, L, BIAS>
         {
             /// The forward pass by the `gather` unfold and dfdx ops, as other devices run it:
             /// the reference the CPU kernel is tested against (slower on the CPU).
@@ -196,8 +206,8 @@ macro_rules! conv {
             }
         }
 
-        impl<const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, const S: usize, const P: usize, const L: usize>
-            Convertible for $name<I, O, K, E, D, S, P, L>
+        impl<const I: usize, const O: usize, const K: usize, E: Float, D: Device<E>, const S: usize, const P: usize, const L: usize, const BIAS: bool>
+            Convertible for $name<I, O, K, E, D, S, P, L, BIAS>
         {
             type Dtype = E;
             type Device = D;
@@ -286,11 +296,11 @@ mod tests {
         let dev: Cpu = Default::default();
         let x: Tensor<(usize, Const<2>, usize, usize), f64, _> =
             dev.sample_normal_like(&(2, Const, 7, 6));
-        fn check<const S: usize, const P: usize, const L: usize>(
+        fn check<const S: usize, const P: usize, const L: usize, const BIAS: bool>(
             dev: &Cpu,
             x: &Tensor<(usize, Const<2>, usize, usize), f64, Cpu>,
         ) {
-            let conv = Conv2d::<2, 3, 3, f64, Cpu, S, P, L>::build(dev);
+            let conv = Conv2d::<2, 3, 3, f64, Cpu, S, P, L, BIAS>::build(dev);
             let y = conv.forward(x.clone());
             let (want, ho, wo) = reference_2d(
                 &x.as_vec(),
@@ -303,14 +313,32 @@ mod tests {
             );
             assert_eq!(y.shape(), &(2, Const::<3>, ho, wo), "S={S} P={P} L={L}");
             for (a, b) in y.as_vec().iter().zip(&want) {
-                assert!((a - b).abs() < 1e-12, "S={S} P={P} L={L}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-12,
+                    "S={S} P={P} L={L} BIAS={BIAS}: {a} vs {b}"
+                );
             }
         }
-        check::<1, 0, 1>(&dev, &x);
-        check::<1, 1, 1>(&dev, &x);
-        check::<2, 1, 1>(&dev, &x);
-        check::<1, 2, 2>(&dev, &x);
-        check::<3, 0, 2>(&dev, &x);
+        check::<1, 0, 1, true>(&dev, &x);
+        check::<1, 1, 1, true>(&dev, &x);
+        check::<2, 1, 1, true>(&dev, &x);
+        check::<1, 2, 2, true>(&dev, &x);
+        check::<3, 0, 2, true>(&dev, &x);
+        check::<2, 1, 1, false>(&dev, &x);
+    }
+
+    #[test]
+    fn a_bias_free_conv_has_only_its_weight_as_a_parameter() {
+        use dfdx::nn::NumParams;
+        let dev: Cpu = Default::default();
+        let free = Conv2d::<2, 3, 3, f64, Cpu, 1, 1, 1, false>::build(&dev);
+        let with = Conv2d::<2, 3, 3, f64, Cpu, 1, 1>::build(&dev);
+        assert_eq!(free.num_trainable_params(), 3 * 2 * 3 * 3);
+        assert_eq!(with.num_trainable_params(), 3 * 2 * 3 * 3 + 3);
+        assert!(free.bias.as_vec().iter().all(|b| *b == 0.0));
+        // a copy (as a dendrite is made) keeps the zero bias
+        let copy = free.try_copy(&dev).unwrap();
+        assert!(copy.bias.as_vec().iter().all(|b| *b == 0.0));
     }
 
     #[test]
