@@ -305,3 +305,81 @@ fn a_bias_free_linear_matches_pytorch_and_takes_dendrites() {
         .all(|(_, r)| r.batches == 3));
     assert_close(&model.forward(x).as_vec(), "mlp_nobias", 6, 4);
 }
+
+/// Every tensor of a safetensors file: name -> (dtype, shape, bytes).
+fn entries(
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                n,
+                (
+                    format!("{:?}", v.dtype()),
+                    v.shape().to_vec(),
+                    v.data().to_vec(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `export_pytorch` writes back what `load_pytorch` read: the same names (packed gates joined in
+/// PyTorch's order, norm leaves renamed), shapes and values to the bit; only BatchNorm's
+/// `num_batches_tracked` count is ours (zero).
+#[test]
+fn export_writes_back_the_state_dict_it_loaded() {
+    fn round_trip<M: DendriticModel<Dtype = f32, Device = Cpu>>(
+        model: &mut M,
+        name: &str,
+        names: &[(&str, &str)],
+    ) {
+        load_pytorch(model, fixture(name), names).unwrap();
+        let out = std::env::temp_dir().join(format!(
+            "perforated-export-{}-{name}.safetensors",
+            std::process::id()
+        ));
+        perforated::checkpoint::export_pytorch(model, &out, names).unwrap();
+        let (theirs, ours) = (entries(std::path::Path::new(&fixture(name))), entries(&out));
+        assert_eq!(
+            theirs.keys().collect::<Vec<_>>(),
+            ours.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (k, t) in &theirs {
+            if k.ends_with("num_batches_tracked") {
+                assert_eq!((&t.0, &t.1), (&ours[k].0, &ours[k].1), "{name} {k}");
+            } else {
+                assert_eq!(t, &ours[k], "{name} {k}");
+            }
+        }
+        std::fs::remove_file(out).unwrap();
+    }
+    let dev: Cpu = Default::default();
+    round_trip(&mut Mlp::<f32, Cpu>::build(&dev).unwrap(), "mlp", MLP_NAMES);
+    round_trip(&mut Cnn::<f32, Cpu>::build(&dev).unwrap(), "cnn", CNN_NAMES);
+    round_trip(
+        &mut GruReader::<f32, Cpu>::build(&dev).unwrap(),
+        "gru",
+        &[("gru", "rnn"), ("head", "fc")],
+    );
+    round_trip(
+        &mut LstmReader::<f32, Cpu>::build(&dev).unwrap(),
+        "lstm",
+        &[("lstm", "rnn"), ("head", "fc")],
+    );
+    // dendrites cannot go to PyTorch
+    let mut model = Mlp::<f32, Cpu>::build(&dev).unwrap();
+    model.fc1.grow_dendrites(1).unwrap();
+    let e = perforated::checkpoint::export_pytorch(
+        &mut model,
+        std::env::temp_dir().join("never.safetensors"),
+        MLP_NAMES,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`fc1` has 1 dendrite(s)"), "{e}");
+}

@@ -18,7 +18,7 @@ mod pytorch;
 mod read;
 
 pub use matching::load_plain;
-pub use pytorch::load_pytorch;
+pub use pytorch::{export_pytorch, load_pytorch};
 // a caller that reads a checkpoint's metadata before loading it (`Tracker::resume`)
 pub use read::read_tensor;
 pub(crate) use read::{metadata, read_file};
@@ -201,7 +201,7 @@ pub(crate) fn encode_with<M: DendriticModel>(
     Ok(bytes)
 }
 
-fn encode_error(path: &Path, what: &str, e: safetensors::SafeTensorError) -> Error {
+pub(super) fn encode_error(path: &Path, what: &str, e: safetensors::SafeTensorError) -> Error {
     Error::Encode {
         path: path.to_path_buf(),
         what: what.to_string(),

@@ -1,14 +1,22 @@
 //! A PyTorch `state_dict` as it is: PyTorch's leaf names, its packed recurrent weights, and
-//! a naming table from our fields to its modules.
+//! a naming table from our fields to its modules; loaded ([`load_pytorch`]) and written back
+//! ([`export_pytorch`]).
 //!
 //! The table of what is translated is on [`load_pytorch`].
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::Tensor;
+use dfdx::tensor_ops::Device;
 
 use super::matching::{copy_matching, plain_path, Key, Table};
 use super::read::{self, Values};
 use crate::error::{Error, Result};
+use crate::float::Float;
 use crate::model::DendriticModel;
+use crate::params::{Param, ParamVisitor};
 
 /// Gate letters of a packed recurrent tensor, by the number of gates.
 fn gates(count: usize) -> Option<&'static [char]> {
@@ -186,6 +194,133 @@ pub fn load_pytorch<M: DendriticModel>(
     };
     table.check_used(model, &key)?;
     copy_matching(model, &tensors, &key)
+}
+
+/// A model's neuron tensors under PyTorch's names (gates still split), with their values.
+struct Named<'a> {
+    key: &'a dyn Fn(&str) -> Option<Key>,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+}
+
+impl<E: Float, D: Device<E>> ParamVisitor<E, D> for Named<'_> {
+    fn visit<S: Shape>(
+        &mut self,
+        param: Param<'_, E, D>,
+        tensor: &mut Tensor<S, E, D>,
+    ) -> Result<()> {
+        if let Some(key) = (self.key)(param.path) {
+            let dims = tensor.shape().concrete().into_iter().collect();
+            let values = tensor.as_vec().into_iter().map(Float::as_f64).collect();
+            self.tensors.insert(key.file, (dims, values));
+        }
+        Ok(())
+    }
+}
+
+/// The split gate entries (`name#g`) joined back into PyTorch's packed tensors, gates in
+/// PyTorch's order.
+fn join_packed(
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+) -> Result<BTreeMap<String, (Vec<usize>, Vec<f64>)>> {
+    let mut out = BTreeMap::new();
+    let mut parts: BTreeMap<String, BTreeMap<char, (Vec<usize>, Vec<f64>)>> = BTreeMap::new();
+    for (name, tensor) in tensors {
+        match name.rsplit_once('#') {
+            Some((base, gate)) => {
+                let letter = gate.chars().next().unwrap_or('?');
+                parts
+                    .entry(base.to_string())
+                    .or_default()
+                    .insert(letter, tensor);
+            }
+            None => {
+                out.insert(name, tensor);
+            }
+        }
+    }
+    for (base, gates_of) in parts {
+        let order = gates(gates_of.len())
+            .filter(|order| order.iter().all(|g| gates_of.contains_key(g)))
+            .ok_or_else(|| Error::Mismatch {
+                path: base.clone(),
+                expected: "every gate of a GRU (r, z, n) or an LSTM (i, f, g, o)".into(),
+                found: format!("gates {:?}", gates_of.keys().collect::<Vec<_>>()),
+            })?;
+        let mut dims = gates_of[&order[0]].0.clone();
+        dims[0] *= order.len();
+        let values = order
+            .iter()
+            .flat_map(|g| gates_of[g].1.iter().copied())
+            .collect();
+        out.insert(base, (dims, values));
+    }
+    Ok(out)
+}
+
+/// Writes the neuron weights of `model` as a PyTorch `state_dict` in safetensors, under the
+/// names [`load_pytorch`] reads with the same `names` table (packed GRU/LSTM gates joined in
+/// PyTorch's order, norm leaves renamed, a zero `num_batches_tracked` beside each batch norm's
+/// running statistics), in the model's dtype: `model.load_state_dict(load_file(path))` in
+/// PyTorch then computes what this model computes. Written atomically.
+///
+/// # Errors
+/// [`Error::Config`] when a layer has dendrites (a PyTorch module cannot hold them: export
+/// before they are added, or keep the model in Rust); [`Error::Mismatch`] for a naming-table
+/// entry that matches nothing; [`Error::Io`] when the file cannot be written.
+pub fn export_pytorch<M: DendriticModel>(
+    model: &mut M,
+    path: impl AsRef<Path>,
+    names: &[(&str, &str)],
+) -> Result<()> {
+    let path = path.as_ref();
+    if let Some(layer) = model.layers().into_iter().find(|l| l.dendrites > 0) {
+        return Err(Error::Config(format!(
+            "layer `{}` has {} dendrite(s), which a PyTorch module cannot hold: export the \
+             network before dendrites are added",
+            layer.path, layer.dendrites
+        )));
+    }
+    let table = Table::new(names);
+    let key = |ours: &str| {
+        plain_path(ours).map(|shown| Key {
+            file: pytorch_name(&table.rename(&shown)),
+            shown,
+        })
+    };
+    table.check_used(model, &key)?;
+    let mut named = Named {
+        key: &key,
+        tensors: BTreeMap::new(),
+    };
+    model.visit_params("", &mut named)?;
+    let tensors = join_packed(named.tensors)?;
+    let mut encoded: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, (dims, values)) in tensors {
+        if let Some(norm) = name.strip_suffix(".running_mean") {
+            let count = format!("{norm}.num_batches_tracked");
+            encoded.push((
+                count,
+                safetensors::Dtype::I64,
+                Vec::new(),
+                0i64.to_le_bytes().to_vec(),
+            ));
+        }
+        let mut bytes = Vec::new();
+        let typed: Vec<M::Dtype> = values.into_iter().map(M::Dtype::of_f64).collect();
+        M::Dtype::write_le(&typed, &mut bytes);
+        encoded.push((name, M::Dtype::SAFETENSORS, dims, bytes));
+    }
+    let views = encoded
+        .iter()
+        .map(|(name, dtype, dims, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, dims.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| super::encode_error(path, "a tensor", e))?;
+    let bytes = safetensors::tensor::serialize(views, &None)
+        .map_err(|e| super::encode_error(path, "the file", e))?;
+    crate::disk::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]
