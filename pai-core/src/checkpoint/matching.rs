@@ -175,7 +175,7 @@ pub(super) fn copy_matching<M: DendriticModel>(
 
 /// A model tensor's path as a plain (dendrite-free) model has it: `.neurons` segments
 /// dropped. `None` for dendrite and candidate tensors, which a plain model does not have.
-pub(super) fn plain_path(path: &str) -> Option<String> {
+fn plain_path(path: &str) -> Option<String> {
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| *p == "dendrites" || *p == "candidate") {
         return None;
@@ -221,6 +221,15 @@ impl<'a> Table<'a> {
             }
         }
         plain.to_string()
+    }
+
+    /// The key of our tensor at `ours` (a full path): shown as its plain path, read from the
+    /// file at `to_file` of that path with its prefix renamed; `None` for dendrite tensors.
+    pub fn key(&self, ours: &str, to_file: fn(&str) -> String) -> Option<Key> {
+        plain_path(ours).map(|shown| Key {
+            file: to_file(&self.rename(&shown)),
+            shown,
+        })
     }
 
     /// Every model tensor's key computed once (so each entry that can match has), then an
@@ -295,13 +304,20 @@ pub fn load_plain<M: DendriticModel>(
 ) -> Result<()> {
     let path = path.as_ref();
     let tensors = read::plain::<M::Dtype>(&read::read_file(path)?, path)?;
-    let table = Table::new(renames);
-    let key = |ours: &str| {
-        plain_path(ours).map(|shown| Key {
-            file: table.rename(&shown),
-            shown,
-        })
-    };
+    load_named(model, &tensors, renames, str::to_string)
+}
+
+/// The plain loaders' common part: `tensors` copied into the neurons and tracked layers of
+/// `model`, each of ours read from the file entry `to_file` gives for its path renamed by
+/// the table `names`, once the table has no entry matching nothing.
+pub(super) fn load_named<M: DendriticModel>(
+    model: &mut M,
+    tensors: &Values<M::Dtype>,
+    names: &[(&str, &str)],
+    to_file: fn(&str) -> String,
+) -> Result<()> {
+    let table = Table::new(names);
+    let key = |ours: &str| table.key(ours, to_file);
     table.check_used(model, &key)?;
-    copy_matching(model, &tensors, &key)
+    copy_matching(model, tensors, &key)
 }

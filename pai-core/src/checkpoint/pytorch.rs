@@ -11,7 +11,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use dfdx::tensor_ops::Device;
 
-use super::matching::{copy_matching, plain_path, Key, Table};
+use super::matching::{load_named, Key, Table};
 use super::read::{self, Values};
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -185,15 +185,7 @@ pub fn load_pytorch<M: DendriticModel>(
     let path = path.as_ref();
     let mut tensors = read::plain::<M::Dtype>(&read::read_file(path)?, path)?;
     split_packed(&mut tensors)?;
-    let table = Table::new(names);
-    let key = |ours: &str| {
-        plain_path(ours).map(|shown| Key {
-            file: pytorch_name(&table.rename(&shown)),
-            shown,
-        })
-    };
-    table.check_used(model, &key)?;
-    copy_matching(model, &tensors, &key)
+    load_named(model, &tensors, names, pytorch_name)
 }
 
 /// A model's neuron tensors under PyTorch's names (gates still split), with their values.
@@ -281,12 +273,7 @@ pub fn export_pytorch<M: DendriticModel>(
         )));
     }
     let table = Table::new(names);
-    let key = |ours: &str| {
-        plain_path(ours).map(|shown| Key {
-            file: pytorch_name(&table.rename(&shown)),
-            shown,
-        })
-    };
+    let key = |ours: &str| table.key(ours, pytorch_name);
     table.check_used(model, &key)?;
     let mut named = Named {
         key: &key,

@@ -154,25 +154,33 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for Reinit {
     }
 }
 
+/// The three [`Convertible`] methods of a dfdx-style module (its tensors walked by its
+/// `TensorCollection`), for an impl over `E` and `D`.
+macro_rules! dfdx_module_methods {
+    () => {
+        fn try_copy(&self, dev: &D) -> Result<Self> {
+            copy_module(self, dev)
+        }
+        fn reinit(&mut self, std: f64, seed: u64) -> Result<()> {
+            reinit_module(self, std, seed)
+        }
+        fn visit_params<V: ParamVisitor<E, D>>(
+            &mut self,
+            how: ModuleParams<'_, E, D>,
+            visitor: &mut V,
+        ) -> Result<()> {
+            visit_module(self, how, visitor)
+        }
+    };
+}
+
 impl<const I: usize, const O: usize, E: Float, D: Device<E>> Convertible for Linear<I, O, E, D> {
     type Dtype = E;
     type Device = D;
     type Neurons = Const<O>;
     type DefaultTags = NeuronsLast;
 
-    fn try_copy(&self, dev: &D) -> Result<Self> {
-        copy_module(self, dev)
-    }
-    fn reinit(&mut self, std: f64, seed: u64) -> Result<()> {
-        reinit_module(self, std, seed)
-    }
-    fn visit_params<V: ParamVisitor<E, D>>(
-        &mut self,
-        how: ModuleParams<'_, E, D>,
-        visitor: &mut V,
-    ) -> Result<()> {
-        visit_module(self, how, visitor)
-    }
+    dfdx_module_methods!();
     fn affine(&self) -> std::result::Result<Option<Affine<'_, Const<O>, E, D>>, D::Err> {
         let weight = self.weight.clone().try_reshape_like(&(O, I))?;
         Ok(Some(Affine {
@@ -193,17 +201,5 @@ impl<const I: usize, const O: usize, E: Float, D: Device<E>> Convertible
     type Neurons = Const<O>;
     type DefaultTags = NeuronsLast;
 
-    fn try_copy(&self, dev: &D) -> Result<Self> {
-        copy_module(self, dev)
-    }
-    fn reinit(&mut self, std: f64, seed: u64) -> Result<()> {
-        reinit_module(self, std, seed)
-    }
-    fn visit_params<V: ParamVisitor<E, D>>(
-        &mut self,
-        how: ModuleParams<'_, E, D>,
-        visitor: &mut V,
-    ) -> Result<()> {
-        visit_module(self, how, visitor)
-    }
+    dfdx_module_methods!();
 }
