@@ -10,12 +10,7 @@ pub fn errors(
     shape_ok: bool,
     errors: Vec<syn::Error>,
 ) -> TokenStream {
-    let mut combined = errors.into_iter();
-    let mut first = combined.next().expect("called with errors");
-    for e in combined {
-        first.combine(e);
-    }
-    let mut out = first.to_compile_error();
+    let mut out = compile_errors(errors);
     if shape_ok {
         out.extend(crate::expand::item(model, true));
     } else {
@@ -29,13 +24,20 @@ pub fn errors(
 /// their own to the one reported at the struct. The stub never runs (the crate does not
 /// compile), as thiserror's fallback impls.
 pub fn widths(model: &crate::ast::Model<'_>, errors: Vec<syn::Error>) -> TokenStream {
-    let mut combined = errors.into_iter();
-    let mut first = combined.next().expect("called with errors");
-    for e in combined {
-        first.combine(e);
-    }
-    let mut out = first.to_compile_error();
+    let mut out = compile_errors(errors);
     out.extend(crate::expand::model(model, false));
     out.extend(crate::expand::stub_forward(model));
     out
+}
+
+/// Every error as one `compile_error!` sequence, in order (empty for none).
+pub fn compile_errors(errors: Vec<syn::Error>) -> TokenStream {
+    let mut all = errors.into_iter();
+    let Some(mut first) = all.next() else {
+        return TokenStream::new();
+    };
+    for e in all {
+        first.combine(e);
+    }
+    first.to_compile_error()
 }

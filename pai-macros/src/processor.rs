@@ -148,11 +148,8 @@ pub fn derive(input: &syn::DeriveInput) -> TokenStream {
     let mut errors = Vec::new();
     let a = parse(input, &mut errors);
     check(input, &a, &mut errors);
-    if let Some(mut first) = errors.pop() {
-        for e in errors {
-            first.combine(e);
-        }
-        let mut out = first.to_compile_error();
+    if !errors.is_empty() {
+        let mut out = crate::fallback::compile_errors(errors);
         out.extend(fallback(input));
         return out;
     }
