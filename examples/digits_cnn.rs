@@ -8,9 +8,10 @@
 mod common;
 
 use common::args::Args;
-use common::cnn::train;
+use common::cnn::{train, Cnn};
 use common::digits::Digits;
 use common::run::{table, verdict, Outcome, Setup};
+use perforated::prelude::*;
 
 /// 8x8 -> 4 channels -> pool to 4x4 -> 8 channels -> pool to 2x2 -> 10 classes.
 fn cnn(
@@ -26,7 +27,8 @@ fn cnn(
             ..setup
         }
     }
-    train::<4, 8, 32, 64>(digits, 8, seed, dendrites, args, name, adjust)
+    let build = Cnn::<4, 8, 32, f32, AutoDevice>::build;
+    train(digits, 8, seed, dendrites, args, name, build, adjust)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

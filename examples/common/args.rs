@@ -24,6 +24,10 @@ struct Flags {
     /// Data-parallel replicas, where an example uses them
     #[arg(long, value_parser = positive, default_value_t = 2)]
     replicas: usize,
+    /// Runs (seeds and rows of a table) trained at the same time [default: the number of
+    /// cores]; each run's seconds are then measured beside the others
+    #[arg(long, value_parser = positive)]
+    jobs: Option<usize>,
     /// A short run: one seed, fewer epochs, part of the training set
     #[arg(long)]
     quick: bool,
@@ -50,6 +54,10 @@ pub struct Args {
     pub quiet: bool,
     /// Data-parallel replicas (the examples that train on several).
     pub replicas: usize,
+    /// Runs trained at the same time.
+    pub jobs: usize,
+    /// The progress bars of the runs under way, drawn together.
+    bars: indicatif::MultiProgress,
 }
 
 impl Args {
@@ -84,6 +92,10 @@ impl Args {
             quick: flags.quick,
             quiet: flags.quiet,
             replicas: flags.replicas,
+            jobs: flags.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
+            bars: indicatif::MultiProgress::new(),
         }
     }
 
@@ -99,6 +111,6 @@ impl Args {
         {
             bar.set_style(style.progress_chars("#>."));
         }
-        bar
+        self.bars.add(bar)
     }
 }

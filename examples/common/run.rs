@@ -1,6 +1,8 @@
 //! The training loop the digits examples share: the tracker deciding on validation loss, test
 //! accuracy read at the best validation epoch, one table row per model.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use perforated::optim::Rule;
@@ -38,9 +40,12 @@ pub struct Setup<'a, const P: usize = PIXELS> {
     pub args: &'a Args,
     /// Name of the run's tracker directory (the seed is appended).
     pub name: &'a str,
-    /// `None`: the tracker only records (no switching) and the run stops after 40 epochs
-    /// without a better validation loss; `Some(n)`: up to `n` dendrites per layer.
+    /// `None`: the tracker only records (no switching) and the run stops after
+    /// `plain_patience` epochs without a better validation loss; `Some(n)`: up to `n`
+    /// dendrites per layer.
     pub dendrites: Option<usize>,
+    /// Epochs without a better validation loss before a plain run (no dendrites) stops.
+    pub plain_patience: usize,
     /// Epochs a dendrite phase waits for a candidate to improve before accepting it.
     pub candidate_patience: usize,
     /// Epochs without a better validation loss before a neuron phase ends.
@@ -69,6 +74,7 @@ impl<'a, const P: usize> Setup<'a, P> {
             args,
             name,
             dendrites,
+            plain_patience: 40,
             candidate_patience: 10,
             switch_patience: 15,
             cap_dendrite_phase: false,
@@ -78,7 +84,7 @@ impl<'a, const P: usize> Setup<'a, P> {
 }
 
 /// The function each model's rows are built with.
-pub type RowFn<'a> = &'a dyn Fn(u64) -> Result<Outcome, perforated::Error>;
+pub type RowFn<'a> = &'a (dyn Fn(u64) -> Result<Outcome, perforated::Error> + Sync);
 
 /// Trains `model` on the digits with the tracker (see [`Setup`]).
 pub fn run<M, const P: usize>(
@@ -97,6 +103,7 @@ where
         args,
         name,
         dendrites,
+        plain_patience,
         candidate_patience,
         switch_patience,
         cap_dendrite_phase,
@@ -155,7 +162,7 @@ where
             Step::Continue { improved: true } | Step::Restructured => since_best = 0,
             Step::Continue { improved: false } => since_best += 1,
         }
-        if dendrites.is_none() && since_best >= 40 {
+        if dendrites.is_none() && since_best >= plain_patience {
             break;
         }
     }
@@ -220,16 +227,41 @@ fn row(name: &str, outcomes: &[Outcome]) -> Row {
     }
 }
 
-/// Runs every row over `args.seeds` seeds and prints the table; returns the rows.
+/// Runs every row over `args.seeds` seeds, `args.jobs` runs at a time, and prints the table;
+/// returns the rows.
 ///
 /// # Errors
-/// The first run's error.
+/// The first run's error, in table order.
 pub fn table(args: &Args, rows: &[(&str, RowFn<'_>)]) -> Result<Vec<Row>, perforated::Error> {
+    let runs: Vec<(usize, u64)> = (0..rows.len())
+        .flat_map(|r| (0..args.seeds as u64).map(move |seed| (r, seed)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Result<Outcome, perforated::Error>>>> =
+        Mutex::new(runs.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs.clamp(1, runs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(row, seed)) = runs.get(i) else {
+                    break;
+                };
+                let outcome = (rows[row].1)(seed);
+                done.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(outcome);
+            });
+        }
+    });
+    let mut done = done
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter();
     header();
     let mut out = Vec::new();
-    for (name, run_seed) in rows {
-        let outcomes = (0..args.seeds as u64)
-            .map(run_seed)
+    for (name, _) in rows {
+        let outcomes = done
+            .by_ref()
+            .take(args.seeds)
+            .map(|o| o.expect("every run finished"))
             .collect::<Result<Vec<_>, _>>()?;
         out.push(row(name, &outcomes));
     }
