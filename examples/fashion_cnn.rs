@@ -4,7 +4,7 @@
 //! the plain CNN of twice its width?
 //!
 //! ```text
-//! cargo run --release --example fashion_cnn -- [--quick] [--quiet] [--seeds 3] [--epochs 60]
+//! cargo run --release --example fashion_cnn -- [--quick] [--quiet] [--seeds 3] [--epochs 80]
 //!     [--data DIR] [--out runs/fashion_cnn]
 //! ```
 //!
@@ -46,7 +46,7 @@ fn cnn<const C1: usize, const C2: usize, const F: usize>(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = Args::parse("fashion_cnn", 3, 60);
+    let mut args = Args::parse("fashion_cnn", 3, 80);
     let mut data = fashion::load(args.data.as_deref())?;
     if args.quick {
         args.seeds = 1;
@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             ("cnn 2-4", &|s| cnn::<2, 4, 196>(d, s, None, a, "cnn2")),
             ("cnn 2-4 + dendrites on the convolutions", &|s| {
-                cnn::<2, 4, 196>(d, s, Some(2), a, "cnn2-dendrites")
+                cnn::<2, 4, 196>(d, s, Some(3), a, "cnn2-dendrites")
             }),
             ("cnn 4-8 (twice the width)", &|s| {
                 cnn::<4, 8, 392>(d, s, None, a, "cnn4")
