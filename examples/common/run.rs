@@ -50,8 +50,10 @@ pub struct Setup<'a, const P: usize = PIXELS> {
     pub candidate_patience: usize,
     /// Epochs without a better validation loss before a neuron phase ends.
     pub switch_patience: usize,
-    /// Dendrite phases last at most as long as the first neuron phase.
-    pub cap_dendrite_phase: bool,
+    /// Dendrite phases last at most this many epochs.
+    pub max_dendrite_epochs: Option<usize>,
+    /// Candidates train at the initial learning rate times this.
+    pub candidate_lr_factor: f64,
     /// The learning rate a neuron phase starts from after dendrites were added.
     pub lr_restart: LrRestart,
 }
@@ -77,7 +79,8 @@ impl<'a, const P: usize> Setup<'a, P> {
             plain_patience: 40,
             candidate_patience: 10,
             switch_patience: 15,
-            cap_dendrite_phase: false,
+            max_dendrite_epochs: None,
+            candidate_lr_factor: 1.0,
             lr_restart: LrRestart::Initial,
         }
     }
@@ -85,6 +88,33 @@ impl<'a, const P: usize> Setup<'a, P> {
 
 /// The function each model's rows are built with.
 pub type RowFn<'a> = &'a (dyn Fn(u64) -> Result<Outcome, perforated::Error> + Sync);
+
+/// The tracker's settings for a run of `setup`.
+fn tracker_config<const P: usize>(setup: &Setup<'_, P>) -> TrackerConfig {
+    let config = TrackerConfig::new(
+        setup
+            .args
+            .out
+            .join(format!("{}-seed{}", setup.name, setup.seed)),
+    )
+    // the validation loss is smoother than the accuracy of 360 images
+    .minimize()
+    .switch(match setup.dendrites {
+        Some(_) => SwitchMode::Plateau {
+            patience: setup.switch_patience,
+        },
+        None => SwitchMode::Never,
+    })
+    .dendrite_patience(setup.candidate_patience)
+    .candidate_lr_factor(setup.candidate_lr_factor)
+    .lr_restart(setup.lr_restart.clone())
+    .max_dendrites(setup.dendrites.unwrap_or(0))
+    .graph_every(10);
+    match setup.max_dendrite_epochs {
+        Some(epochs) => config.max_dendrite_epochs(epochs),
+        None => config,
+    }
+}
 
 /// Trains `model` on the digits with the tracker (see [`Setup`]).
 pub fn run<M, const P: usize>(
@@ -104,28 +134,10 @@ where
         name,
         dendrites,
         plain_patience,
-        candidate_patience,
-        switch_patience,
-        cap_dendrite_phase,
-        ref lr_restart,
+        ..
     } = *setup;
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut config = TrackerConfig::new(args.out.join(format!("{name}-seed{seed}")))
-        // the validation loss is smoother than the accuracy of 360 images
-        .minimize()
-        .switch(match dendrites {
-            Some(_) => SwitchMode::Plateau {
-                patience: switch_patience,
-            },
-            None => SwitchMode::Never,
-        })
-        .dendrite_patience(candidate_patience)
-        .lr_restart(lr_restart.clone())
-        .max_dendrites(dendrites.unwrap_or(0))
-        .graph_every(10);
-    if cap_dendrite_phase {
-        config = config.cap_dendrite_phase();
-    }
+    let config = tracker_config(setup);
     let mut tracker = Tracker::new(config)?;
     let mut opt = tracker.optimizer(Rule::Adam(AdamConfig {
         lr: 1e-2,

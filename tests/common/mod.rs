@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod mlp;
+pub mod run;
 pub mod sealed;
 pub use mlp::*;
 

@@ -92,6 +92,11 @@ pub struct TrackerConfig {
     pub dendrite_patience: usize,
     /// End a dendrite phase after as many epochs as the first neuron phase took.
     pub cap_dendrite_phase: bool,
+    /// End a dendrite phase after at most this many epochs, accepting the candidates' best
+    /// snapshots so far. Default `None` (no cap).
+    pub max_dendrite_epochs: Option<usize>,
+    /// Candidates train at the initial learning rate times this. Default 1.
+    pub candidate_lr_factor: f64,
     /// Relative improvement (fraction of the best) a new best must show. Default
     /// `[0.001, 0.0001, 0.0]` by dendrite count.
     pub relative_threshold: Schedule,
@@ -141,6 +146,8 @@ impl TrackerConfig {
             switch: SwitchMode::Plateau { patience: 10 },
             dendrite_patience: 10,
             cap_dendrite_phase: false,
+            max_dendrite_epochs: None,
+            candidate_lr_factor: 1.0,
             relative_threshold: Schedule(vec![0.001, 0.0001, 0.0]),
             absolute_threshold: Schedule::constant(0.0),
             max_dendrites: 5,
@@ -192,6 +199,10 @@ impl TrackerConfig {
         graph_every(epochs: usize) = epochs;
         /// Caps dendrite phases at the length of the first neuron phase.
         cap_dendrite_phase() = true;
+        /// Caps dendrite phases at `epochs` epochs.
+        max_dendrite_epochs(epochs: usize) = Some(epochs);
+        /// Sets the factor on the initial rate that candidates train at.
+        candidate_lr_factor(factor: f64) = factor;
         /// Keeps every set of dendrites.
         keep_all_dendrites() = true;
         /// Turns on the capacity test up to `dendrites`.
@@ -222,6 +233,15 @@ impl TrackerConfig {
         }
         if self.dendrite_patience == 0 {
             return bad("`dendrite_patience` must be at least 1".into());
+        }
+        if self.max_dendrite_epochs == Some(0) {
+            return bad("`max_dendrite_epochs` must be at least 1 (`None`: no cap)".into());
+        }
+        if !(self.candidate_lr_factor.is_finite() && self.candidate_lr_factor > 0.0) {
+            return bad(format!(
+                "`candidate_lr_factor` must be finite and > 0, got {}",
+                self.candidate_lr_factor
+            ));
         }
         if self.running_window == 0 {
             return bad("`running_window` must be at least 1 (1 uses the raw score)".into());

@@ -208,19 +208,13 @@ impl Tracker {
             self.state.correlation_last_improvement = epoch;
         }
         let in_phase = epoch + 1 - self.state.phase_start;
-        let mut due = match self.config.switch {
+        let stopped = match self.config.switch {
             SwitchMode::EveryN { then, .. } => in_phase >= then,
             SwitchMode::EveryEpoch => true,
             _ => epoch - self.state.correlation_last_improvement >= self.config.dendrite_patience,
-        };
-        if self.config.capacity_test.is_some() {
-            due = true;
-        }
-        if self.config.cap_dendrite_phase {
-            if let Some(first) = self.state.first_neuron_phase {
-                due |= in_phase >= first;
-            }
-        }
+        } || self.config.capacity_test.is_some();
+        let capped = self.phase_cap().filter(|cap| in_phase >= *cap);
+        let due = stopped || capped.is_some();
         // layers without a snapshot, and whether each is past its warm-up
         let mut waiting = Vec::new();
         model.visit_layers("", &mut |path, l| {
@@ -238,9 +232,26 @@ impl Tracker {
         if !waiting.is_empty() {
             return self.wait_for_snapshot(model, opt, &waiting, &reports);
         }
-        let reason = accept_reason(&reports);
+        let ended = match capped {
+            Some(cap) if !stopped => format!("the dendrite phase reached its cap of {cap} epochs"),
+            _ => "candidates stopped improving".into(),
+        };
+        let reason = accept_reason(&ended, &reports);
         model.accept_dendrites()?;
         self.new_set(model, opt, &reason)
+    }
+
+    /// The most epochs a dendrite phase may take: `max_dendrite_epochs`, and the length of the
+    /// first neuron phase with `cap_dendrite_phase`; the smaller of the two.
+    fn phase_cap(&self) -> Option<usize> {
+        let first = self
+            .state
+            .first_neuron_phase
+            .filter(|_| self.config.cap_dendrite_phase);
+        match (self.config.max_dendrite_epochs, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A dendrite phase due to end whose candidates in `waiting` (with whether each is past
@@ -415,8 +426,9 @@ impl Tracker {
             return self.new_set(model, opt, &reason);
         }
         model.start_dendrite_phase()?;
-        // candidates train at the initial rate
-        opt.set_lr(self.state.initial_lr.unwrap_or(opt.lr()))?;
+        // candidates train at the initial rate times `candidate_lr_factor`
+        let initial = self.state.initial_lr.unwrap_or(opt.lr());
+        opt.set_lr(initial * self.config.candidate_lr_factor)?;
         self.state.correlation_best = 0.0;
         self.state.correlation_last_improvement = self.state.epoch + 1;
         self.state.waiting_for_snapshot = 0;
@@ -475,10 +487,10 @@ fn low_correlations(reports: &[(String, CorrelationReport)]) -> Vec<(&str, f64)>
         .collect()
 }
 
-/// The reason a dendrite phase ends, with the health check: a warning event for every layer
-/// whose candidate stayed below [`LOW_CORRELATION`], named in the reason too (so
-/// `switches.csv` and the per-epoch line carry it).
-fn accept_reason(reports: &[(String, CorrelationReport)]) -> String {
+/// The reason a dendrite phase ends (`ended`: why it ended), with the health check: a warning
+/// event for every layer whose candidate stayed below [`LOW_CORRELATION`], named in the reason
+/// too (so `switches.csv` and the per-epoch line carry it).
+fn accept_reason(ended: &str, reports: &[(String, CorrelationReport)]) -> String {
     let low = low_correlations(reports);
     for (path, score) in &low {
         tracing::warn!(
@@ -490,12 +502,11 @@ fn accept_reason(reports: &[(String, CorrelationReport)]) -> String {
         );
     }
     if low.is_empty() {
-        return "candidates stopped improving".into();
+        return ended.into();
     }
     let named: Vec<String> = low.iter().map(|(p, s)| format!("`{p}` {s:.4}")).collect();
     format!(
-        "candidates stopped improving; correlation below {LOW_CORRELATION} in {} (see the \
-         warning)",
+        "{ended}; correlation below {LOW_CORRELATION} in {} (see the warning)",
         named.join(", ")
     )
 }
@@ -555,15 +566,20 @@ mod tests {
             low_correlations(&reports),
             vec![("fc1", 0.0049), ("out", 0.0)]
         );
-        let reason = accept_reason(&reports);
+        let reason = accept_reason("candidates stopped improving", &reports);
         assert!(
-            reason.contains("`fc1` 0.0049") && reason.contains("`out` 0.0000"),
+            reason.starts_with("candidates stopped improving; correlation below 0.005 in")
+                && reason.contains("`fc1` 0.0049")
+                && reason.contains("`out` 0.0000"),
             "{reason}"
         );
         assert!(!reason.contains("fc2"), "{reason}");
         assert_eq!(
-            accept_reason(&reports[1..2]),
-            "candidates stopped improving"
+            accept_reason(
+                "the dendrite phase reached its cap of 3 epochs",
+                &reports[1..2]
+            ),
+            "the dendrite phase reached its cap of 3 epochs"
         );
     }
 }

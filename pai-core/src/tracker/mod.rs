@@ -35,13 +35,22 @@
 //! * **New set.** Otherwise the model is rolled back to its best weights and gets a new set:
 //!   with correlation learning, candidates and a dendrite phase, which ends when the mean
 //!   best candidate correlation has not improved for `dendrite_patience` epochs (or after
-//!   `then` epochs with `EveryN`, every epoch with `EveryEpoch`, or the length of the first
-//!   neuron phase with `cap_dendrite_phase`), once every candidate has a snapshot (a phase
+//!   `then` epochs with `EveryN`, every epoch with `EveryEpoch`; at the latest after
+//!   `max_dendrite_epochs` epochs, or the length of the first neuron phase with
+//!   `cap_dendrite_phase`), once every candidate has a snapshot (a phase
 //!   whose candidates still have none `dendrite_patience` epochs later is dropped and the run
 //!   completes at the best weights, the reason naming the layers); with
 //!   gradient learning, a dendrite per layer (output weights zero, so nothing moves) that
-//!   trains with the network from the next epoch: no dendrite phase. Either way the rate
-//!   restarts by [`LrRestart`] and a neuron phase follows.
+//!   trains with the network from the next epoch: no dendrite phase. Candidates train at the
+//!   initial rate times `candidate_lr_factor`. Either way the rate restarts by [`LrRestart`]
+//!   when the next neuron phase begins.
+//!
+//!   Where the epochs go: a candidate's correlation climbs for a long time (on `digits_mlp`
+//!   still 10% higher every 10-20 epochs after 60), so `dendrite_patience` alone makes long
+//!   phases. Over 30 seeds of `digits_mlp`, candidates at 3 times the rate with a cap of 20
+//!   epochs (`candidate_lr_factor(3.0).max_dendrite_epochs(20)`, patience 5) gave the
+//!   accuracy of patience 20 at a quarter of the dendrite epochs (the table is in
+//!   `docs/dendrite-phases.md`); a cap alone, at the same rate, cost about a point.
 //! * **Capacity test.** `capacity_test(n)` adds a set at every neuron-phase call until `n`,
 //!   then completes, keeping every set.
 //!
@@ -59,6 +68,7 @@
 //! | `max_dendrite_tries` | `max_retries` + 1 | theirs counts the first attempt; default 2 tries = our default 1 retry |
 //! | `switch_mode`: `DOING_HISTORY`, `DOING_FIXED_SWITCH` (`first_fixed_switch_num`, `fixed_switch_num`), `DOING_SWITCH_EVERY_TIME`, `DOING_NO_SWITCH` | `Plateau`, `EveryN { first, then }`, `EveryEpoch`, `Never` | no |
 //! | `cap_at_n` | `cap_dendrite_phase` | no |
+//! | none | `max_dendrite_epochs`, `candidate_lr_factor` | ours only: a fixed cap on dendrite phases; candidates at a multiple of the initial rate |
 //! | `history_lookback` | `running_window` | no |
 //! | `initial_history_after_switches` | `grace_epochs` | no |
 //! | `retain_all_dendrites` | `keep_all_dendrites` | no |
