@@ -25,8 +25,9 @@ use perforated::tracker::LrRestart;
 /// The CNN with `C1`, `C2` channels (`F` = `C2` · 49), dendrites (if any) on its convolutions.
 /// Plain runs stop 10 epochs past their best validation loss (each epoch is 12,000 images;
 /// they have plateaued by then, the learning rate halved three times). Dendritic runs: a
-/// neuron phase ends 4 epochs past its best, a candidate is accepted 2 epochs past its best
-/// correlation, and after each restructure the rate restarts at half its initial value.
+/// neuron phase ends 4 epochs past its best, candidates train at three times the initial rate
+/// and are accepted 2 epochs past their best correlation, and after each restructure the rate
+/// restarts at half its initial value.
 fn cnn<const C1: usize, const C2: usize, const F: usize>(
     data: &Dataset<PIXELS>,
     seed: u64,
@@ -39,6 +40,9 @@ fn cnn<const C1: usize, const C2: usize, const F: usize>(
         setup.switch_patience = 4;
         setup.candidate_patience = 2;
         setup.lr_restart = LrRestart::Decayed { decays: 1 };
+        // candidates at three times the rate, as in `digits_mlp` (`docs/dendrite-phases.md`);
+        // here, over 3 seeds, the mean best validation loss went from 0.3819 to 0.3810
+        setup.candidate_lr_factor = 3.0;
         setup
     }
     let build = ConvCnn::<C1, C2, F, f32, AutoDevice>::build;
