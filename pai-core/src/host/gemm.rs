@@ -1,7 +1,15 @@
-//! Matrix products on host slices, by dfdx 0.13's own CPU kernel (the `gemm` crate), for the
-//! fused dendrite sum: it computes affine dendrites' products and their gradients in vectors
-//! it owns and in gradient buffers, where dfdx's product would allocate a tensor and a
-//! gradient each step.
+//! Matrix products on host slices, by the `gemm` crate, for the convolution and the fused
+//! dendrite sum: they compute products and gradients in vectors they own and in gradient
+//! buffers, where dfdx's product would allocate a tensor and a gradient each step.
+//!
+//! By default the kernel is dfdx 0.13's own (`gemm` 0.15, AVX2 on stable Rust), so results are
+//! the same bits on every machine with AVX2. With the feature `avx512` it is `gemm` 0.19, whose
+//! AVX-512 kernels run on stable where the CPU has them (chosen at run time; AVX2 elsewhere).
+
+#[cfg(not(feature = "avx512"))]
+use gemm as kernel;
+#[cfg(feature = "avx512")]
+use gemm_avx512 as kernel;
 
 use std::any::TypeId;
 
@@ -66,15 +74,15 @@ impl<'a, E> Dst<'a, E> {
     }
 }
 
-/// `dst (+)= a · b` with dfdx's own CPU kernel (the `gemm` crate, threads as dfdx uses them).
+/// `dst (+)= a · b` by the `gemm` crate, on rayon's global pool (as dfdx's products).
 pub(crate) fn matmul<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
-    product(dst, a, b, gemm::Parallelism::Rayon(0));
+    product(dst, a, b, kernel::Parallelism::Rayon(0));
 }
 
 /// [`matmul`] on the calling thread only: for callers that already spread their work over the
 /// thread pool.
 pub(crate) fn matmul_serial<E: Float>(dst: Dst<'_, E>, a: Operand<'_, E>, b: Operand<'_, E>) {
-    product(dst, a, b, gemm::Parallelism::None);
+    product(dst, a, b, kernel::Parallelism::None);
 }
 
 // operands are small borrowed views, built for the one call
@@ -83,7 +91,7 @@ fn product<E: Float>(
     dst: Dst<'_, E>,
     a: Operand<'_, E>,
     b: Operand<'_, E>,
-    parallelism: gemm::Parallelism,
+    parallelism: kernel::Parallelism,
 ) {
     let (m, k, a_rs, a_cs) = a.view();
     let (k2, n, b_rs, b_cs) = b.view();
@@ -97,7 +105,7 @@ fn product<E: Float>(
     // `i * c + j` (or `j * c + i` transposed) for `i < r`, `j < c`. `dst` is borrowed mutably
     // and so overlaps neither operand; `E` is f32 or f64, which gemm supports.
     unsafe {
-        gemm::gemm(
+        kernel::gemm(
             m,
             n,
             k,
