@@ -188,6 +188,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn same_bits_compares_every_bit_at_every_place() {
+        for len in [0_usize, 1, 63, 64, 65, 200] {
+            let a: Vec<f32> = (0..len).map(|i| i as f32 * 0.37 - 20.0).collect();
+            assert!(f32::same_bits(&a, &a.clone()), "{len}");
+            if len > 0 {
+                assert!(!f32::same_bits(&a, &a[..len - 1]), "shorter {len}");
+            }
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] = f32::from_bits(b[at].to_bits() ^ 1);
+                assert!(!f32::same_bits(&a, &b), "{len} {at}");
+                let a64: Vec<f64> = a.iter().map(|x| f64::from(*x)).collect();
+                let mut b64 = a64.clone();
+                b64[at] = f64::from_bits(b64[at].to_bits() ^ 1);
+                assert!(!f64::same_bits(&a64, &b64), "f64 {len} {at}");
+            }
+        }
+        // bits, not values: 0.0 and -0.0 differ, a NaN equals itself
+        assert!(!f32::same_bits(&[0.0], &[-0.0]));
+        assert!(f32::same_bits(&[f32::NAN], &[f32::NAN]));
+    }
+
+    #[test]
     fn f32_sigmoid_is_within_two_ulp_of_the_exact_value() {
         // every 1/64 from -100 to 100, plus the ends of the clamp and non-finite inputs
         let mut xs: Vec<f32> = (-6400..=6400).map(|i| i as f32 / 64.0).collect();
