@@ -63,6 +63,13 @@ pub trait Convertible: Sized + 'static {
         visitor: &mut V,
     ) -> Result<()>;
 
+    /// Called on each frozen dendrite copy of the layer before the neurons' forward pass, in
+    /// the same dendritic forward pass: a layer whose work can be shared asks the neurons'
+    /// pass to do its part alongside (pai-core's convolutions: their product, taken beside the
+    /// neurons' while the shared columns are in cache). The default does nothing; a layer of
+    /// your own need not implement it.
+    fn prepare_frozen(&self) {}
+
     /// For a layer whose output is `x Wᵀ + b` over the last axis of its one input (`Linear`):
     /// `W` as a `(neurons, inputs)` matrix sharing the layer's tensor id, and `b`. Dendrites
     /// of such a layer skip the module on the CPU (frozen ones, and in the gradient mode

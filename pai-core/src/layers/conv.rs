@@ -34,7 +34,7 @@ use super::unfold::{unfold, Window};
 use crate::axis::{Any, Batch, Neurons};
 use crate::dendritic::{copy_module, reinit_module, Convertible};
 use crate::float::Float;
-use crate::host::{gemm_runs, on_host};
+use crate::host::{gemm_runs, memo, on_host};
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
 
 /// How a convolution is computed.
@@ -222,6 +222,13 @@ macro_rules! conv {
             }
             fn visit_params<V: ParamVisitor<E, D>>(&mut self, how: ModuleParams<'_, E, D>, visitor: &mut V) -> crate::error::Result<()> {
                 visit_module(self, how, visitor)
+            }
+            /// On the CPU kernel's path: the neurons' convolution takes this copy's product
+            /// beside its own (`host::memo`), matched later by these weights' bits.
+            fn prepare_frozen(&self) {
+                if on_host::<E, D>() && gemm_runs::<E>() && memo::open() {
+                    memo::want(self.weight.as_vec(), self.bias.as_vec());
+                }
             }
         }
     };

@@ -239,6 +239,11 @@ where
     ) -> crate::error::Result<()> {
         visit_module(self, how, visitor)
     }
+
+    /// The layer's (it sees the group's input).
+    fn prepare_frozen(&self) {
+        self.layer.prepare_frozen();
+    }
 }
 
 #[cfg(test)]

@@ -101,30 +101,36 @@ impl Geometry {
         key
     }
 
-    /// The output `(B, O, positions)` of `W · cols_b + bias` for every batch element of `x`
-    /// (`(B, channels, numel)`), with `W` (`O × rows`) and `bias` (`O`) in `(w, bias)`, from
-    /// `columns` (every element's, `rows × positions` each) made here or found.
+    /// For each `(W, bias)` of `params` (`W` is `O × rows`, `bias` has `O` values), the output
+    /// `(B, O, positions)` of `W · cols_b + bias` for every batch element of `x`
+    /// (`(B, channels, numel)`), from `columns` (every element's, `rows × positions` each)
+    /// made here or found. Every product of an element follows its columns at once, while
+    /// they are in cache.
     fn forward<E: Float>(
         &self,
         x: &[E],
-        (w, bias): (&[E], &[E]),
+        params: &[(&[E], &[E])],
         columns: Columns<'_, E>,
-    ) -> Vec<E> {
-        let (rows, p, o) = (self.rows(), self.positions, bias.len());
+    ) -> Vec<Vec<E>> {
+        let (rows, p) = (self.rows(), self.positions);
         let per_input = self.channels * self.numel;
         let batch = x.len() / per_input.max(1);
         // the bias in every output position: the products add to it (written once, not zeroed)
-        let mut out: Vec<E> = Vec::with_capacity(batch * o * p);
-        for _ in 0..batch {
-            for &b in bias {
-                out.extend(std::iter::repeat_n(b, p));
-            }
-        }
+        let mut outs: Vec<Vec<E>> = params
+            .iter()
+            .map(|(_, bias)| biases(bias, batch, p))
+            .collect();
         if p == 0 {
-            return out;
+            return outs;
         }
-        // one batch element: its output, after its columns when they are made
-        let element = |bi: usize, out: &mut [E], cols: Columns<'_, E>, threaded: bool| {
+        // every `W` stacked (`stacked_rows × rows`), for more than one
+        let stacked: Vec<E> = match params {
+            [_] => Vec::new(),
+            _ => params.iter().flat_map(|(w, _)| w.iter().copied()).collect(),
+        };
+        let stacked_rows: usize = params.iter().map(|(_, bias)| bias.len()).sum();
+        // one batch element: its outputs, after its columns when they are made
+        let element = |bi: usize, mut outs: Vec<&mut [E]>, cols: Columns<'_, E>, threaded: bool| {
             let cols: &[E] = match cols {
                 Columns::Make(cols) => {
                     self.im2col(&x[bi * per_input..][..per_input], cols);
@@ -132,32 +138,58 @@ impl Geometry {
                 }
                 Columns::Found(all) => &all[bi * rows * p..][..rows * p],
             };
-            let (dst, w) = (Dst::new(out, o, p, true), Operand::new(w, o, rows, false));
-            let cols = Operand::new(cols, rows, p, false);
-            if threaded {
-                matmul(dst, w, cols);
-            } else {
-                matmul_serial(dst, w, cols);
+            let product = |dst: Dst<'_, E>, w: &[E], o: usize| {
+                let (w, cols) = (
+                    Operand::new(w, o, rows, false),
+                    Operand::new(cols, rows, p, false),
+                );
+                if threaded {
+                    matmul(dst, w, cols);
+                } else {
+                    matmul_serial(dst, w, cols);
+                }
+            };
+            if let [out] = &mut outs[..] {
+                let o = params[0].1.len();
+                product(Dst::new(out, o, p, true), params[0].0, o);
+                return;
             }
+            // several: one product of the stacked weights, added to each output's bias
+            // (a pooled buffer: a fresh one this large would be mapped and faulted in anew)
+            let mut all = shared::<E>().reused(stacked_rows * p);
+            product(
+                Dst::new(&mut all, stacked_rows, p, false),
+                &stacked,
+                stacked_rows,
+            );
+            let mut rest = &all[..];
+            for out in outs {
+                let (part, tail) = rest.split_at(out.len());
+                out.iter_mut().zip(part).for_each(|(o, v)| *o += *v);
+                rest = tail;
+            }
+            shared::<E>().give([all]);
         };
+        let per_element = by_element(&mut outs, batch);
         // batch elements over the threads; with fewer elements than threads, each product
         // uses them all instead
         let threaded = batch < rayon::current_num_threads();
-        let (chunk, c) = (o * p, rows * p);
-        let make = |(bi, (out, cols))| element(bi, out, Columns::Make(cols), threaded);
+        let c = rows * p;
         match (columns, threaded) {
-            (Columns::Make(made), false) => (out.par_chunks_mut(chunk).zip(made.par_chunks_mut(c)))
+            (Columns::Make(made), false) => {
+                (per_element.into_par_iter().zip(made.par_chunks_mut(c)))
+                    .enumerate()
+                    .for_each(|(bi, (outs, cols))| element(bi, outs, Columns::Make(cols), false));
+            }
+            (Columns::Make(made), true) => (per_element.into_iter().zip(made.chunks_mut(c)))
                 .enumerate()
-                .for_each(make),
-            (Columns::Make(made), true) => (out.chunks_mut(chunk).zip(made.chunks_mut(c)))
-                .enumerate()
-                .for_each(make),
-            (Columns::Found(all), false) => (out.par_chunks_mut(chunk).enumerate())
-                .for_each(|(bi, out)| element(bi, out, Columns::Found(all), false)),
-            (Columns::Found(all), true) => (out.chunks_mut(chunk).enumerate())
-                .for_each(|(bi, out)| element(bi, out, Columns::Found(all), true)),
+                .for_each(|(bi, (outs, cols))| element(bi, outs, Columns::Make(cols), true)),
+            (Columns::Found(all), false) => (per_element.into_par_iter().enumerate())
+                .for_each(|(bi, outs)| element(bi, outs, Columns::Found(all), false)),
+            (Columns::Found(all), true) => (per_element.into_iter().enumerate())
+                .for_each(|(bi, outs)| element(bi, outs, Columns::Found(all), true)),
         }
-        out
+        outs
     }
 
     /// The columns of one batch element `x` (`channels × numel`) into `cols`
@@ -278,20 +310,32 @@ where
     // and page-fault it in again)
     // the key (every run of the geometry) only where something can be kept
     let key = memo::open().then(|| geometry.key(batch));
-    let found = key.as_ref().and_then(|k| memo::find::<E>(k, &x_host));
+    let hit = key
+        .as_ref()
+        .and_then(|k| memo::find::<E>(k, &x_host, Some((&w_host, &b_host))));
+    let (found, made_for_me) = hit.map_or((None, None), |(cols, out)| (Some(cols), out));
     let mut made = match found {
         Some(_) => Vec::new(),
         None => shared::<E>().reused(batch * rows * p),
+    };
+    // frozen copies of this layer that asked for their products (`memo::want`): taken with
+    // ours, each batch element's together while its columns are in cache
+    let wanted = match (&key, &found) {
+        (Some(_), None) => memo::wanted::<E>(w_host.len(), b_host.len()),
+        _ => Vec::new(),
     };
     let columns = match &found {
         Some(all) => Columns::Found(all),
         None => Columns::Make(&mut made),
     };
-    let out = geometry.forward(&x_host, (&w_host, &b_host), columns);
+    let (out, for_copies) = match made_for_me {
+        Some(out) => (out, Vec::new()),
+        None => forward_with_copies(&geometry, &x_host, (&w_host, &b_host), columns, wanted),
+    };
     let cols = found.unwrap_or_else(|| {
         let made = Arc::new(made);
         match key {
-            Some(key) => memo::keep(key, x_host, &made),
+            Some(key) => memo::keep(key, x_host, &made, for_copies),
             None => shared::<E>().give([x_host]),
         }
         made
@@ -316,6 +360,55 @@ where
     let mut tape = tape;
     tape.add_backward_op(move |grads| saved.backward(grads, &handle, &dev));
     Ok(y.put_tape(tape))
+}
+
+/// `bias` (one value per output row) repeated over `positions`, for `batch` elements.
+fn biases<E: Float>(bias: &[E], batch: usize, positions: usize) -> Vec<E> {
+    let mut out = Vec::with_capacity(batch * bias.len() * positions);
+    for _ in 0..batch {
+        for &b in bias {
+            out.extend(std::iter::repeat_n(b, positions));
+        }
+    }
+    out
+}
+
+/// Each of `batch` elements' slice of every output in `outs`.
+fn by_element<E>(outs: &mut [Vec<E>], batch: usize) -> Vec<Vec<&mut [E]>> {
+    let mut per_element: Vec<Vec<&mut [E]>> = (0..batch).map(|_| Vec::new()).collect();
+    for out in outs {
+        let len = out.len() / batch.max(1);
+        for (slot, chunk) in per_element.iter_mut().zip(out.chunks_mut(len.max(1))) {
+            slot.push(chunk);
+        }
+    }
+    per_element
+}
+
+/// [`Geometry::forward`] of `(w, bias)` and, when frozen copies asked for theirs (`wanted`),
+/// of their parameters too, each batch element's products together.
+fn forward_with_copies<E: Float>(
+    geometry: &Geometry,
+    x: &[E],
+    (w, bias): (&[E], &[E]),
+    columns: Columns<'_, E>,
+    wanted: Vec<memo::Wanted<E>>,
+) -> (Vec<E>, Vec<memo::Made<E>>) {
+    let params: Vec<(&[E], &[E])> = std::iter::once((w, bias))
+        .chain(wanted.iter().map(|c| (&c.weight[..], &c.bias[..])))
+        .collect();
+    let mut outs = geometry.forward(x, &params, columns).into_iter();
+    let ours = outs.next().unwrap_or_default();
+    let made = wanted
+        .into_iter()
+        .zip(outs)
+        .map(|(c, out)| memo::Made {
+            weight: c.weight,
+            bias: c.bias,
+            out,
+        })
+        .collect();
+    (ours, made)
 }
 
 /// Columns in the forward pass: to be made into this slice, or found (made by an earlier call
@@ -404,165 +497,4 @@ impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I,
 }
 
 #[cfg(test)]
-mod tests {
-    use dfdx::shapes::{Const, HasShape};
-    use dfdx::tensor::{Cpu, OwnedTape, SampleTensor, Tensor, Trace};
-    use dfdx::tensor_ops::{Backward, SumTo};
-    use rand_distr::{Distribution, StandardNormal};
-
-    use std::sync::Arc;
-
-    use super::Geometry;
-    use crate::float::Float;
-    use crate::host::memo;
-    use crate::layers::conv::convolve_by_gather;
-    use crate::layers::unfold::Window;
-    use crate::testing::assert_close;
-
-    const I: usize = 3;
-    const O: usize = 4;
-
-    /// The value and the gradients (x, weight, bias) of `sum(conv(x) ⊙ g)`, by the kernel or
-    /// the gather reference.
-    fn run<E: Float>(
-        fast: bool,
-        batch: usize,
-        dims: &[usize],
-        window: Window,
-        seed: u64,
-    ) -> Vec<Vec<E>>
-    where
-        StandardNormal: Distribution<E>,
-        Cpu: dfdx::tensor_ops::Device<E>,
-    {
-        let dev = Cpu::seed_from_u64(seed);
-        let numel: usize = dims.iter().product();
-        let (out, idx) = window.index(dims);
-        let positions: usize = out.iter().product();
-        let offsets = window.kernel.pow(dims.len() as u32);
-        let x: Tensor<(usize, Const<I>, usize), E, Cpu> =
-            dev.sample_normal_like(&(batch, Const, numel));
-        let w: Tensor<(Const<O>, usize), E, Cpu> = dev.sample_normal_like(&(Const, I * offsets));
-        let b: Tensor<(Const<O>,), E, Cpu> = dev.sample_normal();
-        let g: Tensor<(usize, Const<O>, usize), E, Cpu> =
-            dev.sample_normal_like(&(batch, Const, positions));
-        let tx = x.leaky_trace();
-        let tw = w.retaped::<OwnedTape<E, Cpu>>();
-        let tb = b.retaped::<OwnedTape<E, Cpu>>();
-        let y = if fast {
-            let geometry = Geometry::new(I, numel, offsets, positions, &idx);
-            super::convolve(tx, tw, tb, geometry)
-        } else {
-            convolve_by_gather(tx, tw, tb, idx, offsets, positions)
-        }
-        .unwrap();
-        let value = y.retaped::<dfdx::tensor::NoneTape>().as_vec();
-        let grads = (y * g).sum::<(), _>().backward();
-        vec![
-            value,
-            grads.get(&x).as_vec(),
-            grads.get(&w).as_vec(),
-            grads.get(&b).as_vec(),
-        ]
-    }
-
-    fn agree<E: Float>(tol: f64)
-    where
-        StandardNormal: Distribution<E>,
-        Cpu: dfdx::tensor_ops::Device<E>,
-    {
-        let cases: [(usize, &[usize], Window); 8] = [
-            (2, &[5, 7], Window::new(3, 1, 1, 1)),
-            (1, &[4, 4], Window::new(1, 1, 0, 1)),
-            (2, &[7, 6], Window::new(3, 2, 1, 1)),
-            (1, &[9, 8], Window::new(3, 1, 2, 2)),
-            (3, &[11], Window::new(3, 2, 1, 2)),
-            (1, &[3, 4, 5], Window::new(2, 1, 1, 1)),
-            (2, &[5, 5], Window::new(5, 1, 0, 1)),
-            (1, &[7, 7], Window::new(3, 3, 0, 1)),
-        ];
-        for (seed, (batch, dims, w)) in cases.into_iter().enumerate() {
-            let fast = run::<E>(true, batch, dims, w, seed as u64);
-            let slow = run::<E>(false, batch, dims, w, seed as u64);
-            let wide = |v: Vec<Vec<E>>| -> Vec<Vec<f64>> {
-                v.into_iter()
-                    .map(|l| l.into_iter().map(Float::as_f64).collect())
-                    .collect()
-            };
-            let what = format!("case {seed} ({dims:?}, {w:?})");
-            assert_close(&wide(fast), &wide(slow), tol, &what);
-        }
-    }
-
-    #[test]
-    fn kernel_matches_the_gather_reference_in_f64() {
-        agree::<f64>(1e-12);
-    }
-
-    #[test]
-    fn kernel_matches_the_gather_reference_in_f32() {
-        agree::<f32>(1e-5);
-    }
-
-    #[test]
-    fn convolutions_of_one_input_in_a_scope_share_its_columns_and_agree_with_their_own() {
-        // the neurons and two dendrite copies of a layer, in one dendritic forward pass
-        let dev = Cpu::seed_from_u64(7);
-        let dims = [6, 5];
-        let window = Window::new(3, 1, 1, 1);
-        let (out, idx) = window.index(&dims);
-        let positions: usize = out.iter().product();
-        let geometry = || Geometry::new(I, 30, 9, positions, &idx);
-        let x: Tensor<(usize, Const<I>, usize), f64, Cpu> = dev.sample_normal_like(&(2, Const, 30));
-        let copies: Vec<_> = (0..3)
-            .map(|_| {
-                let w: Tensor<(Const<O>, usize), f64, Cpu> =
-                    dev.sample_normal_like(&(Const, I * 9));
-                (w, dev.sample_normal::<(Const<O>,)>())
-            })
-            .collect();
-        // value, weight gradient and input gradient of each copy
-        let each = |(w, b): &(
-            Tensor<(Const<O>, usize), f64, Cpu>,
-            Tensor<(Const<O>,), f64, Cpu>,
-        )| {
-            let tw = w.clone().retaped::<OwnedTape<f64, Cpu>>();
-            let tb = b.clone().retaped::<OwnedTape<f64, Cpu>>();
-            let y = super::convolve(x.leaky_trace(), tw, tb, geometry()).unwrap();
-            let value = y.retaped::<dfdx::tensor::NoneTape>().as_vec();
-            let grads = y.sum::<(), _>().backward();
-            vec![value, grads.get(w).as_vec(), grads.get(&x).as_vec()]
-        };
-        let alone: Vec<_> = copies.iter().map(each).collect();
-        let key = geometry().key(2);
-        let shared = memo::scope(|| {
-            assert!(memo::find::<f64>(&key, &x.as_vec()).is_none());
-            let first = each(&copies[0]);
-            // the first call left its columns for the others
-            let cols = memo::find::<f64>(&key, &x.as_vec()).expect("columns kept");
-            let rest: Vec<_> = copies[1..].iter().map(each).collect();
-            let found = memo::find::<f64>(&key, &x.as_vec()).expect("still kept");
-            assert!(Arc::ptr_eq(&cols, &found));
-            assert_eq!(memo::kept(), 1, "no later call made its own");
-            std::iter::once(first).chain(rest).collect::<Vec<_>>()
-        });
-        for (a, b) in alone.iter().zip(&shared) {
-            assert_close(a, b, 0.0, "shared columns");
-        }
-    }
-
-    #[test]
-    fn a_window_larger_than_the_input_gives_an_empty_output() {
-        // the gather reference cannot take this case (dfdx reads an empty tensor's first
-        // element); the kernel returns `(B, O, 0)`
-        let dev = Cpu::default();
-        let x: Tensor<(usize, Const<I>, usize), f64, Cpu> = dev.sample_normal_like(&(2, Const, 4));
-        let w: Tensor<(Const<O>, usize), f64, Cpu> = dev.sample_normal_like(&(Const, I * 25));
-        let b: Tensor<(Const<O>,), f64, Cpu> = dev.sample_normal();
-        let (out, idx) = Window::new(5, 1, 0, 1).index(&[2, 2]);
-        assert_eq!(out, [0, 0]);
-        let geometry = Geometry::new(I, 4, 25, 0, &idx);
-        let y = super::convolve(x, w, b, geometry).unwrap();
-        assert_eq!(*y.shape(), (2, Const::<O>, 0));
-    }
-}
+mod tests;
