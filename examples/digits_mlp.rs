@@ -28,17 +28,13 @@ fn mlp<const H: usize>(
 ) -> Result<Outcome, perforated::Error> {
     let dev = AutoDevice::seed_from_u64(seed);
     let mut model = Mlp::<H, f32, AutoDevice>::build(&dev)?;
+    // a candidate's correlation here climbs for 60 epochs and more (the tracker's
+    // correlations.csv): short phases at three times the rate
     let setup = Setup {
-        // a candidate's correlation here climbs for 60 epochs and more (the tracker's
-        // correlations.csv); at 3 times the rate, 20 epochs reach what patience 20 at the
-        // plain rate reached in 88 (median), at the same accuracy over 30 seeds
-        candidate_patience: 5,
-        candidate_lr_factor: 3.0,
-        max_dendrite_epochs: Some(20),
         // restarting at the full rate after a restructure undoes part of the fit (the
         // validation loss jumps); at half the rate, H=4 over 10 seeds: 92.25 -> 93.00
         lr_restart: LrRestart::Decayed { decays: 1 },
-        ..Setup::new(digits, &dev, seed, args, name, dendrites)
+        ..Setup::new(digits, &dev, seed, args, name, dendrites).short_dendrite_phases()
     };
     run(
         &setup,

@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::run::{base, Run};
-use common::TestDevice;
+use common::run::{base, model_with, Run};
 use perforated::prelude::*;
 use perforated::tracker::{Step, TrackerConfig};
 
@@ -15,16 +14,12 @@ use perforated::tracker::{Step, TrackerConfig};
 #[test]
 fn a_dendrite_phase_without_a_snapshot_ends_the_run_after_waiting() {
     let mut run = Run::new(base("no-snapshot").maximize().dendrite_patience(2));
-    let dev = TestDevice::seed_from_u64(1);
-    let never = DendriteConfig {
-        correlation: CorrelationConfig {
-            warmup_batches: 1,
-            absolute_margin: 2.0,
-            ..Default::default()
-        },
+    let never = CorrelationConfig {
+        warmup_batches: 1,
+        absolute_margin: 2.0,
         ..Default::default()
     };
-    run.model = Dendritic::new(&dev, BuildModule::build(&dev), never).unwrap();
+    run.model = model_with(1, never);
     run.feed(&[0.5, 0.6, 0.6, 0.6, 0.6]);
     // two epochs before the phase is due, two waiting, then the end
     assert_eq!(run.trace, "iicRddddX");
@@ -48,16 +43,12 @@ fn a_dendrite_phase_without_a_snapshot_ends_the_run_after_waiting() {
 #[test]
 fn a_dendrite_phase_waits_for_the_warm_up() {
     let mut run = Run::new(base("warm-up").maximize().dendrite_patience(2));
-    let dev = TestDevice::seed_from_u64(1);
-    let slow = DendriteConfig {
-        correlation: CorrelationConfig {
-            // two batches an epoch: the warm-up ends after the tenth dendrite epoch
-            warmup_batches: 20,
-            ..Default::default()
-        },
+    let slow = CorrelationConfig {
+        // two batches an epoch: the warm-up ends after the tenth dendrite epoch
+        warmup_batches: 20,
         ..Default::default()
     };
-    run.model = Dendritic::new(&dev, BuildModule::build(&dev), slow).unwrap();
+    run.model = model_with(1, slow);
     run.feed(&[0.5, 0.6, 0.6, 0.6]);
     let dendrite_epochs = run.trace.chars().filter(|c| *c == 'd').count();
     assert!(dendrite_epochs >= 10, "{}", run.trace);

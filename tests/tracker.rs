@@ -294,21 +294,7 @@ fn resume_makes_the_decisions_of_the_uninterrupted_run() {
             outputs: Vec::new(),
         };
         // finish the neuron scores from where the first part stopped
-        let rest = &scores[fed..];
-        let mut i = 0;
-        let mut current = last;
-        for _ in 0..200 {
-            if second.model.phase() == Phase::Neuron {
-                if i == rest.len() {
-                    break;
-                }
-                current = rest[i];
-                i += 1;
-            }
-            if second.epoch(current) == Step::Complete {
-                break;
-            }
-        }
+        second.feed_from(last, &scores[fed..]);
         assert_eq!(second.trace, whole.trace, "stopped after {stop} epochs");
         assert_eq!(
             second.model.forward(second.x.clone()).as_vec(),

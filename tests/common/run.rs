@@ -27,16 +27,25 @@ pub struct Run {
     pub outputs: Vec<Vec<f32>>,
 }
 
-pub fn model_seeded(seed: u64) -> Layer {
+/// The layer drawn from `seed`, its candidates judged by `correlation`.
+pub fn model_with(seed: u64, correlation: CorrelationConfig) -> Layer {
     let dev = TestDevice::seed_from_u64(seed);
     let config = DendriteConfig {
-        correlation: CorrelationConfig {
-            warmup_batches: 1,
-            ..Default::default()
-        },
+        correlation,
         ..Default::default()
     };
     Dendritic::new(&dev, BuildModule::build(&dev), config).unwrap()
+}
+
+/// The layer drawn from `seed`, its candidates warm after one batch.
+pub fn model_seeded(seed: u64) -> Layer {
+    model_with(
+        seed,
+        CorrelationConfig {
+            warmup_batches: 1,
+            ..Default::default()
+        },
+    )
 }
 
 impl Run {
@@ -94,8 +103,13 @@ impl Run {
     /// Feeds `scores` to neuron-phase epochs; dendrite-phase epochs repeat the last score
     /// (the network output does not change there). Stops at completion or after the scores.
     pub fn feed(&mut self, scores: &[f64]) {
+        self.feed_from(scores[0], scores);
+    }
+
+    /// [`Self::feed`], the dendrite-phase epochs before the first of `scores` fed `last` (a
+    /// resumed run going on).
+    pub fn feed_from(&mut self, mut last: f64, scores: &[f64]) {
         let mut i = 0;
-        let mut last = scores[0];
         for _ in 0..500 {
             if self.model.phase() == Phase::Neuron {
                 if i == scores.len() {

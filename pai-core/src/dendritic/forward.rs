@@ -49,7 +49,7 @@ where
             let detached = x.detached();
             let chain = self.output_chain();
             let path = Self::path::<X, So, NoneTape>(&x, chain.first().copied())?;
-            prepare_frozen(&chain, &path);
+            prepare_frozen(chain.iter().copied(), &path);
             let (y, rest) = <P as Route<M, X, E, D>>::split(self.neurons.try_forward(x)?);
             let (y, _) =
                 self.frozen_sum::<X::Detached, So, T>(y, &chain, &detached, path, false)?;
@@ -99,7 +99,7 @@ where
                 DendriteLearning::Correlation => {
                     let detached = x.detached();
                     let path = Self::path::<X, So, NoneTape>(&x, self.dendrites.first())?;
-                    prepare_frozen(&self.dendrites.iter().collect::<Vec<_>>(), &path);
+                    prepare_frozen(&self.dendrites, &path);
                     let candidate_input =
                         (T::OWNS_TAPE && !neuron_phase).then(|| x.taped::<OwnedTape<E, D>>());
                     let out = neurons(&mut self.neurons, x)?;
@@ -424,7 +424,10 @@ where
 /// Before the neurons run: each frozen dendrite of `chain` whose module will run
 /// ([`Path::Modules`]) may ask the neurons' pass to share its work
 /// ([`Convertible::prepare_frozen`]).
-fn prepare_frozen<M: Convertible, T>(chain: &[&Dendrite<M>], path: &Path<M::Dtype, M::Device, T>) {
+fn prepare_frozen<'a, M: Convertible, T>(
+    chain: impl IntoIterator<Item = &'a Dendrite<M>>,
+    path: &Path<M::Dtype, M::Device, T>,
+) {
     if matches!(path, Path::Modules) {
         for d in chain {
             d.module.prepare_frozen();

@@ -40,10 +40,9 @@ pub(crate) struct Wanted<E> {
     pub bias: Vec<E>,
 }
 
-/// A result made for the copy with these parameters.
+/// The result made for a request.
 pub(crate) struct Made<E> {
-    pub weight: Vec<E>,
-    pub bias: Vec<E>,
+    pub wanted: Wanted<E>,
     pub out: Vec<E>,
 }
 
@@ -111,8 +110,9 @@ pub(crate) fn find<E: Float>(
         let value = entry.value.downcast_ref::<Arc<Vec<E>>>()?.clone();
         let made = mine.and_then(|(weight, bias)| {
             let at = entry.made.iter().position(|m| {
-                m.downcast_ref::<Made<E>>()
-                    .is_some_and(|m| E::same_bits(&m.weight, weight) && E::same_bits(&m.bias, bias))
+                m.downcast_ref::<Made<E>>().is_some_and(|m| {
+                    E::same_bits(&m.wanted.weight, weight) && E::same_bits(&m.wanted.bias, bias)
+                })
             })?;
             let made = entry.made.swap_remove(at).downcast::<Made<E>>().ok()?;
             Some(made.out)
@@ -240,8 +240,7 @@ mod tests {
                 "the other dtype's is still there"
             );
             let made = Made {
-                weight: mine[0].weight.clone(),
-                bias: mine[0].bias.clone(),
+                wanted: mine.into_iter().next().expect("one"),
                 out: vec![7.0f32],
             };
             keep(vec![5], vec![0.25f32], &Arc::new(vec![9.0f32]), vec![made]);

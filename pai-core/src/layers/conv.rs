@@ -46,6 +46,11 @@ enum Path {
     Gather,
 }
 
+/// Whether the CPU kernel (`im2col/`) runs here: on the host, in a dtype `gemm` multiplies.
+fn cpu_kernel<E: Float, D: Device<E>>() -> bool {
+    on_host::<E, D>() && gemm_runs::<E>()
+}
+
 /// Unfolds by `gather`, multiplies by the flattened weight, adds the bias: `(B, O, positions)`
 /// from dfdx ops, on any device; the reference the CPU kernel is tested against.
 pub(super) fn convolve_by_gather<
@@ -196,7 +201,7 @@ macro_rules! conv {
                 let weight = self.weight.clone().retaped::<T>().try_reshape_like(&(Const::<O>, I * K.pow($n)))?;
                 let bias = self.bias.clone().retaped::<T>();
                 // the CPU kernel where it applies (`im2col.rs`), the gather unfold elsewhere
-                let y = if path == Path::Gather || !(on_host::<E, D>() && gemm_runs::<E>()) {
+                let y = if path == Path::Gather || !cpu_kernel::<E, D>() {
                     convolve_by_gather(x, weight, bias, idx, K.pow($n), positions)?
                 } else {
                     let geometry = Geometry::new(I, numel, K.pow($n), positions, &idx);
@@ -226,7 +231,7 @@ macro_rules! conv {
             /// On the CPU kernel's path: the neurons' convolution takes this copy's product
             /// beside its own (`host::memo`), matched later by these weights' bits.
             fn prepare_frozen(&self) {
-                if on_host::<E, D>() && gemm_runs::<E>() && memo::open() {
+                if cpu_kernel::<E, D>() && memo::open() {
                     memo::want(self.weight.as_vec(), self.bias.as_vec());
                 }
             }

@@ -48,9 +48,9 @@
 //!   Where the epochs go: a candidate's correlation climbs for a long time (on `digits_mlp`
 //!   still 10% higher every 10-20 epochs after 60), so `dendrite_patience` alone makes long
 //!   phases. Over 30 seeds of `digits_mlp`, candidates at 3 times the rate with a cap of 20
-//!   epochs (`candidate_lr_factor(3.0).max_dendrite_epochs(20)`, patience 5) gave the
-//!   accuracy of patience 20 at a quarter of the dendrite epochs (the table is in
-//!   `docs/dendrite-phases.md`); a cap alone, at the same rate, cost about a point.
+//!   epochs (`candidate_lr_factor(3.0).max_dendrite_epochs(20)`, patience 5) gave an
+//!   accuracy within the seed spread of patience 20's with phases a quarter as long (the
+//!   table is in `docs/dendrite-phases.md`); the cap at the plain rate cost about a point.
 //! * **Capacity test.** `capacity_test(n)` adds a set at every neuron-phase call until `n`,
 //!   then completes, keeping every set.
 //!

@@ -402,11 +402,7 @@ fn forward_with_copies<E: Float>(
     let made = wanted
         .into_iter()
         .zip(outs)
-        .map(|(c, out)| memo::Made {
-            weight: c.weight,
-            bias: c.bias,
-            out,
-        })
+        .map(|(wanted, out)| memo::Made { wanted, out })
         .collect();
     (ours, made)
 }
