@@ -9,8 +9,10 @@
 //! - a training step of `fashion_cnn`'s 8-16 CNN (batch 32, 28x28, cross-entropy, Adam), with
 //!   no dendrites and with one per layer.
 //!
-//! Each row is the best of several timed repetitions; the ratio column divides by the bare
-//! layer's training step on the same thread count.
+//! Each row is the median of 25 timed repetitions (after one untimed call): on a shared
+//! machine single calls vary by tens of percent, and the median of many is what two versions
+//! can be compared by. The ratio column divides by the bare layer's training step on the same
+//! thread count.
 //!
 //! ```text
 //! cargo bench --bench conv
@@ -29,17 +31,18 @@ use perforated::prelude::*;
 type Img<const C: usize, T = NoneTape> = Tensor<(usize, Const<C>, usize, usize), f32, Cpu, T>;
 type Conv = Conv2d<16, 32, 3, f32, Cpu, 1, 1>;
 
-/// The best of `reps` timed calls of `f` (after one untimed call).
-fn best(mut f: impl FnMut(), reps: usize) -> Duration {
+/// The median of `reps` timed calls of `f` (after one untimed call).
+fn median(mut f: impl FnMut(), reps: usize) -> Duration {
     f();
-    (0..reps)
+    let mut times: Vec<Duration> = (0..reps)
         .map(|_| {
             let t = Instant::now();
             f();
             t.elapsed()
         })
-        .min()
-        .unwrap_or_default()
+        .collect();
+    times.sort_unstable();
+    times.get(reps / 2).copied().unwrap_or_default()
 }
 
 /// One training step of the CNN with `dendrites` per layer, timed.
@@ -52,7 +55,7 @@ fn cnn_step(dev: &Cpu, batch: usize, dendrites: usize, reps: usize) -> Duration 
     let x: Img<1> = dev.sample_normal_like(&(batch, Const, 28, 28));
     let y: Tensor<(usize, Const<10>), f32, Cpu> =
         dev.sample_normal_like(&(batch, Const)).softmax::<Axis<1>>();
-    best(
+    median(
         || {
             let grads = model.alloc_grads().expect("gradients");
             let logits = model.forward_mut(x.trace(grads));
@@ -79,7 +82,7 @@ fn rows(batch: usize, reps: usize) -> Vec<(String, Duration)> {
     let mut rows = vec![
         (
             "reference (gather unfold), forward + backward".to_string(),
-            best(
+            median(
                 || {
                     let y = conv.try_forward_by_gather(x.leaky_trace()).expect("cpu");
                     let _ = y.sum::<Rank0, _>().backward();
@@ -89,7 +92,7 @@ fn rows(batch: usize, reps: usize) -> Vec<(String, Duration)> {
         ),
         (
             "kernel (im2col + gemm), forward + backward".to_string(),
-            best(
+            median(
                 || {
                     let _ = conv.forward(x.leaky_trace()).sum::<Rank0, _>().backward();
                 },
@@ -102,7 +105,7 @@ fn rows(batch: usize, reps: usize) -> Vec<(String, Duration)> {
     let mut grads = plain.alloc_grads();
     rows.push((
         "training step, bare layer, dfdx Adam".to_string(),
-        best(
+        median(
             || {
                 plain.zero_grads(&mut grads);
                 let y = plain.forward(x.trace(grads.clone()));
@@ -114,7 +117,7 @@ fn rows(batch: usize, reps: usize) -> Vec<(String, Duration)> {
     ));
     for k in [0, 1, 3] {
         let (mut layer, mut opt) = dendritic(&dev, k);
-        let time = best(
+        let time = median(
             || {
                 let grads = layer.alloc_grads().expect("gradients");
                 let y = layer.forward_mut(x.trace(grads));
@@ -137,10 +140,10 @@ fn rows(batch: usize, reps: usize) -> Vec<(String, Duration)> {
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    let (batch, reps) = if quick { (2, 1) } else { (32, 7) };
+    let (batch, reps) = if quick { (2, 1) } else { (32, 25) };
     let all = rayon::current_num_threads();
     println!(
-        "conv2d, input ({batch}, 16, 28, 28), 32 filters 3x3, padding 1, f32 (best of {reps})"
+        "conv2d, input ({batch}, 16, 28, 28), 32 filters 3x3, padding 1, f32 (median of {reps})"
     );
     println!("| row | ms, 1 thread | ratio | ms, {all} threads | ratio |");
     println!("|---|---:|---:|---:|---:|");

@@ -7,8 +7,8 @@ Measurement only: Python is in no build or test. Run it in the same period as th
 
 Rows: Conv2d forward + backward with the input gradient, and a training step (forward,
 backward, Adam) of the bare layer; (32, 16, 28, 28) input, 32 3x3 filters, padding 1, f32;
-and a training step of `fashion_cnn`'s 8-16 CNN (batch 32, cross-entropy, Adam); best of 7
-after one untimed call, on 1 thread and on all threads.
+and a training step of `fashion_cnn`'s 8-16 CNN (batch 32, cross-entropy, Adam); the median
+of 25 calls after one untimed call (as the Rust bench), on 1 thread and on all threads.
 """
 
 import os
@@ -17,14 +17,14 @@ import time
 import torch
 
 
-def best(f, reps=7):
+def median(f, reps=25):
     f()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         f()
         times.append(time.perf_counter() - t)
-    return min(times) * 1e3
+    return sorted(times)[reps // 2] * 1e3
 
 
 def rows():
@@ -65,9 +65,9 @@ def rows():
         cnn_opt.step()
 
     return [
-        ("forward + backward (input gradient)", best(fwd_bwd)),
-        ("training step, Adam", best(step)),
-        ("fashion_cnn 8-16 training step", best(cnn_step)),
+        ("forward + backward (input gradient)", median(fwd_bwd)),
+        ("training step, Adam", median(step)),
+        ("fashion_cnn 8-16 training step", median(cnn_step)),
     ]
 
 

@@ -225,10 +225,11 @@ where
         }
         let config = config.clone();
         let (y, mut tape) = y.split_tape();
-        let handle = y.clone();
+        // a ghost (id and shape), not a clone: see `host::lend_grad`
+        let ghost = y.ghost();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&handle)?;
-            let error = grads.get(&handle);
+            grads.try_alloc_for(&ghost)?;
+            let error = grads.get(&ghost);
             if crate::collective::active().is_none() {
                 return observe::<M, Tags, So, E, D>(&mut lock(&training), act, &error, &config);
             }

@@ -9,10 +9,12 @@
 //! [`crate::error`].
 
 mod gemm;
+mod heap;
 pub(crate) mod memo;
 mod pool;
 
 pub(crate) use gemm::{gemm_runs, matmul, matmul_serial, Dst, Operand};
+pub(crate) use heap::retain_freed_memory;
 pub(crate) use pool::{shared, Scratch};
 
 use std::any::{Any, TypeId};
@@ -63,10 +65,39 @@ pub(crate) fn grad_buffer<'g, S: Shape, E: Float, D: Device<E>>(
     grads: &'g mut Gradients<E, D>,
     t: &Tensor<S, E, D>,
 ) -> Result<&'g mut <Cpu as Storage<E>>::Vec, D::Err> {
-    let buf = grads.get_or_alloc_mut(t)?;
-    Ok((buf as &mut dyn Any)
+    Ok(host_buffer::<E, D>(grads.get_or_alloc_mut(t)?))
+}
+
+/// A backend buffer as the CPU's vector type.
+fn host_buffer<E: Float, D: Device<E>>(
+    buf: &mut <D as Storage<E>>::Vec,
+) -> &mut <Cpu as Storage<E>>::Vec {
+    (buf as &mut dyn Any)
         .downcast_mut::<<Cpu as Storage<E>>::Vec>()
-        .expect("host gradient buffers exist on the CPU only (checked by on_host)"))
+        .expect("host gradient buffers exist on the CPU only (checked by on_host)")
+}
+
+/// Runs `f` with an op's output gradient lent out of `grads` (so that other entries can be
+/// written while it is read, without copying it), and puts it back.
+///
+/// `slot` finds it: dfdx's `get_or_alloc_mut` on the output's ghost (`Tensor::ghost`, its id
+/// and shape without its data). A backward op keeps the ghost, not a clone of the output:
+/// a clone shares the output's buffer, and the next in-place write to the output (the
+/// dendrite sum's) would have to copy all of it first.
+pub(crate) fn lend_grad<E, D, R>(
+    grads: &mut Gradients<E, D>,
+    slot: impl for<'g> Fn(&'g mut Gradients<E, D>) -> Result<&'g mut <D as Storage<E>>::Vec, D::Err>,
+    dev: &D,
+    f: impl FnOnce(&mut Gradients<E, D>, &[E]) -> Result<R, D::Err>,
+) -> Result<R, D::Err>
+where
+    E: Float,
+    D: Device<E>,
+{
+    let lent = std::mem::replace(host_buffer::<E, D>(slot(grads)?), empty(dev)?);
+    let out = f(grads, &lent);
+    *host_buffer::<E, D>(slot(grads)?) = lent;
+    out
 }
 
 /// The gradient buffer of `t` as a host slice (allocated if absent).

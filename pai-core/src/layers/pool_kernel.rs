@@ -13,7 +13,7 @@ use dfdx::tensor_ops::Device;
 
 use super::im2col::Geometry;
 use crate::float::Float;
-use crate::host::{empty, grad_buffer, grad_mut, host};
+use crate::host::{grad_mut, host, lend_grad};
 
 /// The reduction over each window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,28 +77,33 @@ pub(super) fn pool<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>
     if !T::OWNS_TAPE {
         return Ok(y.put_tape(tape));
     }
-    let handle = y.clone();
+    let ghost = y.ghost();
     let mut tape = tape;
     tape.add_backward_op(move |grads: &mut Gradients<E, D>| {
-        let dy = std::mem::replace(grad_buffer(grads, &handle)?, empty(&dev)?);
-        let dx = grad_mut(grads, &x)?;
-        let per_channel = dx.chunks_mut(numel.max(1)).zip(dy.chunks(p.max(1)));
-        for (c, (dx_c, dy_c)) in per_channel.enumerate() {
-            match &max_of {
-                Some((xh, out)) => {
-                    let x_c = &xh[c * numel..][..numel];
-                    let out_c = &out[c * p..][..p];
-                    geometry.each_read(|q, src| {
-                        if x_c[src] == out_c[q] {
-                            dx_c[src] += dy_c[q];
+        lend_grad(
+            grads,
+            |g| g.get_or_alloc_mut(&ghost),
+            &dev,
+            |grads, dy| {
+                let dx = grad_mut(grads, &x)?;
+                let per_channel = dx.chunks_mut(numel.max(1)).zip(dy.chunks(p.max(1)));
+                for (c, (dx_c, dy_c)) in per_channel.enumerate() {
+                    match &max_of {
+                        Some((xh, out)) => {
+                            let x_c = &xh[c * numel..][..numel];
+                            let out_c = &out[c * p..][..p];
+                            geometry.each_read(|q, src| {
+                                if x_c[src] == out_c[q] {
+                                    dx_c[src] += dy_c[q];
+                                }
+                            });
                         }
-                    });
+                        None => geometry.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
+                    }
                 }
-                None => geometry.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
-            }
-        }
-        *grad_buffer(grads, &handle)? = dy;
-        Ok(())
+                Ok(())
+            },
+        )
     });
     Ok(y.put_tape(tape))
 }

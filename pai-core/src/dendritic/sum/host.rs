@@ -21,7 +21,9 @@ use super::{Pre, Term};
 use crate::axis::{Layout, NeuronAxis, PerNeuron};
 use crate::dendritic::config::Activation;
 use crate::float::Float;
-use crate::host::{empty, grad_buffer, grad_mut, matmul, on_host, Dst, Operand, Scratch};
+use crate::host::{
+    empty, grad_buffer, grad_mut, lend_grad, matmul, on_host, Dst, Operand, Scratch,
+};
 
 /// `y + Σⱼ wⱼ ⊙ aⱼ` as one op on `y`'s tape, and, when `keep_acts`, the activations `aⱼ` as
 /// tensors (in cascade order). With tapes on the pre-activations (the gradient mode) they and
@@ -51,9 +53,12 @@ where
         return Ok((y, Vec::new()));
     }
     let shape = *y.shape();
-    // The terms are summed apart and added to `y` in place: the output keeps `y`'s id, so its
-    // gradient is `y`'s, with no new tensor, gradient buffer or copy of `y` or of its gradient.
-    let (mut y, mut tape) = y.try_reshape_like(&shape)?.split_tape();
+    // The terms are summed apart, added to `y`'s values and written back in place: the output
+    // keeps `y`'s id, so its gradient is `y`'s, with no new tensor or gradient buffer. `y`'s
+    // buffer is its own (backward ops keep ghosts, `host::lend_grad`), so the write allocates
+    // nothing. (Summed apart, then added: `y + Σⱼ`, rounded as it always was.)
+    let (y, mut tape) = y.try_reshape_like(&shape)?.split_tape();
+    let (mut y, mut sum) = scratch.host(y)?;
     let input = match input {
         Some(x) => {
             let (x, x_tape) = x.split_tape();
@@ -70,14 +75,16 @@ where
         scratch,
         terms.len(),
     );
-    let mut out = vec![E::default(); pass.layout.len];
+    let mut terms_sum = pass.scratch.zeros(pass.layout.len);
     for term in terms {
-        if let Some(pre_tape) = pass.add_term(term, &mut out)? {
+        if let Some(pre_tape) = pass.add_term(term, &mut terms_sum)? {
             tape = tape.merge(pre_tape);
         }
     }
+    sum.iter_mut().zip(&terms_sum).for_each(|(s, t)| *s += *t);
+    y.copy_from(&sum);
+    pass.scratch.give([sum, terms_sum]);
     let dev = y.device().clone();
-    y.try_axpy(1.0, &dev.try_tensor_from_vec(out, shape)?, 1.0)?;
     let kept = match keep_acts {
         true => pass
             .acts
@@ -96,8 +103,15 @@ where
         pass.scratch.give(std::mem::take(&mut pass.acts));
         return Ok((y.put_tape(tape), kept));
     }
-    let handle = y.clone();
-    tape.add_backward_op(move |grads| pass.backward(grads, &handle, &dev));
+    let ghost = y.ghost();
+    tape.add_backward_op(move |grads| {
+        lend_grad(
+            grads,
+            |g| g.get_or_alloc_mut(&ghost),
+            &dev,
+            |grads, g| pass.backward(grads, g, &dev),
+        )
+    });
     Ok((y.put_tape(tape), kept))
 }
 
@@ -215,24 +229,15 @@ impl<So: Shape, N: ConstDim, E: Float, D: Device<E>> Pass<So, N, E, D> {
 
     /// The backward op: from the output's gradient (which is `y`'s) to the output weights'
     /// and, when the terms train, to every term's, latest dendrite first.
-    fn backward(
-        mut self,
-        grads: &mut Gradients<E, D>,
-        handle: &Tensor<So, E, D>,
-        dev: &D,
-    ) -> Result<(), D::Err> {
-        // the output's gradient, lent out of `grads` (and returned below) so that other
-        // entries can be written while it is read, without copying it
-        let lent = std::mem::replace(grad_buffer(grads, handle)?, empty(dev)?);
+    fn backward(mut self, grads: &mut Gradients<E, D>, g: &[E], dev: &D) -> Result<(), D::Err> {
         for p in &mut self.pres {
             if let Saved::Affine { grad, .. } = p {
                 *grad = self.scratch.zeros(self.layout.len);
             }
         }
         for j in (0..self.acts.len()).rev() {
-            self.term_backward(grads, j, &lent, dev)?;
+            self.term_backward(grads, j, g, dev)?;
         }
-        *grad_buffer(grads, handle)? = lent;
         let Self {
             scratch,
             acts,

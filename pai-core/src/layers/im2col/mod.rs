@@ -21,9 +21,7 @@ use dfdx::tensor_ops::Device;
 use crate::float::Float;
 use rayon::prelude::*;
 
-use crate::host::{
-    empty, grad_buffer, grad_mut, host, matmul, matmul_serial, memo, shared, Dst, Operand,
-};
+use crate::host::{grad_mut, host, lend_grad, matmul, matmul_serial, memo, shared, Dst, Operand};
 
 /// The geometry of one convolution call: `channels` input channels of `numel` elements each,
 /// `offsets` kernel offsets and `positions` output positions, and for each offset the input
@@ -356,9 +354,16 @@ where
         batch,
         out: O,
     };
-    let handle = y.clone();
+    let out = y.ghost();
     let mut tape = tape;
-    tape.add_backward_op(move |grads| saved.backward(grads, &handle, &dev));
+    tape.add_backward_op(move |grads| {
+        lend_grad(
+            grads,
+            |g| g.get_or_alloc_mut(&out),
+            &dev,
+            |grads, dy| saved.backward(grads, dy),
+        )
+    });
     Ok(y.put_tape(tape))
 }
 
@@ -429,14 +434,8 @@ struct Saved<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> {
 }
 
 impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I, O, E, D> {
-    fn backward(
-        self,
-        grads: &mut Gradients<E, D>,
-        handle: &Tensor<(B, Const<O>, usize), E, D>,
-        dev: &D,
-    ) -> Result<(), D::Err> {
-        // the output's gradient, lent out of `grads` while the others are written
-        let dy = std::mem::replace(grad_buffer(grads, handle)?, empty(dev)?);
+    /// The gradients of the input, weight and bias from the output's, `dy`.
+    fn backward(self, grads: &mut Gradients<E, D>, dy: &[E]) -> Result<(), D::Err> {
         let (rows, p, o) = (self.geometry.rows(), self.geometry.positions, self.out);
         let db = grad_mut(grads, &self.bias)?;
         for dy_b in dy.chunks_exact((o * p).max(1)) {
@@ -445,7 +444,6 @@ impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I,
             }
         }
         if p == 0 {
-            *grad_buffer(grads, handle)? = dy;
             memo::release(self.cols);
             return Ok(());
         }
@@ -487,7 +485,6 @@ impl<B: Dim, const I: usize, const O: usize, E: Float, D: Device<E>> Saved<B, I,
             }
         }
         memo::release(self.cols);
-        *grad_buffer(grads, handle)? = dy;
         Ok(())
     }
 }
