@@ -129,6 +129,12 @@ impl Layout {
         }
     }
 
+    /// Elements of one block (every neuron's run once): a slice of whole blocks has this
+    /// layout too.
+    pub(crate) fn block(&self) -> usize {
+        self.neurons * self.inner
+    }
+
     /// `dst[i] += w[n(i)] * a[i]`.
     #[inline]
     pub(crate) fn axpy<E: Float>(&self, dst: &mut [E], w: &[E], a: &[E]) {

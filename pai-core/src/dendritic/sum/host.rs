@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use dfdx::shapes::{ConstDim, HasShape, Shape};
 use dfdx::tensor::{Gradients, Merge, PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
@@ -53,12 +55,10 @@ where
         return Ok((y, Vec::new()));
     }
     let shape = *y.shape();
-    // The terms are summed apart, added to `y`'s values and written back in place: the output
-    // keeps `y`'s id, so its gradient is `y`'s, with no new tensor or gradient buffer. `y`'s
-    // buffer is its own (backward ops keep ghosts, `host::lend_grad`), so the write allocates
-    // nothing. (Summed apart, then added: `y + Σⱼ`, rounded as it always was.)
-    let (y, mut tape) = y.try_reshape_like(&shape)?.split_tape();
-    let (mut y, mut sum) = scratch.host(y)?;
+    // The terms are summed apart and added to `y` in place: the output keeps `y`'s id, so its
+    // gradient is `y`'s, with no new gradient buffer. `y`'s buffer is its own (backward ops
+    // keep ghosts, `host::lend_grad`), so the add writes it where it is, without a copy.
+    let (mut y, mut tape) = y.try_reshape_like(&shape)?.split_tape();
     let input = match input {
         Some(x) => {
             let (x, x_tape) = x.split_tape();
@@ -75,16 +75,14 @@ where
         scratch,
         terms.len(),
     );
-    let mut terms_sum = pass.scratch.zeros(pass.layout.len);
+    let mut out = vec![E::default(); pass.layout.len];
     for term in terms {
-        if let Some(pre_tape) = pass.add_term(term, &mut terms_sum)? {
+        if let Some(pre_tape) = pass.add_term(term, &mut out)? {
             tape = tape.merge(pre_tape);
         }
     }
-    sum.iter_mut().zip(&terms_sum).for_each(|(s, t)| *s += *t);
-    y.copy_from(&sum);
-    pass.scratch.give([sum, terms_sum]);
     let dev = y.device().clone();
+    y.try_axpy(1.0, &dev.try_tensor_from_vec(out, shape)?, 1.0)?;
     let kept = match keep_acts {
         true => pass
             .acts
@@ -176,20 +174,26 @@ impl<So: Shape, N: ConstDim, E: Float, D: Device<E>> Pass<So, N, E, D> {
                 (saved, z, None)
             }
         };
-        if let Some(bias) = term.bias {
-            self.layout.add(&mut z, &per_neuron(bias));
-        }
         if self.trains {
             self.biases.push(term.bias.cloned());
         }
+        let bias = term.bias.map(per_neuron);
         let cascade: Vec<Vec<E>> = term.cascade.iter().map(per_neuron).collect();
-        for (c, a) in cascade.iter().zip(&self.acts) {
-            self.layout.axpy(&mut z, c, a);
-        }
-        let a = squash(z, self.activation);
         let w = per_neuron(term.output);
-        self.layout.axpy(out, &w, &a);
-        self.acts.push(a);
+        // zⱼ + bⱼ + Σ cⱼᵢ ⊙ aᵢ, squashed into aⱼ, and wⱼ ⊙ aⱼ added to `out`: one pass over
+        // each chunk of whole blocks while it is in cache, the chunks spread over the threads
+        let (layout, activation, acts) = (self.layout, self.activation, &self.acts);
+        by_chunks(layout, &mut z, out, |at, z, out| {
+            if let Some(b) = &bias {
+                layout.add(z, b);
+            }
+            for (c, a) in cascade.iter().zip(acts) {
+                layout.axpy(z, c, &a[at..at + z.len()]);
+            }
+            squash(z, activation);
+            layout.axpy(out, &w, z);
+        });
+        self.acts.push(z);
         // kept for their gradients only: frozen, detached pre-activations are freed here
         if self.trains {
             self.pres.push(saved);
@@ -374,13 +378,37 @@ fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
     }
 }
 
-fn squash<E: Float>(mut z: Vec<E>, activation: Activation) -> Vec<E> {
+fn squash<E: Float>(z: &mut [E], activation: Activation) {
     match activation {
-        Activation::Sigmoid => E::sigmoid_in_place(&mut z),
+        Activation::Sigmoid => E::sigmoid_in_place(z),
         Activation::Tanh => z.iter_mut().for_each(|v| *v = v.tanh()),
         Activation::Relu => z.iter_mut().for_each(|v| *v = v.max(E::zero())),
     }
-    z
+}
+
+/// Elements a chunk of [`by_chunks`] holds at least: below this, spreading the work over the
+/// threads costs more than it saves (an MLP layer's few hundred elements run in one piece).
+const CHUNK: usize = 1 << 14;
+
+/// `f(at, a_chunk, b_chunk)` over `a` and `b` (of `layout`) cut at the same places into
+/// chunks of whole blocks (`at`: where the chunk starts), on rayon's pool when there is more
+/// than one chunk. Each element's result depends on its own chunk only, so the cut changes no
+/// bit.
+fn by_chunks<E: Float>(
+    layout: Layout,
+    a: &mut [E],
+    b: &mut [E],
+    f: impl Fn(usize, &mut [E], &mut [E]) + Sync,
+) {
+    let block = layout.block().max(1);
+    let chunk = block * CHUNK.div_ceil(block);
+    if a.len() <= chunk {
+        return f(0, a, b);
+    }
+    a.par_chunks_mut(chunk)
+        .zip(b.par_chunks_mut(chunk))
+        .enumerate()
+        .for_each(|(i, (a, b))| f(i * chunk, a, b));
 }
 
 /// Multiplies `d` by the squash's derivative, written in terms of its output `a`.
