@@ -188,7 +188,7 @@ impl Layout {
                 continue;
             }
             for (g, s) in g.chunks_exact(self.inner).zip(s.iter_mut()) {
-                *s = g.iter().fold(*s, |acc, g| acc + *g);
+                *s += lanes(g, None);
             }
         }
         s
@@ -208,11 +208,43 @@ impl Layout {
             }
             let runs = a.chunks_exact(self.inner).zip(g.chunks_exact(self.inner));
             for ((a, g), s) in runs.zip(s.iter_mut()) {
-                *s = a.iter().zip(g).fold(*s, |acc, (a, g)| acc + *a * *g);
+                *s += lanes(a, Some(g));
             }
         }
         s
     }
+}
+
+/// `Σ a[i]·b[i]` in 8 interleaved partial sums, joined pairwise: one running sum is a chain of
+/// dependent adds that cannot be vectorised (a convolution's run of 784 values took 4 cycles a
+/// value); 8 independent ones can. The order is fixed, so the result is the same on every
+/// machine. `b` is `None` for a plain sum of `a`.
+#[inline]
+fn lanes<E: Float>(a: &[E], b: Option<&[E]>) -> E {
+    let mut part = [E::zero(); 8];
+    let whole = a.len() / 8 * 8;
+    match b {
+        Some(b) => {
+            for (a, b) in a[..whole].chunks_exact(8).zip(b[..whole].chunks_exact(8)) {
+                for ((p, a), b) in part.iter_mut().zip(a).zip(b) {
+                    *p += *a * *b;
+                }
+            }
+        }
+        None => {
+            for a in a[..whole].chunks_exact(8) {
+                for (p, a) in part.iter_mut().zip(a) {
+                    *p += *a;
+                }
+            }
+        }
+    }
+    let mut sum =
+        ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    for (i, a) in a.iter().enumerate().skip(whole) {
+        sum += *a * b.map_or(E::one(), |b| b[i]);
+    }
+    sum
 }
 
 /// Number of output elements per neuron (the product of the other axes).
@@ -363,6 +395,8 @@ mod tests {
         check::<_, (Batch, Neurons)>((Const::<4>, Const::<3>));
         check::<_, NeuronsLast>((Const::<2>, Const::<3>, Const::<5>));
         check::<_, (Batch, Neurons, Any)>((2usize, Const::<3>, 4usize));
+        // runs longer than the 8 partial sums of `lanes`, with a tail
+        check::<_, (Batch, Neurons, Any)>((2usize, Const::<3>, 19usize));
         check::<_, (Batch, Neurons, Any, Any)>((Const::<2>, Const::<3>, Const::<2>, Const::<2>));
     }
 
