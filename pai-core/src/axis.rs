@@ -138,7 +138,7 @@ impl Layout {
     /// `dst[i] += w[n(i)] * a[i]`.
     #[inline]
     pub(crate) fn axpy<E: Float>(&self, dst: &mut [E], w: &[E], a: &[E]) {
-        let block = self.neurons * self.inner;
+        let block = self.block();
         for (dst, a) in dst.chunks_exact_mut(block).zip(a.chunks_exact(block)) {
             if self.inner == 1 {
                 for ((d, a), w) in dst.iter_mut().zip(a).zip(w) {
@@ -160,7 +160,7 @@ impl Layout {
     /// `dst[i] += b[n(i)]`.
     #[inline]
     pub(crate) fn add<E: Float>(&self, dst: &mut [E], b: &[E]) {
-        let block = self.neurons * self.inner;
+        let block = self.block();
         for dst in dst.chunks_exact_mut(block) {
             if self.inner == 1 {
                 for (d, b) in dst.iter_mut().zip(b) {
@@ -180,7 +180,7 @@ impl Layout {
     #[inline]
     pub(crate) fn sum<E: Float>(&self, g: &[E]) -> Vec<E> {
         let mut s = vec![E::default(); self.neurons];
-        for g in g.chunks_exact(self.neurons * self.inner) {
+        for g in g.chunks_exact(self.block()) {
             if self.inner == 1 {
                 for (s, g) in s.iter_mut().zip(g) {
                     *s += *g;
@@ -198,7 +198,7 @@ impl Layout {
     #[inline]
     pub(crate) fn dot<E: Float>(&self, a: &[E], g: &[E]) -> Vec<E> {
         let mut s = vec![E::default(); self.neurons];
-        let block = self.neurons * self.inner;
+        let block = self.block();
         for (a, g) in a.chunks_exact(block).zip(g.chunks_exact(block)) {
             if self.inner == 1 {
                 for ((s, a), g) in s.iter_mut().zip(a).zip(g) {

@@ -18,23 +18,29 @@
 //! libraries, which have no such thresholds.
 
 /// The mmap threshold pinned: glibc's largest (`DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: i32 = 32 << 20;
 /// The trim threshold pinned.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD: i32 = 1 << 30;
 
 /// Pins glibc's mmap and trim thresholds (see the module docs), once; does nothing where the
 /// user tuned the allocator or the C library is not glibc.
 pub(crate) fn retain_freed_memory() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if !user_tuned(|name| std::env::var_os(name)) {
-            pin();
-        }
-    });
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if !user_tuned(|name| std::env::var_os(name)) {
+                pin();
+            }
+        });
+    }
 }
 
 /// Whether the environment (`var`) keeps glibc as it is: `PERFORATED_HEAP=system`, or one of
 /// glibc's malloc parameters already set.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn user_tuned(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
     const MALLOC_VARS: [&str; 5] = [
         "MALLOC_TRIM_THRESHOLD_",
@@ -61,9 +67,6 @@ fn pin() {
         tracing::debug!(target: "perforated", "glibc refused the heap thresholds; left as they were");
     }
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn pin() {}
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,36 @@ pub(super) enum Reduce {
 }
 
 impl Geometry {
+    /// Adds the pooled output's gradient `dy` (`positions` a channel) into the input's `dx`
+    /// (`numel` a channel): to every element a window reads, times `scale` (a mean), or, for a
+    /// max (`max_of`: the input and the output on the host), to each element equal to its
+    /// window's max.
+    fn add_input_grad<E: Float>(
+        &self,
+        dx: &mut [E],
+        dy: &[E],
+        numel: usize,
+        max_of: Option<&(Vec<E>, Vec<E>)>,
+        scale: E,
+    ) {
+        let p = self.positions;
+        let per_channel = dx.chunks_mut(numel.max(1)).zip(dy.chunks(p.max(1)));
+        for (c, (dx_c, dy_c)) in per_channel.enumerate() {
+            match max_of {
+                Some((xh, out)) => {
+                    let x_c = &xh[c * numel..][..numel];
+                    let out_c = &out[c * p..][..p];
+                    self.each_read(|q, src| {
+                        if x_c[src] == out_c[q] {
+                            dx_c[src] += dy_c[q];
+                        }
+                    });
+                }
+                None => self.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
+            }
+        }
+    }
+
     /// `f(q, source)` for every output position `q` and every input element its window reads
     /// (padding left out), in kernel-offset order.
     fn each_read(&self, mut f: impl FnMut(usize, usize)) {
@@ -85,22 +115,7 @@ pub(super) fn pool<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>
             |g| g.get_or_alloc_mut(&ghost),
             &dev,
             |grads, dy| {
-                let dx = grad_mut(grads, &x)?;
-                let per_channel = dx.chunks_mut(numel.max(1)).zip(dy.chunks(p.max(1)));
-                for (c, (dx_c, dy_c)) in per_channel.enumerate() {
-                    match &max_of {
-                        Some((xh, out)) => {
-                            let x_c = &xh[c * numel..][..numel];
-                            let out_c = &out[c * p..][..p];
-                            geometry.each_read(|q, src| {
-                                if x_c[src] == out_c[q] {
-                                    dx_c[src] += dy_c[q];
-                                }
-                            });
-                        }
-                        None => geometry.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
-                    }
-                }
+                geometry.add_input_grad(grad_mut(grads, &x)?, dy, numel, max_of.as_ref(), scale);
                 Ok(())
             },
         )
