@@ -12,6 +12,7 @@
 //! The gather version in [`super::unfold`] computes the same from dfdx ops, on any device: it
 //! is what runs elsewhere and the reference this kernel is tested against.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use dfdx::shapes::{Const, Dim, HasShape};
@@ -113,11 +114,8 @@ impl Geometry {
         let (rows, p) = (self.rows(), self.positions);
         let per_input = self.channels * self.numel;
         let batch = x.len() / per_input.max(1);
-        // the bias in every output position: the products add to it (written once, not zeroed)
-        let mut outs: Vec<Vec<E>> = params
-            .iter()
-            .map(|(_, bias)| biases(bias, batch, p))
-            .collect();
+        let lens: Vec<usize> = params.iter().map(|(_, b)| batch * b.len() * p).collect();
+        let mut outs: Vec<Vec<E>> = lens.iter().map(|&n| Vec::with_capacity(n)).collect();
         if p == 0 {
             return outs;
         }
@@ -126,19 +124,27 @@ impl Geometry {
             [_] => Vec::new(),
             _ => params.iter().flat_map(|(w, _)| w.iter().copied()).collect(),
         };
+        let weights = match params {
+            [(w, _)] => *w,
+            _ => &stacked[..],
+        };
         let stacked_rows: usize = params.iter().map(|(_, bias)| bias.len()).sum();
-        // one batch element: its outputs, after its columns when they are made
-        let element = |bi: usize, mut outs: Vec<&mut [E]>, cols: Columns<'_, E>, threaded: bool| {
-            let cols: &[E] = match cols {
-                Columns::Make(cols) => {
-                    self.im2col(&x[bi * per_input..][..per_input], cols);
-                    cols
-                }
-                Columns::Found(all) => &all[bi * rows * p..][..rows * p],
-            };
-            let product = |dst: Dst<'_, E>, w: &[E], o: usize| {
-                let (w, cols) = (
-                    Operand::new(w, o, rows, false),
+        // one batch element: its columns when they are made, one product of every `W` into a
+        // buffer that stays in cache, then each output's rows written once with their bias
+        let element =
+            |bi: usize, outs: Vec<&mut [MaybeUninit<E>]>, cols: Columns<'_, E>, threaded: bool| {
+                let cols: &[E] = match cols {
+                    Columns::Make(cols) => {
+                        self.im2col(&x[bi * per_input..][..per_input], cols);
+                        cols
+                    }
+                    Columns::Found(all) => &all[bi * rows * p..][..rows * p],
+                };
+                // a pooled buffer: a fresh one would be mapped and faulted in anew
+                let mut all = shared::<E>().reused(stacked_rows * p);
+                let (dst, w, cols) = (
+                    Dst::new(&mut all, stacked_rows, p, false),
+                    Operand::new(weights, stacked_rows, rows, false),
                     Operand::new(cols, rows, p, false),
                 );
                 if threaded {
@@ -146,29 +152,22 @@ impl Geometry {
                 } else {
                     matmul_serial(dst, w, cols);
                 }
+                let mut rest = &all[..];
+                for (out, (_, bias)) in outs.into_iter().zip(params) {
+                    let (part, tail) = rest.split_at(out.len());
+                    for ((out, row), b) in out.chunks_mut(p).zip(part.chunks(p)).zip(*bias) {
+                        for (o, v) in out.iter_mut().zip(row) {
+                            o.write(*v + *b);
+                        }
+                    }
+                    rest = tail;
+                }
+                shared::<E>().give([all]);
             };
-            if let [out] = &mut outs[..] {
-                let o = params[0].1.len();
-                product(Dst::new(out, o, p, true), params[0].0, o);
-                return;
-            }
-            // several: one product of the stacked weights, added to each output's bias
-            // (a pooled buffer: a fresh one this large would be mapped and faulted in anew)
-            let mut all = shared::<E>().reused(stacked_rows * p);
-            product(
-                Dst::new(&mut all, stacked_rows, p, false),
-                &stacked,
-                stacked_rows,
-            );
-            let mut rest = &all[..];
-            for out in outs {
-                let (part, tail) = rest.split_at(out.len());
-                out.iter_mut().zip(part).for_each(|(o, v)| *o += *v);
-                rest = tail;
-            }
-            shared::<E>().give([all]);
-        };
-        let per_element = by_element(&mut outs, batch);
+        let spare = (outs.iter_mut().zip(&lens))
+            .map(|(out, &n)| &mut out.spare_capacity_mut()[..n])
+            .collect();
+        let per_element = by_element(spare, batch);
         // batch elements over the threads; with fewer elements than threads, each product
         // uses them all instead
         let threaded = batch < rayon::current_num_threads();
@@ -186,6 +185,12 @@ impl Geometry {
                 .for_each(|(bi, outs)| element(bi, outs, Columns::Found(all), false)),
             (Columns::Found(all), true) => (per_element.into_iter().enumerate())
                 .for_each(|(bi, outs)| element(bi, outs, Columns::Found(all), true)),
+        }
+        for (out, n) in outs.iter_mut().zip(lens) {
+            // SAFETY: `by_element` cut each output's first `n` values into one slice per batch
+            // element, every element's call above wrote every value of its slices, and all
+            // calls returned (a panic in one would have unwound past this line)
+            unsafe { out.set_len(n) };
         }
         outs
     }
@@ -367,20 +372,9 @@ where
     Ok(y.put_tape(tape))
 }
 
-/// `bias` (one value per output row) repeated over `positions`, for `batch` elements.
-fn biases<E: Float>(bias: &[E], batch: usize, positions: usize) -> Vec<E> {
-    let mut out = Vec::with_capacity(batch * bias.len() * positions);
-    for _ in 0..batch {
-        for &b in bias {
-            out.extend(std::iter::repeat_n(b, positions));
-        }
-    }
-    out
-}
-
 /// Each of `batch` elements' slice of every output in `outs`.
-fn by_element<E>(outs: &mut [Vec<E>], batch: usize) -> Vec<Vec<&mut [E]>> {
-    let mut per_element: Vec<Vec<&mut [E]>> = (0..batch).map(|_| Vec::new()).collect();
+fn by_element<T>(outs: Vec<&mut [T]>, batch: usize) -> Vec<Vec<&mut [T]>> {
+    let mut per_element: Vec<Vec<&mut [T]>> = (0..batch).map(|_| Vec::new()).collect();
     for out in outs {
         let len = out.len() / batch.max(1);
         for (slot, chunk) in per_element.iter_mut().zip(out.chunks_mut(len.max(1))) {
