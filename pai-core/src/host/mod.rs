@@ -108,6 +108,13 @@ pub(crate) fn grad_mut<'g, S: Shape, E: Float, D: Device<E>>(
     Ok(&mut grad_buffer(grads, t)?[..])
 }
 
+/// `dst[i] += src[i]` (a gradient accumulated from host values).
+pub(crate) fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
 /// An empty CPU vector (no allocation), to stand in for a lent gradient buffer.
 pub(crate) fn empty<E: Float, D: Device<E>>(dev: &D) -> Result<<Cpu as Storage<E>>::Vec, D::Err> {
     let mut v = Some(<D as Storage<E>>::try_alloc_len(dev, 0)?);

@@ -1,6 +1,7 @@
 //! Layers dfdx 0.13 lacks on stable Rust, each convertible: convolutions, pooling, flatten,
 //! recurrent layers, and [`PaiSequential`] groups.
 
+mod batchnorm_kernel;
 pub mod conv;
 mod im2col;
 pub mod pool;

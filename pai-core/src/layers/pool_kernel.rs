@@ -42,26 +42,35 @@ impl Geometry {
                 Some((xh, out)) => {
                     let x_c = &xh[c * numel..][..numel];
                     let out_c = &out[c * p..][..p];
-                    self.each_read(|q, src| {
-                        if x_c[src] == out_c[q] {
-                            dx_c[src] += dy_c[q];
+                    self.each_run(|at, len, from, step| {
+                        let reads = dx_c[from..].iter_mut().zip(&x_c[from..]).step_by(step);
+                        let outs = out_c[at..at + len].iter().zip(&dy_c[at..at + len]);
+                        for ((dx, x), (o, g)) in reads.zip(outs) {
+                            // times 1 or 0, not a branch: which elements hold their window's
+                            // max is data, and a branch on it was mispredicted often enough to
+                            // take most of the pool's time
+                            *dx += *g * E::of_f64(f64::from(u8::from(*x == *o)));
                         }
                     });
                 }
-                None => self.each_read(|q, src| dx_c[src] += dy_c[q] * scale),
+                None => self.each_run(|at, len, from, step| {
+                    let reads = dx_c[from..].iter_mut().step_by(step);
+                    for (dx, g) in reads.zip(&dy_c[at..at + len]) {
+                        *dx += *g * scale;
+                    }
+                }),
             }
         }
     }
 
-    /// `f(q, source)` for every output position `q` and every input element its window reads
-    /// (padding left out), in kernel-offset order.
-    fn each_read(&self, mut f: impl FnMut(usize, usize)) {
+    /// `f(at, len, from, step)` for every run of every kernel offset that reads the input
+    /// (padding left out): output positions `at..at + len` read input elements `from`,
+    /// `from + step`, ...; in kernel-offset order.
+    fn each_run(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
         for runs in &self.runs {
             for run in runs {
-                for i in 0..run.len {
-                    if let Some(src) = run.source(i) {
-                        f(run.at + i, src);
-                    }
+                if let Some((from, step)) = run.src {
+                    f(run.at, run.len, from, step);
                 }
             }
         }
@@ -89,10 +98,14 @@ pub(super) fn pool<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>
     let mut out = vec![start; b.size() * C * p];
     let scale = E::one() / E::of_f64(geometry.offsets as f64);
     for (x_c, out_c) in xh.chunks(numel.max(1)).zip(out.chunks_mut(p.max(1))) {
-        match reduce {
-            Reduce::Max => geometry.each_read(|q, src| out_c[q] = out_c[q].max(x_c[src])),
-            Reduce::Mean => geometry.each_read(|q, src| out_c[q] += x_c[src]),
-        }
+        geometry.each_run(|at, len, from, step| {
+            let reads = x_c[from..].iter().step_by(step);
+            let outs = out_c[at..at + len].iter_mut();
+            match reduce {
+                Reduce::Max => outs.zip(reads).for_each(|(o, x)| *o = o.max(*x)),
+                Reduce::Mean => outs.zip(reads).for_each(|(o, x)| *o += *x),
+            }
+        });
         if reduce == Reduce::Mean {
             for v in out_c.iter_mut() {
                 *v *= scale;

@@ -29,10 +29,12 @@ use dfdx::shapes::{Const, Dim, Dtype, HasShape, Shape};
 use dfdx::tensor::{NoneTape, OwnedTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, TryAdd, TryDiv, TryMul, TrySub};
 
+use super::batchnorm_kernel::{self, BatchNorm};
 use crate::axis::{Any, Batch, NeuronAxis, Neurons};
 use crate::dendritic::{copy_module, Convertible};
 use crate::error::Error;
 use crate::float::Float;
+use crate::host::on_host;
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
 
 /// A normalisation for outputs of shape `S`.
@@ -84,11 +86,23 @@ fn batchnorm_infer<
 macro_rules! batchnorm {
     ($bn:ident, ($($d:ident),*), $tags:ty) => {
         impl<B: Dim, $($d: Dim,)* const C: usize, E: Float, D: Device<E>> Norm<(B, Const<C>, $($d,)*), E, D> for $bn<C, E, D> {
+            /// On the CPU by [`batchnorm_kernel`], elsewhere by dfdx.
             fn forward_train(
                 &mut self,
                 x: Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>,
             ) -> Result<Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>, D::Err> {
-                self.try_forward_mut(x)
+                if !on_host::<E, D>() {
+                    return self.try_forward_mut(x);
+                }
+                let bn = BatchNorm {
+                    scale: &self.scale,
+                    bias: &self.bias,
+                    running_mean: &mut self.running_mean,
+                    running_var: &mut self.running_var,
+                    epsilon: self.epsilon,
+                    momentum: self.momentum,
+                };
+                batchnorm_kernel::train::<_, $tags, C, E, D>(x, bn)
             }
             fn forward_infer<T: Tape<E, D>>(
                 &self,

@@ -24,7 +24,7 @@ use crate::axis::{Layout, NeuronAxis, PerNeuron};
 use crate::dendritic::config::Activation;
 use crate::float::Float;
 use crate::host::{
-    empty, grad_buffer, grad_mut, lend_grad, matmul, on_host, Dst, Operand, Scratch,
+    add_into, empty, grad_buffer, grad_mut, lend_grad, matmul, on_host, Dst, Operand, Scratch,
 };
 
 /// `y + Σⱼ wⱼ ⊙ aⱼ` as one op on `y`'s tape, and, when `keep_acts`, the activations `aⱼ` as
@@ -370,12 +370,6 @@ fn per_neuron<N: ConstDim, E: Float, D: Device<E>>(t: &PerNeuron<N, E, D>) -> Ve
     let mut v = vec![E::default(); N::SIZE];
     t.copy_into(&mut v);
     v
-}
-
-fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += *s;
-    }
 }
 
 fn squash<E: Float>(z: &mut [E], activation: Activation) {

@@ -46,13 +46,6 @@ pub(super) struct Run {
     pub src: Option<(usize, usize)>,
 }
 
-impl Run {
-    /// The input element read at the `i`-th position of the run, if not padding.
-    pub fn source(&self, i: usize) -> Option<usize> {
-        self.src.map(|(from, step)| from + i * step)
-    }
-}
-
 impl Geometry {
     /// From the gather index of [`super::unfold::Window::index`] (`offsets × positions`,
     /// `numel` in the padding).
