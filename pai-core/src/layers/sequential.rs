@@ -86,7 +86,8 @@ fn batchnorm_infer<
 macro_rules! batchnorm {
     ($bn:ident, ($($d:ident),*), $tags:ty) => {
         impl<B: Dim, $($d: Dim,)* const C: usize, E: Float, D: Device<E>> Norm<(B, Const<C>, $($d,)*), E, D> for $bn<C, E, D> {
-            /// On the CPU by [`batchnorm_kernel`], elsewhere by dfdx.
+            /// On the CPU by one op of its own (the same formula and gradient), elsewhere by
+            /// dfdx.
             fn forward_train(
                 &mut self,
                 x: Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>,
