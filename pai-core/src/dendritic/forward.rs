@@ -16,7 +16,7 @@ use super::sum::{activation_of, dendrite_sum, Matrix, Path, Pre, Term};
 use super::Dendritic;
 use crate::axis::NeuronAxis;
 use crate::float::Float;
-use crate::host::{gemm_runs, lock, memo, on_host};
+use crate::host::{gemm_runs, lock, memo, on_host, retain_freed_memory};
 use crate::processor::{Inputs, Plain, Processor, Route};
 
 impl<M, Tags, P, X, So, E, D, T> Module<X> for Dendritic<M, Tags, P>
@@ -43,9 +43,7 @@ where
     /// candidate statistics move; with a tape on the input, the gradient flows through the
     /// neurons (and the output weights) only, as through any frozen layer.
     fn try_forward(&self, x: X) -> Result<Self::Output, D::Err> {
-        // the neurons and the dendrites share what their modules derive from the input (a
-        // convolution's columns: see `host::memo`)
-        memo::scope(|| {
+        dendritic_pass(|| {
             let detached = x.detached();
             let chain = self.output_chain();
             let path = Self::path::<X, So, NoneTape>(&x, chain.first().copied())?;
@@ -87,8 +85,7 @@ where
     /// Training forward pass. The neurons run in training mode in the neuron phase and in
     /// inference mode (frozen) in the dendrite phase.
     fn try_forward_mut(&mut self, x: X) -> Result<Self::Output, D::Err> {
-        // as in `try_forward`
-        memo::scope(|| {
+        dendritic_pass(|| {
             let neuron_phase = self.candidate.is_none();
             // the neurons train in the neuron phase and run frozen in the dendrite phase
             let neurons = |m: &mut M, x: X| match neuron_phase {
@@ -419,6 +416,15 @@ where
         });
     }
     Ok(Some(terms))
+}
+
+/// Runs one forward pass of a dendritic layer: the neurons and the dendrites share what their
+/// modules derive from the input (a convolution's columns: see `host::memo`). The first pass
+/// of the process pins glibc's heap thresholds (`host::heap`): from then on a step's freed
+/// outputs, one per dendrite copy, serve the next step.
+fn dendritic_pass<R>(f: impl FnOnce() -> R) -> R {
+    retain_freed_memory();
+    memo::scope(f)
 }
 
 /// Before the neurons run: each frozen dendrite of `chain` whose module will run

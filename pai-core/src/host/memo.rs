@@ -71,10 +71,8 @@ impl Drop for Close {
     }
 }
 
-/// Runs `f` with sharing on; a scope inside another one is part of it. The first scope of the
-/// process also pins glibc's heap thresholds ([`super::retain_freed_memory`]).
+/// Runs `f` with sharing on; a scope inside another one is part of it.
 pub(crate) fn scope<R>(f: impl FnOnce() -> R) -> R {
-    super::retain_freed_memory();
     let outer = SCOPE.with(|e| {
         let mut e = e.borrow_mut();
         let outer = e.is_some();
