@@ -225,7 +225,7 @@ where
         }
         let config = config.clone();
         let (y, mut tape) = y.split_tape();
-        // a ghost (id and shape), not a clone: see `host::lend_grad`
+        // a ghost (id and shape), not a clone: see `host::put_backward`
         let ghost = y.ghost();
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&ghost)?;

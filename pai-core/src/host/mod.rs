@@ -21,7 +21,7 @@ use std::any::{Any, TypeId};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::{Cpu, Gradients, Storage, Tape, Tensor, Trace};
+use dfdx::tensor::{Cpu, Gradients, PutTape, Storage, Tape, Tensor, Trace};
 use dfdx::tensor_ops::{Device, ReshapeTo, TryMul};
 
 use crate::error::{Error, Result};
@@ -77,27 +77,36 @@ fn host_buffer<E: Float, D: Device<E>>(
         .expect("host gradient buffers exist on the CPU only (checked by on_host)")
 }
 
-/// Runs `f` with an op's output gradient lent out of `grads` (so that other entries can be
-/// written while it is read, without copying it), and puts it back.
+/// `y` on `tape` with one more backward op, `f(grads, dy)`: `y`'s gradient `dy` is lent out of
+/// `grads` for the call (so that other entries can be written while it is read, without
+/// copying it) and put back after.
 ///
-/// `slot` finds it: dfdx's `get_or_alloc_mut` on the output's ghost (`Tensor::ghost`, its id
-/// and shape without its data). A backward op keeps the ghost, not a clone of the output:
-/// a clone shares the output's buffer, and the next in-place write to the output (the
-/// dendrite sum's) would have to copy all of it first.
-pub(crate) fn lend_grad<E, D, R>(
-    grads: &mut Gradients<E, D>,
-    slot: impl for<'g> Fn(&'g mut Gradients<E, D>) -> Result<&'g mut <D as Storage<E>>::Vec, D::Err>,
-    dev: &D,
-    f: impl FnOnce(&mut Gradients<E, D>, &[E]) -> Result<R, D::Err>,
-) -> Result<R, D::Err>
+/// The op keeps `y`'s ghost (`Tensor::ghost`: its id and shape without its data) to find that
+/// gradient, not a clone of `y`: a clone shares `y`'s buffer, and the next in-place write to
+/// `y` (the dendrite sum's) would have to copy all of it first.
+pub(crate) fn put_backward<S, E, D, T>(
+    y: Tensor<S, E, D>,
+    mut tape: T,
+    f: impl FnOnce(&mut Gradients<E, D>, &[E]) -> Result<(), D::Err> + 'static,
+) -> Tensor<S, E, D, T>
 where
+    S: Shape,
     E: Float,
     D: Device<E>,
+    T: Tape<E, D>,
 {
-    let lent = std::mem::replace(host_buffer::<E, D>(slot(grads)?), empty(dev)?);
-    let out = f(grads, &lent);
-    *host_buffer::<E, D>(slot(grads)?) = lent;
-    out
+    let ghost = y.ghost();
+    let dev = y.device().clone();
+    tape.add_backward_op(move |grads| {
+        let dy = std::mem::replace(
+            host_buffer::<E, D>(grads.get_or_alloc_mut(&ghost)?),
+            empty(&dev)?,
+        );
+        let out = f(grads, &dy);
+        *host_buffer::<E, D>(grads.get_or_alloc_mut(&ghost)?) = dy;
+        out
+    });
+    y.put_tape(tape)
 }
 
 /// The gradient buffer of `t` as a host slice (allocated if absent).

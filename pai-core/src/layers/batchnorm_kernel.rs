@@ -23,12 +23,12 @@
 //! same bits on every machine and thread count).
 
 use dfdx::shapes::{Const, HasShape, Shape};
-use dfdx::tensor::{Gradients, OwnedTape, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{Gradients, OwnedTape, SplitTape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use crate::axis::{Layout, NeuronAxis};
 use crate::float::Float;
-use crate::host::{add_into, grad_mut, host, lend_grad};
+use crate::host::{add_into, grad_mut, host, put_backward};
 
 /// One batch normalisation's per-channel tensors and settings, as dfdx's `BatchNorm*` holds
 /// them.
@@ -105,17 +105,9 @@ where
         layout,
         per,
     };
-    let ghost = y.ghost();
-    let mut tape = tape;
-    tape.add_backward_op(move |grads: &mut Gradients<E, D>| {
-        lend_grad(
-            grads,
-            |g| g.get_or_alloc_mut(&ghost),
-            &dev,
-            |grads, dy| saved.backward(grads, dy),
-        )
-    });
-    Ok(y.put_tape(tape))
+    Ok(put_backward(y, tape, move |grads, dy| {
+        saved.backward(grads, dy)
+    }))
 }
 
 /// What the backward pass needs from the forward pass.

@@ -8,12 +8,12 @@
 //! the max, as dfdx's `max` does.
 
 use dfdx::shapes::{Const, Dim, HasShape};
-use dfdx::tensor::{Gradients, PutTape, SplitTape, Tape, Tensor};
+use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use super::im2col::Geometry;
 use crate::float::Float;
-use crate::host::{grad_mut, host, lend_grad};
+use crate::host::{grad_mut, host, put_backward};
 
 /// The reduction over each window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,18 +120,8 @@ pub(super) fn pool<B: Dim, const C: usize, E: Float, D: Device<E>, T: Tape<E, D>
     if !T::OWNS_TAPE {
         return Ok(y.put_tape(tape));
     }
-    let ghost = y.ghost();
-    let mut tape = tape;
-    tape.add_backward_op(move |grads: &mut Gradients<E, D>| {
-        lend_grad(
-            grads,
-            |g| g.get_or_alloc_mut(&ghost),
-            &dev,
-            |grads, dy| {
-                geometry.add_input_grad(grad_mut(grads, &x)?, dy, numel, max_of.as_ref(), scale);
-                Ok(())
-            },
-        )
-    });
-    Ok(y.put_tape(tape))
+    Ok(put_backward(y, tape, move |grads, dy| {
+        geometry.add_input_grad(grad_mut(grads, &x)?, dy, numel, max_of.as_ref(), scale);
+        Ok(())
+    }))
 }

@@ -24,7 +24,7 @@ use crate::axis::{Layout, NeuronAxis, PerNeuron};
 use crate::dendritic::config::Activation;
 use crate::float::Float;
 use crate::host::{
-    add_into, empty, grad_buffer, grad_mut, lend_grad, matmul, on_host, Dst, Operand, Scratch,
+    add_into, empty, grad_buffer, grad_mut, matmul, on_host, put_backward, Dst, Operand, Scratch,
 };
 
 /// `y + Σⱼ wⱼ ⊙ aⱼ` as one op on `y`'s tape, and, when `keep_acts`, the activations `aⱼ` as
@@ -57,7 +57,7 @@ where
     let shape = *y.shape();
     // The terms are summed apart and added to `y` in place: the output keeps `y`'s id, so its
     // gradient is `y`'s, with no new gradient buffer. `y`'s buffer is its own (backward ops
-    // keep ghosts, `host::lend_grad`), so the add writes it where it is, without a copy.
+    // keep ghosts, `host::put_backward`), so the add writes it where it is, without a copy.
     let (mut y, mut tape) = y.try_reshape_like(&shape)?.split_tape();
     let input = match input {
         Some(x) => {
@@ -101,16 +101,8 @@ where
         pass.scratch.give(std::mem::take(&mut pass.acts));
         return Ok((y.put_tape(tape), kept));
     }
-    let ghost = y.ghost();
-    tape.add_backward_op(move |grads| {
-        lend_grad(
-            grads,
-            |g| g.get_or_alloc_mut(&ghost),
-            &dev,
-            |grads, g| pass.backward(grads, g, &dev),
-        )
-    });
-    Ok((y.put_tape(tape), kept))
+    let y = put_backward(y, tape, move |grads, g| pass.backward(grads, g, &dev));
+    Ok((y, kept))
 }
 
 /// One call of the sum: what its forward pass computed and its backward pass needs.

@@ -22,7 +22,9 @@ use dfdx::tensor_ops::Device;
 use crate::float::Float;
 use rayon::prelude::*;
 
-use crate::host::{grad_mut, host, lend_grad, matmul, matmul_serial, memo, shared, Dst, Operand};
+use crate::host::{
+    grad_mut, host, matmul, matmul_serial, memo, put_backward, shared, Dst, Operand,
+};
 
 /// The geometry of one convolution call: `channels` input channels of `numel` elements each,
 /// `offsets` kernel offsets and `positions` output positions, and for each offset the input
@@ -352,17 +354,9 @@ where
         batch,
         out: O,
     };
-    let out = y.ghost();
-    let mut tape = tape;
-    tape.add_backward_op(move |grads| {
-        lend_grad(
-            grads,
-            |g| g.get_or_alloc_mut(&out),
-            &dev,
-            |grads, dy| saved.backward(grads, dy),
-        )
-    });
-    Ok(y.put_tape(tape))
+    Ok(put_backward(y, tape, move |grads, dy| {
+        saved.backward(grads, dy)
+    }))
 }
 
 /// Each of `batch` elements' slice of every output in `outs`.
