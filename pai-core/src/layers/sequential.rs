@@ -87,23 +87,34 @@ macro_rules! batchnorm {
     ($bn:ident, ($($d:ident),*), $tags:ty) => {
         impl<B: Dim, $($d: Dim,)* const C: usize, E: Float, D: Device<E>> Norm<(B, Const<C>, $($d,)*), E, D> for $bn<C, E, D> {
             /// On the CPU by one op of its own (the same formula and gradient), elsewhere by
-            /// dfdx.
+            /// dfdx. A batch with one value per channel (batch 1 without positions, or a 1x1
+            /// map) has no variance to estimate: its running statistics are left as they were
+            /// (dfdx's update would make the running variance NaN, through `n / (n - 1)`, and
+            /// every later inference with it; PyTorch refuses such a batch).
             fn forward_train(
                 &mut self,
                 x: Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>,
             ) -> Result<Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>, D::Err> {
-                if !on_host::<E, D>() {
-                    return self.try_forward_mut(x);
-                }
-                let bn = BatchNorm {
-                    scale: &self.scale,
-                    bias: &self.bias,
-                    running_mean: &mut self.running_mean,
-                    running_var: &mut self.running_var,
-                    epsilon: self.epsilon,
-                    momentum: self.momentum,
+                let single = x.shape().num_elements() < 2 * C;
+                // clones share the buffers; the update writes fresh ones
+                let kept = single.then(|| (self.running_mean.clone(), self.running_var.clone()));
+                let y = if on_host::<E, D>() {
+                    let bn = BatchNorm {
+                        scale: &self.scale,
+                        bias: &self.bias,
+                        running_mean: &mut self.running_mean,
+                        running_var: &mut self.running_var,
+                        epsilon: self.epsilon,
+                        momentum: self.momentum,
+                    };
+                    batchnorm_kernel::train::<_, $tags, C, E, D>(x, bn)?
+                } else {
+                    self.try_forward_mut(x)?
                 };
-                batchnorm_kernel::train::<_, $tags, C, E, D>(x, bn)
+                if let Some((mean, var)) = kept {
+                    (self.running_mean, self.running_var) = (mean, var);
+                }
+                Ok(y)
             }
             fn forward_infer<T: Tape<E, D>>(
                 &self,
@@ -266,6 +277,30 @@ mod tests {
     use super::*;
     use dfdx::prelude::{BuildModule, Cpu, Rank0, SampleTensor, SumTo, Trace};
     use dfdx::tensor_ops::Backward;
+
+    #[test]
+    fn a_batch_of_one_value_per_channel_leaves_the_running_statistics_as_they_were() {
+        let dev: Cpu = Default::default();
+        let mut bn = BatchNorm1D::<3, f64, Cpu>::build(&dev);
+        bn.bias = dev.sample_normal();
+        let x: Tensor<(usize, Const<3>), f64, _> = dev.sample_normal_like(&(4, Const));
+        let _ = Norm::forward_train(&mut bn, x.leaky_traced()).unwrap();
+        let (mean, var) = (bn.running_mean.as_vec(), bn.running_var.as_vec());
+        assert_ne!(var, vec![1.0; 3], "a batch of 4 moves the statistics");
+        let one: Tensor<(usize, Const<3>), f64, _> = dev.sample_normal_like(&(1, Const));
+        let y = Norm::forward_train(&mut bn, one.leaky_traced()).unwrap();
+        // one value per channel is its own mean: the output is the bias
+        assert_eq!(y.retaped::<NoneTape>().as_vec(), bn.bias.as_vec());
+        assert_eq!(bn.running_mean.as_vec(), mean);
+        assert_eq!(bn.running_var.as_vec(), var);
+        // a 1x1 map at batch 1 too
+        let mut bn2 = BatchNorm2D::<3, f64, Cpu>::build(&dev);
+        let map: Tensor<(usize, Const<3>, usize, usize), f64, _> =
+            dev.sample_normal_like(&(1, Const, 1, 1));
+        let _ = Norm::forward_train(&mut bn2, map.leaky_traced()).unwrap();
+        assert_eq!(bn2.running_var.as_vec(), vec![1.0; 3]);
+        assert_eq!(bn2.running_mean.as_vec(), vec![0.0; 3]);
+    }
 
     #[test]
     fn taped_inference_is_dfdx_inference_bit_for_bit_and_passes_gradients() {
