@@ -33,7 +33,7 @@ use super::batchnorm_kernel::{self, BatchNorm};
 use crate::axis::{Any, Batch, NeuronAxis, Neurons};
 use crate::dendritic::{copy_module, Convertible};
 use crate::error::Error;
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::host::on_host;
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
 
@@ -87,17 +87,19 @@ macro_rules! batchnorm {
     ($bn:ident, ($($d:ident),*), $tags:ty) => {
         impl<B: Dim, $($d: Dim,)* const C: usize, E: Float, D: Device<E>> Norm<(B, Const<C>, $($d,)*), E, D> for $bn<C, E, D> {
             /// On the CPU by one op of its own (the same formula and gradient), elsewhere by
-            /// dfdx. A batch with one value per channel (batch 1 without positions, or a 1x1
-            /// map) has no variance to estimate: its running statistics are left as they were
-            /// (dfdx's update would make the running variance NaN, through `n / (n - 1)`, and
-            /// every later inference with it; PyTorch refuses such a batch).
+            /// dfdx. The running statistics are left as they were when the batch cannot give
+            /// finite ones: a NaN or an infinity in it (the optimizer then refuses the step's
+            /// gradients, and nothing of the model has moved), or one value per channel (batch
+            /// 1 without positions, or a 1x1 map: no variance to estimate; dfdx's update would
+            /// make the running variance NaN through `n / (n - 1)`, and every later inference
+            /// with it; PyTorch refuses such a batch).
             fn forward_train(
                 &mut self,
                 x: Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>,
             ) -> Result<Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>, D::Err> {
                 let single = x.shape().num_elements() < 2 * C;
                 // clones share the buffers; the update writes fresh ones
-                let kept = single.then(|| (self.running_mean.clone(), self.running_var.clone()));
+                let before = (self.running_mean.clone(), self.running_var.clone());
                 let y = if on_host::<E, D>() {
                     let bn = BatchNorm {
                         scale: &self.scale,
@@ -111,8 +113,9 @@ macro_rules! batchnorm {
                 } else {
                     self.try_forward_mut(x)?
                 };
-                if let Some((mean, var)) = kept {
-                    (self.running_mean, self.running_var) = (mean, var);
+                let finite = |t: &Tensor<(Const<C>,), E, D>| all_finite(&t.as_vec());
+                if single || !(finite(&self.running_mean) && finite(&self.running_var)) {
+                    (self.running_mean, self.running_var) = before;
                 }
                 Ok(y)
             }
@@ -275,7 +278,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dfdx::prelude::{BuildModule, Cpu, Rank0, SampleTensor, SumTo, Trace};
+    use dfdx::prelude::{BuildModule, Cpu, Rank0, SampleTensor, SumTo, TensorFromVec, Trace};
     use dfdx::tensor_ops::Backward;
 
     #[test]
@@ -300,6 +303,25 @@ mod tests {
         let _ = Norm::forward_train(&mut bn2, map.leaky_traced()).unwrap();
         assert_eq!(bn2.running_var.as_vec(), vec![1.0; 3]);
         assert_eq!(bn2.running_mean.as_vec(), vec![0.0; 3]);
+    }
+
+    #[test]
+    fn a_batch_with_a_nan_leaves_the_running_statistics_as_they_were() {
+        let dev: Cpu = Default::default();
+        let mut bn = BatchNorm2D::<3, f64, Cpu>::build(&dev);
+        let mut v = dev
+            .sample_normal_like::<(usize, Const<3>, usize, usize)>(&(2, Const, 2, 2))
+            .as_vec();
+        for bad in [f64::NAN, f64::INFINITY] {
+            v[5] = bad;
+            let x = dev.tensor_from_vec(v.clone(), (2, Const::<3>, 2, 2));
+            let y = Norm::forward_train(&mut bn, x.leaky_traced()).unwrap();
+            // the output carries it (the optimizer refuses the gradients it gives) ...
+            assert!(y.as_vec().iter().any(|y| !y.is_finite()), "{bad}");
+            // ... the running statistics do not
+            assert_eq!(bn.running_mean.as_vec(), vec![0.0; 3], "{bad}");
+            assert_eq!(bn.running_var.as_vec(), vec![1.0; 3], "{bad}");
+        }
     }
 
     #[test]
