@@ -27,6 +27,11 @@ impl Geometry {
     /// (`numel` a channel): to every element a window reads, times `scale` (a mean), or, for a
     /// max (`max_of`: the input and the output on the host), to each element equal to its
     /// window's max.
+    ///
+    /// Where no two windows share an element (pooling with stride at least the window, the
+    /// usual case), each element gets its one window's share in a pass over the input in
+    /// order; otherwise the windows are walked run by run. Each element receives the same
+    /// terms in the same order either way.
     fn add_input_grad<E: Float>(
         &self,
         dx: &mut [E],
@@ -36,24 +41,37 @@ impl Geometry {
         scale: E,
     ) {
         let p = self.positions;
+        let owners = self.owners(numel);
+        // times 1 or 0, not a branch: which elements hold their window's max is data, and a
+        // branch on it was mispredicted often enough to take most of the pool's time
+        let hit = |x: E, o: E| E::of_f64(f64::from(u8::from(x == o)));
         let per_channel = dx.chunks_mut(numel.max(1)).zip(dy.chunks(p.max(1)));
         for (c, (dx_c, dy_c)) in per_channel.enumerate() {
-            match max_of {
-                Some((xh, out)) => {
-                    let x_c = &xh[c * numel..][..numel];
-                    let out_c = &out[c * p..][..p];
-                    self.each_run(|at, len, from, step| {
-                        let reads = dx_c[from..].iter_mut().zip(&x_c[from..]).step_by(step);
-                        let outs = out_c[at..at + len].iter().zip(&dy_c[at..at + len]);
-                        for ((dx, x), (o, g)) in reads.zip(outs) {
-                            // times 1 or 0, not a branch: which elements hold their window's
-                            // max is data, and a branch on it was mispredicted often enough to
-                            // take most of the pool's time
-                            *dx += *g * E::of_f64(f64::from(u8::from(*x == *o)));
+            let max_c = max_of.map(|(xh, out)| (&xh[c * numel..][..numel], &out[c * p..][..p]));
+            match (max_c, &owners) {
+                (Some((x_c, out_c)), Some(owners)) => {
+                    for ((dx, x), &q) in dx_c.iter_mut().zip(x_c).zip(owners) {
+                        // an element no window reads has no owner (`u32::MAX`: no position)
+                        if let (Some(o), Some(g)) = (out_c.get(q as usize), dy_c.get(q as usize)) {
+                            *dx += *g * hit(*x, *o);
                         }
-                    });
+                    }
                 }
-                None => self.each_run(|at, len, from, step| {
+                (Some((x_c, out_c)), None) => self.each_run(|at, len, from, step| {
+                    let reads = dx_c[from..].iter_mut().zip(&x_c[from..]).step_by(step);
+                    let outs = out_c[at..at + len].iter().zip(&dy_c[at..at + len]);
+                    for ((dx, x), (o, g)) in reads.zip(outs) {
+                        *dx += *g * hit(*x, *o);
+                    }
+                }),
+                (None, Some(owners)) => {
+                    for (dx, &q) in dx_c.iter_mut().zip(owners) {
+                        if let Some(g) = dy_c.get(q as usize) {
+                            *dx += *g * scale;
+                        }
+                    }
+                }
+                (None, None) => self.each_run(|at, len, from, step| {
                     let reads = dx_c[from..].iter_mut().step_by(step);
                     for (dx, g) in reads.zip(&dy_c[at..at + len]) {
                         *dx += *g * scale;
@@ -61,6 +79,25 @@ impl Geometry {
                 }),
             }
         }
+    }
+
+    /// For each of a channel's `numel` input elements, the output position whose window reads
+    /// it (`u32::MAX` where none does); `None` when some element is read by two windows.
+    fn owners(&self, numel: usize) -> Option<Vec<u32>> {
+        let mut owners = vec![u32::MAX; numel];
+        let mut shared = u32::try_from(self.positions).is_err();
+        self.each_run(|at, len, from, step| {
+            for (i, owner) in owners[from..]
+                .iter_mut()
+                .step_by(step)
+                .take(len)
+                .enumerate()
+            {
+                shared |= *owner != u32::MAX;
+                *owner = u32::try_from(at + i).unwrap_or(u32::MAX);
+            }
+        });
+        (!shared).then_some(owners)
     }
 
     /// `f(at, len, from, step)` for every run of every kernel offset that reads the input
