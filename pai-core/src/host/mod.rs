@@ -61,7 +61,7 @@ pub(crate) fn host_into<S: Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
 }
 
 /// The gradient buffer of `t` (allocated if absent) as the CPU's vector type.
-pub(crate) fn grad_buffer<'g, S: Shape, E: Float, D: Device<E>>(
+fn grad_buffer<'g, S: Shape, E: Float, D: Device<E>>(
     grads: &'g mut Gradients<E, D>,
     t: &Tensor<S, E, D>,
 ) -> Result<&'g mut <Cpu as Storage<E>>::Vec, D::Err> {
@@ -98,15 +98,33 @@ where
     let ghost = y.ghost();
     let dev = y.device().clone();
     tape.add_backward_op(move |grads| {
-        let dy = std::mem::replace(
-            host_buffer::<E, D>(grads.get_or_alloc_mut(&ghost)?),
-            empty(&dev)?,
-        );
-        let out = f(grads, &dy);
-        *host_buffer::<E, D>(grads.get_or_alloc_mut(&ghost)?) = dy;
-        out
+        lend_grad(
+            grads,
+            |g| g.get_or_alloc_mut(&ghost),
+            &dev,
+            |grads, dy| f(grads, dy),
+        )
     });
     y.put_tape(tape)
+}
+
+/// Runs `f` with a gradient buffer lent out of `grads` (so that other entries can be written
+/// while it is read or written) and puts it back. `slot` finds the buffer, allocating it if
+/// absent: `|g| g.get_or_alloc_mut(&t)` for a tensor or its ghost.
+pub(crate) fn lend_grad<E, D, R>(
+    grads: &mut Gradients<E, D>,
+    slot: impl for<'g> Fn(&'g mut Gradients<E, D>) -> Result<&'g mut <D as Storage<E>>::Vec, D::Err>,
+    dev: &D,
+    f: impl FnOnce(&mut Gradients<E, D>, &mut [E]) -> Result<R, D::Err>,
+) -> Result<R, D::Err>
+where
+    E: Float,
+    D: Device<E>,
+{
+    let mut lent = std::mem::replace(host_buffer::<E, D>(slot(grads)?), empty(dev)?);
+    let out = f(grads, &mut lent);
+    *host_buffer::<E, D>(slot(grads)?) = lent;
+    out
 }
 
 /// The gradient buffer of `t` as a host slice (allocated if absent).
@@ -125,7 +143,7 @@ pub(crate) fn add_into<E: Float>(dst: &mut [E], src: &[E]) {
 }
 
 /// An empty CPU vector (no allocation), to stand in for a lent gradient buffer.
-pub(crate) fn empty<E: Float, D: Device<E>>(dev: &D) -> Result<<Cpu as Storage<E>>::Vec, D::Err> {
+fn empty<E: Float, D: Device<E>>(dev: &D) -> Result<<Cpu as Storage<E>>::Vec, D::Err> {
     let mut v = Some(<D as Storage<E>>::try_alloc_len(dev, 0)?);
     Ok((&mut v as &mut dyn Any)
         .downcast_mut::<Option<<Cpu as Storage<E>>::Vec>>()

@@ -27,7 +27,7 @@ use dfdx::tensor::{Gradients, OwnedTape, SplitTape, Tensor};
 use dfdx::tensor_ops::Device;
 
 use crate::axis::{Layout, NeuronAxis};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::host::{add_into, grad_mut, host, put_backward};
 
 /// One batch normalisation's per-channel tensors and settings, as dfdx's `BatchNorm*` holds
@@ -41,8 +41,19 @@ pub(super) struct BatchNorm<'a, const C: usize, E: Float, D: Device<E>> {
     pub momentum: f64,
 }
 
+/// Whether a batch of `n` values per channel whose statistics are `mean` and `var` (its own, or
+/// the running ones just updated from it) may move the running statistics. Not when it cannot
+/// give finite ones: a NaN or an infinity in it (the optimizer then refuses the step's
+/// gradients, and nothing of the model moves), or one value per channel (batch 1 without
+/// positions, or a 1x1 map: no variance to estimate; dfdx's update would make the running
+/// variance NaN through `n / (n - 1)`, and every later inference with it; PyTorch refuses such
+/// a batch).
+pub(super) fn updates_statistics<E: Float>(n: usize, mean: &[E], var: &[E]) -> bool {
+    n >= 2 && all_finite(mean) && all_finite(var)
+}
+
 /// Normalises `x` (channels on the axis `Tags` names, the others' values pooled) by its batch
-/// statistics, updating the running statistics. Call only where [`crate::host::on_host`]
+/// statistics, updating the running statistics where [`updates_statistics`] lets it. Call only where [`crate::host::on_host`]
 /// holds.
 ///
 /// # Errors
@@ -84,16 +95,19 @@ where
     let mut y = vec![E::zero(); layout.len];
     layout.add(&mut y, &bias_h);
     layout.axpy(&mut y, &gain, &centred);
-    // the running statistics, as dfdx updates them (the variance unbiased)
+    // the running statistics, as dfdx updates them (the variance unbiased), from a batch that
+    // can give them
     let dev = x.device().clone();
-    let m = momentum;
-    let unbiased = m * n as f64 / (n as f64 - 1.0);
-    running_mean.try_axpy(1.0 - m, &dev.try_tensor_from_vec(mean, (Const::<C>,))?, m)?;
-    running_var.try_axpy(
-        1.0 - m,
-        &dev.try_tensor_from_vec(var, (Const::<C>,))?,
-        unbiased,
-    )?;
+    if updates_statistics(n, &mean, &var) {
+        let m = momentum;
+        let unbiased = m * n as f64 / (n as f64 - 1.0);
+        running_mean.try_axpy(1.0 - m, &dev.try_tensor_from_vec(mean, (Const::<C>,))?, m)?;
+        running_var.try_axpy(
+            1.0 - m,
+            &dev.try_tensor_from_vec(var, (Const::<C>,))?,
+            unbiased,
+        )?;
+    }
     let y = dev.try_tensor_from_vec(y, shape)?;
     let saved = Saved {
         x,

@@ -33,7 +33,7 @@ use super::batchnorm_kernel::{self, BatchNorm};
 use crate::axis::{Any, Batch, NeuronAxis, Neurons};
 use crate::dendritic::{copy_module, Convertible};
 use crate::error::Error;
-use crate::float::{all_finite, Float};
+use crate::float::Float;
 use crate::host::on_host;
 use crate::params::{visit_module, ModuleParams, ParamVisitor};
 
@@ -87,20 +87,16 @@ macro_rules! batchnorm {
     ($bn:ident, ($($d:ident),*), $tags:ty) => {
         impl<B: Dim, $($d: Dim,)* const C: usize, E: Float, D: Device<E>> Norm<(B, Const<C>, $($d,)*), E, D> for $bn<C, E, D> {
             /// On the CPU by one op of its own (the same formula and gradient), elsewhere by
-            /// dfdx. The running statistics are left as they were when the batch cannot give
-            /// finite ones: a NaN or an infinity in it (the optimizer then refuses the step's
-            /// gradients, and nothing of the model has moved), or one value per channel (batch
-            /// 1 without positions, or a 1x1 map: no variance to estimate; dfdx's update would
-            /// make the running variance NaN through `n / (n - 1)`, and every later inference
-            /// with it; PyTorch refuses such a batch).
+            /// dfdx. Either way a batch moves the running statistics only when it can give
+            /// finite ones: not with a NaN or an infinity in it, nor with one value per channel
+            /// (no variance to estimate). The op decides from the batch's statistics; after
+            /// dfdx's pass, which does not show them, the running statistics are read back (a
+            /// copy of `2C` values) and put back as they were if refused.
             fn forward_train(
                 &mut self,
                 x: Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>,
             ) -> Result<Tensor<(B, Const<C>, $($d,)*), E, D, OwnedTape<E, D>>, D::Err> {
-                let single = x.shape().num_elements() < 2 * C;
-                // clones share the buffers; the update writes fresh ones
-                let before = (self.running_mean.clone(), self.running_var.clone());
-                let y = if on_host::<E, D>() {
+                if on_host::<E, D>() {
                     let bn = BatchNorm {
                         scale: &self.scale,
                         bias: &self.bias,
@@ -109,12 +105,14 @@ macro_rules! batchnorm {
                         epsilon: self.epsilon,
                         momentum: self.momentum,
                     };
-                    batchnorm_kernel::train::<_, $tags, C, E, D>(x, bn)?
-                } else {
-                    self.try_forward_mut(x)?
-                };
-                let finite = |t: &Tensor<(Const<C>,), E, D>| all_finite(&t.as_vec());
-                if single || !(finite(&self.running_mean) && finite(&self.running_var)) {
+                    return batchnorm_kernel::train::<_, $tags, C, E, D>(x, bn);
+                }
+                let n = x.shape().num_elements() / C.max(1);
+                // clones share the buffers; the update writes fresh ones
+                let before = (self.running_mean.clone(), self.running_var.clone());
+                let y = self.try_forward_mut(x)?;
+                let (mean, var) = (self.running_mean.as_vec(), self.running_var.as_vec());
+                if !batchnorm_kernel::updates_statistics(n, &mean, &var) {
                     (self.running_mean, self.running_var) = before;
                 }
                 Ok(y)

@@ -24,7 +24,7 @@ use crate::axis::{Layout, NeuronAxis, PerNeuron};
 use crate::dendritic::config::Activation;
 use crate::float::Float;
 use crate::host::{
-    add_into, empty, grad_buffer, grad_mut, matmul, on_host, put_backward, Dst, Operand, Scratch,
+    add_into, grad_mut, lend_grad, matmul, on_host, put_backward, Dst, Operand, Scratch,
 };
 
 /// `y + Σⱼ wⱼ ⊙ aⱼ` as one op on `y`'s tape, and, when `keep_acts`, the activations `aⱼ` as
@@ -272,36 +272,32 @@ impl<So: Shape, N: ConstDim, E: Float, D: Device<E>> Pass<So, N, E, D> {
         let Some((term, earlier)) = self.pres.get_mut(..=j).and_then(<[_]>::split_last_mut) else {
             return Ok(());
         };
-        let mut lent_pre = None;
-        let d: &mut [E] = match term {
-            Saved::Module(pre) => {
-                lent_pre.insert(std::mem::replace(grad_buffer(grads, pre)?, empty(dev)?))
+        // dL/dzⱼ from the output's gradient, through the squash, into the bias and the
+        // cascade weights and on to the earlier dendrites' dL/dzᵢ
+        let (layout, activation, act) = (self.layout, self.activation, &self.acts[j]);
+        let (bias, (c_tensors, c)) = (&self.biases[j], &self.cascades[j]);
+        let acts = &self.acts;
+        let through = |grads: &mut Gradients<E, D>, d: &mut [E]| -> Result<(), D::Err> {
+            layout.axpy(d, w, g);
+            squash_grad(d, act, activation);
+            if let Some(bias) = bias {
+                add_into(grad_mut(grads, bias)?, &layout.sum(d));
             }
-            Saved::Affine { grad, .. } => grad,
-        };
-        self.layout.axpy(d, w, g);
-        // through the squash
-        squash_grad(d, &self.acts[j], self.activation);
-        if let Some(bias) = &self.biases[j] {
-            add_into(grad_mut(grads, bias)?, &self.layout.sum(d));
-        }
-        let (c_tensors, c) = &self.cascades[j];
-        for ((c_tensor, c), (a, earlier)) in
-            c_tensors.iter().zip(c).zip(self.acts.iter().zip(earlier))
-        {
-            add_into(grad_mut(grads, c_tensor)?, &self.layout.dot(a, d));
-            match earlier {
-                Saved::Module(pre) => self.layout.axpy(grad_mut(grads, pre)?, c, d),
-                Saved::Affine { grad, .. } => self.layout.axpy(grad, c, d),
-            }
-        }
-        match term {
-            Saved::Module(pre) => {
-                if let Some(d) = lent_pre {
-                    *grad_buffer(grads, pre)? = d;
+            let cascade = c_tensors.iter().zip(c).zip(acts.iter().zip(earlier));
+            for ((c_tensor, c), (a, earlier)) in cascade {
+                add_into(grad_mut(grads, c_tensor)?, &layout.dot(a, d));
+                match earlier {
+                    Saved::Module(pre) => layout.axpy(grad_mut(grads, pre)?, c, d),
+                    Saved::Affine { grad, .. } => layout.axpy(grad, c, d),
                 }
             }
+            Ok(())
+        };
+        match term {
+            // built in preⱼ's own gradient buffer, lent out (preⱼ feeds only this sum)
+            Saved::Module(pre) => lend_grad(grads, |g| g.get_or_alloc_mut(pre), dev, through)?,
             Saved::Affine { weight, host, grad } => {
+                through(grads, grad)?;
                 let x = self
                     .input
                     .as_ref()
